@@ -1,0 +1,1 @@
+"""Shared code of the cnn-stress-testing stage scripts."""

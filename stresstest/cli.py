@@ -1,0 +1,86 @@
+"""Command-line plumbing shared by every stage: one-line errors, common flags, value checks."""
+import argparse
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake the user can fix. Its message is one line: what is wrong and how to fix it."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (flags, presets resolved later)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def make_parser(description: str) -> Parser:
+    return Parser(description=description, formatter_class=HelpFormatter)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="folder that holds cifar-10-batches-py/ (downloaded there when missing and online)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to run; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A value in [0, 1): label smoothing, thresholds."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A value in (0, 1): dataset fractions."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def run_main(main) -> None:
+    """Run a stage's main(); user mistakes become one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: outputs written so far are complete; rerun (training: with --resume) to continue",
+              file=sys.stderr)
+        sys.exit(130)

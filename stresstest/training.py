@@ -1,0 +1,286 @@
+"""The training stage shared by train.py (baseline) and improvement.py (label smoothing 0.1)."""
+import dataclasses
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import build_model
+
+from . import atomic
+from .checkpoint import classifier_checkpoint, save_checkpoint
+from .cli import (UserError, add_common_args, make_parser, non_negative_int, open_fraction, positive_float,
+                  positive_int, run_main, unit_interval)
+from .data import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
+                   split_validation)
+from .device import autocast, cpu_name, pick_precision, resolve_device, synchronize
+from .plots import plot_curves
+from .predict import loss_and_accuracy, predict_logits
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet18"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1                # peak of the one-cycle schedule
+    warmup_fraction: float = 0.15  # share of steps spent rising to the peak
+    momentum: float = 0.9          # SGD with Nesterov momentum
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1      # stratified hold-out for checkpoint selection
+    max_train_images: int = 0      # 0: all; else the first N training images (smoke runs)
+    seed: int = 0
+    precision: str = "auto"        # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
+    compile: bool = False
+    eval_batch_size: int = 0       # 0: by device (256 on CPU, 1024 on GPU)
+
+
+# Small enough for about a minute per training stage on a 2-core CPU; smaller batches and a lower peak
+# learning rate keep 3 short epochs stable.
+SMOKE_PRESET = {"epochs": 3, "max_train_images": 2048, "batch_size": 64, "lr": 0.05}
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                 "epoch_seconds", "train_images_per_s", "best"]
+STATE_FILE = "last_state.pth"
+LOSS_CHECK_EVERY = 20  # steps between host syncs that read the running loss
+
+
+def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        commit = git.stdout.strip() if git.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"git_commit": commit, "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(device), "device_name": device_name, "precision": precision,
+            "cpu_threads": torch.get_num_threads(), "command": " ".join(sys.argv), "seed": config.seed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+class Trainer:
+    """Holds the device-resident data, model and optimizer of one run; one call to `fit` trains it."""
+
+    def __init__(self, config: TrainConfig, data_dir: Path, out_dir: Path, device: torch.device):
+        self.config, self.out_dir, self.device = config, out_dir, device
+        self.precision = pick_precision(device, config.precision)
+        data = load_cifar10(data_dir)
+        self.class_names = data.class_names
+        train_images, train_labels = data.train_images, data.train_labels
+        if config.max_train_images:
+            train_images, train_labels = train_images[:config.max_train_images], train_labels[:config.max_train_images]
+        train_idx, val_idx = split_validation(train_labels, config.val_fraction)
+        if len(train_idx) == 0 or len(val_idx) == 0:
+            raise UserError(f"{len(train_labels)} training images are too few for a validation split of "
+                            f"{config.val_fraction}; use more data or another --val-fraction")
+
+        def on_device(array):
+            return torch.from_numpy(array).to(device)
+
+        # The whole dataset lives on the device as uint8; training crops come from a padded copy.
+        self.train_padded = pad_for_crop(on_device(train_images[train_idx]))
+        self.train_labels = on_device(train_labels[train_idx])
+        self.val_images, self.val_labels = on_device(train_images[val_idx]), on_device(train_labels[val_idx])
+        self.test_images, self.test_labels = on_device(data.test_images), on_device(data.test_labels)
+        self.normalize = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
+        self.split_sizes = {"train": len(train_idx), "val": len(val_idx), "test": len(data.test_labels)}
+
+        self.batch_size = min(config.batch_size, len(train_idx))
+        self.steps_per_epoch = len(train_idx) // self.batch_size  # drop the ragged last batch
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.arch, len(self.class_names)).to(device, memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=True)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
+            pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3)
+        self.rows: list[dict] = []
+        self.best_val = (-1.0, math.inf)  # (val accuracy, -val loss) ordering, see _is_better
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"config": dataclasses.asdict(self.config), "epoch": len(self.rows), "rows": self.rows,
+                "best_val": list(self.best_val), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rows = list(state["rows"])
+        self.best_val = tuple(state["best_val"])
+
+    def _is_better(self, val_acc: float, val_loss: float) -> bool:
+        best_acc, best_loss = self.best_val
+        return val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss)
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        """Shuffling and augmentation draws depend only on (seed, epoch): a resumed run repeats them."""
+        return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        generator = self._epoch_generator(epoch)
+        count = self.train_labels.numel()
+        order = torch.randperm(count, device=self.device, generator=generator)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}", leave=False,
+                   disable=not sys.stderr.isatty(), unit="batch")
+        started = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            batch = order[step * self.batch_size:(step + 1) * self.batch_size]
+            images = self.normalize(random_crop_flip(self.train_padded, batch, generator))
+            labels = self.train_labels[batch]
+            with autocast(self.device, self.precision):
+                logits = self.forward(images)
+                loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach().float() * len(batch)
+            correct += (logits.argmax(1) == labels).sum()
+            if (step + 1) % LOSS_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
+                self._check_finite(loss_sum.item(), epoch)
+                bar.set_postfix(loss=f"{loss_sum.item() / ((step + 1) * self.batch_size):.3f}")
+            bar.update()
+        synchronize(self.device)
+        seconds = time.perf_counter() - started
+        bar.close()
+        seen = self.steps_per_epoch * self.batch_size
+        return loss_sum.item() / seen, correct.item() / seen, seconds
+
+    def _check_finite(self, loss_sum: float, epoch: int) -> None:
+        if not math.isfinite(loss_sum):
+            kept = "the last completed epoch is kept for --resume" if self.rows else "nothing was saved"
+            raise UserError(f"training loss became non-finite ({loss_sum}) in epoch {epoch}; {kept}; "
+                            f"lower --lr (now {self.config.lr}) or use --precision fp32")
+
+    def _evaluate(self, images, labels) -> tuple[float, float]:
+        logits = predict_logits(self.model, images, self.normalize, self.precision, self.config.eval_batch_size)
+        return loss_and_accuracy(logits, labels)
+
+    def fit(self, label: str) -> dict:
+        for epoch in range(len(self.rows) + 1, self.config.epochs + 1):
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc, seconds = self._train_epoch(epoch)
+            val_loss, val_acc = self._evaluate(self.val_images, self.val_labels)
+            test_loss, test_acc = self._evaluate(self.test_images, self.test_labels)
+            is_best = self._is_better(val_acc, val_loss)
+            row = {"epoch": epoch, "lr": round(lr, 6), "train_loss": round(train_loss, 5),
+                   "train_acc": round(train_acc, 5), "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
+                   "test_loss": round(test_loss, 5), "test_acc": round(test_acc, 5),
+                   "epoch_seconds": round(seconds, 2),
+                   "train_images_per_s": round(self.steps_per_epoch * self.batch_size / seconds, 1),
+                   "best": int(is_best)}
+            self.rows.append(row)
+            # Order matters for resume: best checkpoint, then loop state, then the CSV and plots.
+            if is_best:
+                self.best_val = (val_acc, val_loss)
+                self._save_best(epoch, row)
+            atomic.save_torch(self.out_dir / STATE_FILE, self.state())
+            atomic.write_csv(self.out_dir / "metrics.csv", self.rows, METRIC_FIELDS)
+            plot_curves(self.rows, self.out_dir, label)
+            print(f"epoch {epoch:3d}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                  f"val loss {val_loss:.4f} acc {val_acc:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
+                  f"{row['train_images_per_s']:.0f} img/s{'  *best' if is_best else ''}", flush=True)
+        return max(self.rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
+
+    def _save_best(self, epoch: int, row: dict) -> None:
+        checkpoint = classifier_checkpoint(
+            self.model, self.config.arch, self.class_names, CIFAR10_MEAN, CIFAR10_STD,
+            dataclasses.asdict(self.config), epoch=epoch, metrics={k: v for k, v in row.items()},
+            split_sizes=self.split_sizes)
+        save_checkpoint(self.out_dir / "best_model.pth", checkpoint)
+
+
+def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto",
+          resume: bool = False) -> dict:
+    """Train (or resume) one run into out_dir; returns the metrics row of the best epoch."""
+    out_dir = atomic.ensure_writable_dir(Path(out_dir))
+    state = None
+    if resume:
+        state_path = out_dir / STATE_FILE
+        if not state_path.is_file():
+            raise UserError(f"--resume: there is no run to resume in {out_dir} (no {STATE_FILE}); "
+                            "run without --resume to start one")
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            saved = TrainConfig(**state["config"])
+        except Exception as error:
+            raise UserError(f"--resume: {state_path} is unreadable ({type(error).__name__}); "
+                            "run without --resume to start afresh") from None
+        if state["epoch"] >= saved.epochs:
+            print(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
+            return max(state["rows"], key=lambda r: (r["val_acc"], -r["val_loss"]))
+        print(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
+              "(training flags given now are ignored)", file=sys.stderr)
+        config = dataclasses.replace(saved, compile=config.compile)
+    device = resolve_device(device_name)
+    trainer = Trainer(config, data_dir, out_dir, device)
+    if state is not None:
+        trainer.load_state(state)
+    else:
+        atomic.write_json(out_dir / "config.json", dataclasses.asdict(config))
+    info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume}
+    atomic.write_json(out_dir / "run_info.json", info)
+    print(f"training {config.arch} on {device} ({trainer.precision}): {trainer.split_sizes['train']:,} train / "
+          f"{trainer.split_sizes['val']:,} val / {trainer.split_sizes['test']:,} test images, "
+          f"label smoothing {config.label_smoothing}, {config.epochs} epochs -> {out_dir}", flush=True)
+    best = trainer.fit(label=out_dir.name)
+    print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
+          f"-> {out_dir / 'best_model.pth'}")
+    return best
+
+
+def training_cli(description: str, label_smoothing: float, out_dir: str) -> None:
+    """Entry point of train.py / improvement.py; they differ only in label smoothing and output folder."""
+    defaults = TrainConfig(label_smoothing=label_smoothing)
+    parser = make_parser(description)
+    add_common_args(parser)
+    parser.add_argument("--out-dir", type=Path, default=Path(out_dir), help="where this run's files go")
+    parser.add_argument("--epochs", type=positive_int, help=f"training epochs (default {defaults.epochs}; "
+                        f"--smoke: {SMOKE_PRESET['epochs']})")
+    parser.add_argument("--batch-size", type=positive_int, help=f"training batch size (default {defaults.batch_size}; "
+                        f"--smoke: {SMOKE_PRESET['batch_size']})")
+    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default "
+                        f"{defaults.lr}; --smoke: {SMOKE_PRESET['lr']})")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")
+    parser.add_argument("--label-smoothing", type=unit_interval, default=label_smoothing,
+                        help="label smoothing in [0, 1)")
+    parser.add_argument("--val-fraction", type=open_fraction, default=defaults.val_fraction,
+                        help="share of the training images held out (stratified) to pick the best checkpoint")
+    parser.add_argument("--max-train-images", type=non_negative_int, help="use only the first N training images "
+                        f"(default all; --smoke: {SMOKE_PRESET['max_train_images']})")
+    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
+                        help="autocast precision; auto: bf16 where the hardware has it")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny preset for a quick check on a CPU ({json.dumps(SMOKE_PRESET)})")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out-dir")
+    args = parser.parse_args()
+
+    def chosen(name):
+        given = getattr(args, name)
+        if given is not None:
+            return given
+        return SMOKE_PRESET[name] if args.smoke else getattr(defaults, name)
+
+    config = dataclasses.replace(
+        defaults, **{name: chosen(name) for name in SMOKE_PRESET}, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, val_fraction=args.val_fraction, seed=args.seed,
+        precision=args.precision, compile=args.compile)
+    run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume))
