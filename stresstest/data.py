@@ -33,10 +33,11 @@ class Cifar10:
     root: Path
 
 
-def download_cifar10(data_dir: Path, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5) -> None:
+def download_cifar10(data_dir: Path, url: str | None = None, md5: str | None = None) -> None:
     """Download and extract the official archive into data_dir; torchvision verifies the md5."""
     from torchvision.datasets.utils import download_and_extract_archive
 
+    url, md5 = url or CIFAR10_URL, md5 or CIFAR10_MD5
     print(f"CIFAR-10 not found in {data_dir}; downloading {url}", file=sys.stderr)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

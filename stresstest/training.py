@@ -130,10 +130,24 @@ class Trainer:
         """Shuffling and augmentation draws depend only on (seed, epoch): a resumed run repeats them."""
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
 
+    def train_step(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step on the training images `batch` (indices), augmented on the device.
+
+        Returns the loss and the number of correct predictions as device tensors (no host sync)."""
+        images = self.normalize(random_crop_flip(self.train_padded, batch, generator))
+        labels = self.train_labels[batch]
+        with autocast(self.device, self.precision):
+            logits = self.forward(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach().float(), (logits.argmax(1) == labels).sum()
+
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
         generator = self._epoch_generator(epoch)
-        count = self.train_labels.numel()
-        order = torch.randperm(count, device=self.device, generator=generator)
+        order = torch.randperm(self.train_labels.numel(), device=self.device, generator=generator)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.model.train()
@@ -141,18 +155,9 @@ class Trainer:
                    disable=not sys.stderr.isatty(), unit="batch")
         started = time.perf_counter()
         for step in range(self.steps_per_epoch):
-            batch = order[step * self.batch_size:(step + 1) * self.batch_size]
-            images = self.normalize(random_crop_flip(self.train_padded, batch, generator))
-            labels = self.train_labels[batch]
-            with autocast(self.device, self.precision):
-                logits = self.forward(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            loss_sum += loss.detach().float() * len(batch)
-            correct += (logits.argmax(1) == labels).sum()
+            loss, hits = self.train_step(order[step * self.batch_size:(step + 1) * self.batch_size], generator)
+            loss_sum += loss * self.batch_size
+            correct += hits
             if (step + 1) % LOSS_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
                 self._check_finite(loss_sum.item(), epoch)
                 bar.set_postfix(loss=f"{loss_sum.item() / ((step + 1) * self.batch_size):.3f}")

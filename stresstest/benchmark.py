@@ -1,0 +1,86 @@
+"""Throughput of this pipeline beside the common DataLoader + PIL way (../shared/bench/peer_dataloader.py),
+in one run, on the same data and device."""
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .cli import UserError, add_common_args, make_parser, positive_int, run_main
+from .data import BATCHES_DIR
+from .device import resolve_device, synchronize
+from .predict import predict_logits
+from .training import TrainConfig, Trainer
+
+DEFAULT_PEER = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_dataloader.py"
+TARGETS = {"cpu": {"train": 2.0, "eval": 3.0}, "cuda": {"train": 5.0}}
+
+
+def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int,
+                 compile_model: bool) -> dict:
+    config = TrainConfig(batch_size=batch_size, epochs=1, compile=compile_model)
+    trainer = Trainer(config, data_dir, None, device)
+    generator = trainer._epoch_generator(0)
+    count = trainer.train_labels.numel()
+    trainer.model.train()
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(device)
+            started = time.perf_counter()
+        trainer.train_step(torch.randint(0, count, (trainer.batch_size,), device=device, generator=generator),
+                           generator)
+    synchronize(device)
+    train_rate = steps * trainer.batch_size / (time.perf_counter() - started)
+
+    predict_logits(trainer.model, trainer.test_images[:trainer.batch_size], trainer.normalize, trainer.precision)
+    synchronize(device)
+    started = time.perf_counter()
+    predict_logits(trainer.model, trainer.test_images, trainer.normalize, trainer.precision).argmax(1).cpu()
+    eval_rate = len(trainer.test_images) / (time.perf_counter() - started)
+    return {"train": train_rate, "eval": eval_rate, "precision": trainer.precision}
+
+
+def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int) -> dict:
+    if not peer.is_file():
+        raise UserError(f"peer benchmark {peer} not found; pass --peer PATH to peer_dataloader.py")
+    command = [sys.executable, str(peer), str(data_dir / BATCHES_DIR), "--steps", str(steps), "--warmup",
+               str(warmup), "--batch-size", str(batch_size), "--device", device.type]
+    result = subprocess.run(command, capture_output=True, text=True)
+    match = re.search(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)", result.stdout)
+    if result.returncode != 0 or not match:
+        raise UserError(f"the peer benchmark failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return {"train": float(match.group(1)), "eval": float(match.group(2))}
+
+
+def main() -> None:
+    parser = make_parser(__doc__)
+    add_common_args(parser)
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps (after warm-up)")
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed warm-up steps")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="training batch size for both")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="path to peer_dataloader.py")
+    parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
+    args = parser.parse_args()
+
+    def run():
+        device = resolve_device(args.device)
+        torch.manual_seed(args.seed)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        print(f"benchmark on {name}, batch {args.batch_size}, {args.steps} timed steps", flush=True)
+        ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
+        print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",
+              flush=True)
+        if args.skip_peer:
+            return
+        peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)
+        print(f"peer  train {peer['train']:8.1f} img/s   eval {peer['eval']:8.1f} img/s")
+        targets = TARGETS.get(device.type, {})
+        for kind in ["train", "eval"]:
+            ratio = ours[kind] / peer[kind]
+            target = f" (target {targets[kind]:.0f}x)" if kind in targets else ""
+            print(f"ratio {kind} {ratio:5.2f}x{target}")
+
+    run_main(run)

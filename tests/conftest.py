@@ -1,0 +1,105 @@
+import functools
+import hashlib
+import http.server
+import pickle
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+sys.path.insert(0, str(REPO))
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Class-dependent 32x32 images a small CNN can learn: a class colour, class-oriented stripes,
+    a random shift and pixel noise. Returned as the official N x 3072 channel-major uint8 rows."""
+    n = len(labels)
+    y, x = np.mgrid[0:32, 0:32].astype(np.float32)
+    colours = rng.uniform(40, 215, size=(10, 3)).astype(np.float32)
+    angles = np.linspace(0, np.pi, 10, endpoint=False)
+    shift = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    phase = np.cos(angles[labels])[:, None, None] * x + np.sin(angles[labels])[:, None, None] * y
+    stripes = 40 * np.sin(phase * (0.4 + 0.05 * labels[:, None, None]) + shift)
+    images = colours[labels][:, :, None, None] + stripes[:, None] + rng.normal(0, 12, size=(n, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def write_cifar(root: Path, per_batch: int, test_count: int, seed: int = 0) -> Path:
+    """A CIFAR-10 copy in the official python layout under root/cifar-10-batches-py; returns root."""
+    rng = np.random.default_rng(seed)
+    batches = root / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+
+    def dump(name, obj):
+        with open(batches / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+    for i in range(1, 6):
+        labels = rng.integers(0, 10, per_batch)
+        dump(f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "labels": labels.tolist(),
+                                 "data": make_images(labels, rng)})
+    labels = rng.integers(0, 10, test_count)
+    dump("test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels.tolist(),
+                        "data": make_images(labels, rng)})
+    dump("batches.meta", {"label_names": CLASS_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072})
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """400 training and 120 test images in the official layout."""
+    return write_cifar(tmp_path_factory.mktemp("tiny"), per_batch=80, test_count=120)
+
+
+@pytest.fixture(scope="session")
+def subset_data() -> Path:
+    assert (SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file(), f"shared subset missing at {SUBSET}"
+    return SUBSET
+
+
+@pytest.fixture(scope="session")
+def tiny_archive_url(tiny_data, tmp_path_factory):
+    """URL of cifar-10-python.tar.gz of the tiny data, served on loopback, and the archive's md5."""
+    folder = tmp_path_factory.mktemp("archive")
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tiny_data / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/{archive.name}", hashlib.md5(archive.read_bytes()).hexdigest()
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def run_stage(script: str, *args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a stage script the way a user does, from `cwd` (so default output paths land there)."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A fixable mistake: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,167 @@
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, assert_user_error, file_digests, run_stage
+from stresstest import atomic
+from stresstest.checkpoint import load_classifier
+from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
+from stresstest.predict import loss_and_accuracy, predict_logits
+from stresstest.training import METRIC_FIELDS
+
+TINY_RUN = ["--epochs", "3", "--batch-size", "60", "--lr", "0.05", "--seed", "1"]
+TIMING = {"epoch_seconds", "train_images_per_s"}
+
+
+def read_metrics(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    result = run_stage("train.py", "--data-dir", tiny_data, *TINY_RUN, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir / "experiments" / "baseline", result
+
+
+def test_run_writes_the_output_contract(tiny_run):
+    out, result = tiny_run
+    for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png", "config.json",
+                 "run_info.json", "last_state.pth"]:
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp"))
+    rows = read_metrics(out / "metrics.csv")
+    assert list(rows[0]) == METRIC_FIELDS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for row in rows:
+        for split in ["train", "val", "test"]:
+            assert 0 <= float(row[f"{split}_acc"]) <= 1 and np.isfinite(float(row[f"{split}_loss"]))
+        assert float(row["lr"]) > 0 and float(row["train_images_per_s"]) > 0
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])  # it learns the generated classes
+    best = max(rows, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"])))
+    assert sum(int(r["best"]) for r in rows if r["epoch"] == best["epoch"]) == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 3 and config["label_smoothing"] == 0.0 and config["seed"] == 1
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["device"] == "cpu" and info["torch"] == torch.__version__
+    assert info["split_sizes"] == {"train": 360, "val": 40, "test": 120}
+    for plot in ["accuracy_curve.png", "loss_curve.png"]:
+        with Image.open(out / plot) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+    assert f"best epoch {best['epoch']}" in result.stdout
+
+
+def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data):
+    out, _ = tiny_run
+    raw = torch.load(out / "best_model.pth", weights_only=True)
+    assert raw["arch"] == "resnet18" and raw["num_classes"] == 10 and len(raw["class_names"]) == 10
+    assert raw["normalization"] == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+    assert raw["config"]["label_smoothing"] == 0.0 and raw["config"]["epochs"] == 3
+    rows = read_metrics(out / "metrics.csv")
+    best_row = next(r for r in rows if int(r["epoch"]) == raw["epoch"])
+    assert best_row["best"] == "1"
+    model, _ = load_classifier(out / "best_model.pth", "train.py", torch.device("cpu"))
+    data = load_cifar10(tiny_data, quiet=True)
+    logits = predict_logits(model, torch.from_numpy(data.test_images),
+                            Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu")), "bf16")
+    loss, accuracy = loss_and_accuracy(logits, torch.from_numpy(data.test_labels))
+    assert round(accuracy, 5) == float(best_row["test_acc"])
+    assert abs(loss - float(best_row["test_loss"])) < 1e-4
+
+
+def test_same_seed_gives_identical_metrics(tiny_run, tiny_data, tmp_path):
+    out, _ = tiny_run
+    result = run_stage("train.py", "--data-dir", tiny_data, *TINY_RUN, "--out-dir", tmp_path / "again", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert without_timing(read_metrics(tmp_path / "again" / "metrics.csv")) == \
+        without_timing(read_metrics(out / "metrics.csv"))
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path):
+    out, _ = tiny_run
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--data-dir", str(tiny_data), *TINY_RUN,
+                                "--out-dir", str(killed)], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("epoch   1/"):
+            process.kill()  # SIGKILL mid-run: no clean-up code gets to run
+            break
+    process.wait()
+    assert len(read_metrics(killed / "metrics.csv")) < 3
+    torch.load(killed / "best_model.pth", weights_only=True)  # intact after the kill
+    result = run_stage("train.py", "--resume", "--out-dir", killed, "--data-dir", tiny_data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    assert without_timing(read_metrics(killed / "metrics.csv")) == without_timing(read_metrics(out / "metrics.csv"))
+    again = run_stage("train.py", "--resume", "--out-dir", killed, "--data-dir", tiny_data, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to resume" in again.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "-2"], "--epochs"),
+    (["--label-smoothing", "1.0"], "--label-smoothing"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--resume"], "no run to resume"),
+])
+def test_bad_input_is_one_line_and_loses_nothing(args, fragment, tiny_run, tiny_data, tmp_path):
+    out, _ = tiny_run
+    before = file_digests(out)
+    target = tmp_path / "empty" if "--resume" in args else out
+    result = run_stage("train.py", "--data-dir", tiny_data, "--out-dir", target, *args, cwd=tmp_path)
+    assert_user_error(result, fragment)
+    assert file_digests(out) == before
+
+
+def test_unwritable_output_folder(tiny_data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_stage("train.py", "--data-dir", tiny_data, "--out-dir", blocker / "run", cwd=tmp_path)
+    assert_user_error(result, "cannot write to output folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
+    result = run_stage("train.py", "--data-dir", tiny_data, "--epochs", "2", "--lr", "1e12", "--out-dir",
+                       tmp_path / "nan", cwd=tmp_path)
+    assert_user_error(result, "non-finite", "--lr")
+    assert not (tmp_path / "nan" / "best_model.pth").exists()
+
+
+def test_improvement_stage_on_the_real_subset(subset_data, tmp_path):
+    result = run_stage("improvement.py", "--smoke", "--epochs", "1", "--data-dir", subset_data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "read 5,085 training and 500 test images" in result.stderr
+    out = tmp_path / "experiments" / "improved"
+    raw = torch.load(out / "best_model.pth", weights_only=True)
+    assert raw["config"]["label_smoothing"] == 0.1 and raw["split_sizes"] == {"train": 1844, "val": 204, "test": 500}
+    row = read_metrics(out / "metrics.csv")[0]
+    assert float(row["test_acc"]) > 0.1  # better than chance after one short epoch on real images
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "best_model.pth"
+    atomic.save_torch(target, {"weights": torch.ones(3)})
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", explode)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.save_torch(target, {"weights": torch.zeros(3)})
+    assert torch.load(target, weights_only=True)["weights"].tolist() == [1.0, 1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["best_model.pth"]
