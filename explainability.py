@@ -1,0 +1,5 @@
+"""Stage 3: Grad-CAM of the baseline on every failure case (failure_cases/baseline/case_XX/gradcam_baseline.png)."""
+from stresstest.explain import main
+
+if __name__ == "__main__":
+    main(__doc__, tag="baseline", checkpoint="experiments/baseline/best_model.pth", producer="train.py")

@@ -1,0 +1,41 @@
+"""Study A in one command: the six stages in order, stopping at the first that fails.
+
+train.py -> failure_analysis.py -> explainability.py -> improvement.py -> compare_models.py
+-> explainability_improved.py. Each stage reads the files of the stages before it.
+"""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stresstest.cli import add_common_args, make_parser
+
+REPO = Path(__file__).resolve().parent
+STAGES = ["train.py", "failure_analysis.py", "explainability.py", "improvement.py", "compare_models.py",
+          "explainability_improved.py"]
+
+
+def main() -> None:
+    parser = make_parser(__doc__)
+    add_common_args(parser)
+    parser.add_argument("--smoke", action="store_true", help="every stage's smoke preset (minutes on a CPU)")
+    parser.add_argument("--from-stage", choices=STAGES, default=STAGES[0],
+                        help="start here (the earlier stages' outputs must exist)")
+    args = parser.parse_args()
+    shared = ["--data-dir", str(args.data_dir), "--device", args.device, "--seed", str(args.seed)]
+    shared += ["--smoke"] if args.smoke else []
+    stages = STAGES[STAGES.index(args.from_stage):]
+    for number, stage in enumerate(stages, start=STAGES.index(stages[0]) + 1):
+        print(f"=== stage {number}/6: {stage}", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, str(REPO / stage), *shared])
+        if result.returncode != 0:
+            print(f"error: stage {number}/6 {stage} failed (exit {result.returncode}); fix what it said above and "
+                  f"rerun with --from-stage {stage}", file=sys.stderr)
+            sys.exit(result.returncode)
+        print(f"=== {stage} done in {time.perf_counter() - started:.0f} s", flush=True)
+    print("pipeline done: experiments/ and failure_cases/baseline/ hold the results")
+
+
+if __name__ == "__main__":
+    main()

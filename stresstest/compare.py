@@ -1,0 +1,141 @@
+"""Stage 5: the baseline and the label-smoothed model on the same failure cases and on the whole test set."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
+
+from . import atomic  # noqa: E402
+from .cases import read_cases  # noqa: E402
+from .checkpoint import load_classifier  # noqa: E402
+from .cli import UserError, add_common_args, make_parser, run_main, unit_interval  # noqa: E402
+from .data import load_cifar10  # noqa: E402
+from .device import pick_precision, resolve_device  # noqa: E402
+from .failures import SMOKE_THRESHOLD  # noqa: E402
+from .predict import probabilities  # noqa: E402
+
+CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
+                "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
+
+
+def check_compatible(baseline: dict, improved: dict, paths: tuple[Path, Path]) -> None:
+    for key in ["arch", "num_classes", "class_names", "normalization"]:
+        if baseline[key] != improved[key]:
+            raise UserError(f"{paths[0]} and {paths[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
+                            "the comparison needs the same architecture and classes: retrain one of them")
+
+
+def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) -> pd.DataFrame:
+    """Every test image that is a confident failure (wrong at confidence >= threshold) for either model."""
+    def confident_wrong(probs):
+        return (probs.argmax(1) != labels) & (probs.max(1) >= threshold)
+
+    base, impr = confident_wrong(base_probs), confident_wrong(impr_probs)
+    index = np.flatnonzero(base | impr)
+    impr_right = impr_probs.argmax(1)[index] == labels[index]
+    status = np.where(base[index] & impr[index], "kept",
+                      np.where(base[index], np.where(impr_right, "fixed", "less_confident_wrong"), "new"))
+    return pd.DataFrame({"test_index": index, "status": status})
+
+
+def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir: Path, out_dir: Path,
+            device_name: str, threshold: float) -> pd.DataFrame:
+    device = resolve_device(device_name)
+    cases = read_cases(cases_dir)
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    baseline, base_ckpt = load_classifier(baseline_path, "train.py", device)
+    improved, impr_ckpt = load_classifier(improved_path, "improvement.py", device)
+    check_compatible(base_ckpt, impr_ckpt, (baseline_path, improved_path))
+    data = load_cifar10(data_dir)
+    class_names, labels = base_ckpt["class_names"], data.test_labels
+    images = torch.from_numpy(data.test_images).to(device)
+    precision = pick_precision(device)
+    base_probs = probabilities(baseline, base_ckpt, images, precision).cpu().double().numpy()
+    impr_probs = probabilities(improved, impr_ckpt, images, precision).cpu().double().numpy()
+
+    rows = []
+    for case in cases:
+        i = int(case["test_index"])
+        if i >= len(labels) or class_names[labels[i]] != case["true_label"] or \
+                class_names[base_probs[i].argmax()] != case.get("predicted_label"):
+            raise UserError(f"{case['path']} does not match {baseline_path} on this data (made from another "
+                            "checkpoint or data set); run failure_analysis.py again")
+        b, m = base_probs[i].argmax(), impr_probs[i].argmax()
+        rows.append({"case": case["case"], "test_index": i, "true_label": case["true_label"],
+                     "baseline_pred": class_names[b], "baseline_confidence": round(base_probs[i, b], 6),
+                     "improved_pred": class_names[m], "improved_confidence": round(impr_probs[i, m], 6),
+                     "baseline_true_prob": round(base_probs[i, labels[i]], 6),
+                     "improved_true_prob": round(impr_probs[i, labels[i]], 6), "fixed": int(m == labels[i]),
+                     "representative": case.get("representative", "no")})
+    table = pd.DataFrame(rows, columns=CASE_COLUMNS)
+    atomic.write_csv(out_dir / "comparison_results.csv", table.to_dict("records"), CASE_COLUMNS)
+
+    changes = confident_failure_changes(labels, base_probs, impr_probs, threshold)
+    changes["true_label"] = [class_names[labels[i]] for i in changes.test_index]
+    for name, probs in [("baseline", base_probs), ("improved", impr_probs)]:
+        changes[f"{name}_pred"] = [class_names[probs[i].argmax()] for i in changes.test_index]
+        changes[f"{name}_confidence"] = [round(probs[i].max(), 6) for i in changes.test_index]
+    atomic.write_csv(out_dir / "confident_failures.csv", changes.to_dict("records"), list(changes.columns))
+
+    def metrics(probs):
+        predicted = probs.argmax(1)
+        return {"accuracy": (predicted == labels).mean(),
+                "nll": -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean(),
+                "mean_confidence": probs.max(1).mean(),
+                "confident_failures": int(((predicted != labels) & (probs.max(1) >= threshold)).sum())}
+
+    base_m, impr_m = metrics(base_probs), metrics(impr_probs)
+    counts = changes.status.value_counts()
+    summary = [{"metric": k, "baseline": round(float(base_m[k]), 6), "improved": round(float(impr_m[k]), 6),
+                "change": round(float(impr_m[k] - base_m[k]), 6)} for k in base_m]
+    summary += [{"metric": f"confident_failures_{status}", "baseline": "", "improved": "",
+                 "change": int(counts.get(status, 0))} for status in ["fixed", "kept", "less_confident_wrong", "new"]]
+    atomic.write_csv(out_dir / "test_set_summary.csv", summary, ["metric", "baseline", "improved", "change"])
+    confusion_figure(labels, base_probs.argmax(1), impr_probs.argmax(1), class_names, out_dir)
+
+    print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after label smoothing "
+          f"-> {out_dir / 'comparison_results.csv'}")
+    print(f"test set ({len(labels)} images): accuracy {base_m['accuracy']:.4f} -> {impr_m['accuracy']:.4f}, "
+          f"NLL {base_m['nll']:.4f} -> {impr_m['nll']:.4f}; confident failures (>= {threshold}) "
+          f"{base_m['confident_failures']} -> {impr_m['confident_failures']}: {counts.get('fixed', 0)} fixed, "
+          f"{counts.get('kept', 0)} kept, {counts.get('less_confident_wrong', 0)} still wrong but less confident, "
+          f"{counts.get('new', 0)} new")
+    return table
+
+
+def confusion_figure(labels, base_pred, impr_pred, class_names, out_dir: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6.5), dpi=100)
+    for axis, predicted, name in [(axes[0], base_pred, "baseline"), (axes[1], impr_pred, "improved (LS 0.1)")]:
+        matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
+        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
+                                                                        xticks_rotation=45, cmap="Blues")
+        axis.set_title(f"{name}: accuracy {(predicted == labels).mean():.3f}")
+    figure.tight_layout()
+    atomic.save_figure(out_dir / "confusion_matrices.png", figure)
+    plt.close(figure)
+
+
+def main(description: str) -> None:
+    parser = make_parser(description)
+    add_common_args(parser)
+    parser.add_argument("--baseline", type=Path, default=Path("experiments/baseline/best_model.pth"),
+                        help="baseline checkpoint (train.py)")
+    parser.add_argument("--improved", type=Path, default=Path("experiments/improved/best_model.pth"),
+                        help="improved checkpoint (improvement.py)")
+    parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
+                        help="case_XX folders written by failure_analysis.py")
+    parser.add_argument("--out-dir", type=Path, default=Path("experiments/comparison"), help="where tables go")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="confidence at which a wrong answer counts as a confident failure in the test-set "
+                             f"counts (default 0.9; --smoke: {SMOKE_THRESHOLD})")
+    parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD}, as failure_analysis.py")
+    args = parser.parse_args()
+    threshold = args.threshold if args.threshold is not None else SMOKE_THRESHOLD if args.smoke else 0.9
+    torch.manual_seed(args.seed)
+    run_main(lambda: compare(args.data_dir, args.baseline, args.improved, args.cases_dir, args.out_dir,
+                             args.device, threshold))

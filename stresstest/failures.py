@@ -1,0 +1,133 @@
+"""Stage 2: predict the whole test set once, tabulate every wrong answer and save the confident ones as cases."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from . import atomic
+from .cases import format_meta, replace_folder
+from .checkpoint import load_classifier
+from .cli import UserError, add_common_args, make_parser, positive_int, run_main, unit_interval
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
+from .predict import probabilities
+
+SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 0.9 are rare
+REPRESENTATIVE_COUNT = 3
+
+
+def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per wrong prediction, most confident first."""
+    order = np.argsort(-probs, axis=1, kind="stable")  # ties resolve to the lower class, as argmax does
+    predicted, runner_up = order[:, 0], order[:, 1]
+    confidence = probs[np.arange(len(probs)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    table = pd.DataFrame({
+        "test_index": wrong,
+        "true_label": [class_names[c] for c in labels[wrong]],
+        "predicted_label": [class_names[c] for c in predicted[wrong]],
+        "confidence": confidence[wrong],
+        "margin": confidence[wrong] - probs[wrong, runner_up[wrong]],
+        "true_class_probability": probs[wrong, labels[wrong]],
+        "true_class_rank": (order[wrong] == labels[wrong, None]).argmax(1) + 1,
+    })
+    return table.sort_values(["confidence", "test_index"], ascending=[False, True], ignore_index=True)
+
+
+def pick_representatives(cases: pd.DataFrame, count: int = REPRESENTATIVE_COUNT) -> list[int]:
+    """Row positions of `count` representative cases.
+
+    Rule: walk the cases from the most confident down and take a case when its true class and its
+    predicted class are both new among the picks (distinct confusions, no class seen twice); if that
+    leaves fewer than `count`, fill with the next cases whose (true, predicted) pair is new, then
+    with the most confident remaining cases."""
+    picks: list[int] = []
+    rules = [
+        lambda row, chosen: all(row.true_label not in {c.true_label, c.predicted_label} and
+                                row.predicted_label not in {c.true_label, c.predicted_label} for c in chosen),
+        lambda row, chosen: all((row.true_label, row.predicted_label) != (c.true_label, c.predicted_label)
+                                for c in chosen),
+        lambda row, chosen: True,
+    ]
+    for rule in rules:
+        for position, row in enumerate(cases.itertuples()):
+            if len(picks) == count:
+                return picks
+            if position not in picks and rule(row, [cases.iloc[p] for p in picks]):
+                picks.append(position)
+    return picks
+
+
+def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name: str, threshold: float,
+            max_cases: int) -> pd.DataFrame:
+    device = resolve_device(device_name)
+    model, checkpoint = load_classifier(checkpoint_path, "train.py", device)
+    data = load_cifar10(data_dir)
+    if data.class_names != checkpoint["class_names"]:
+        raise UserError(f"{checkpoint_path} was trained on classes {checkpoint['class_names']}, but {data.root} "
+                        f"has {data.class_names}; use the matching --data-dir or retrain")
+    precision = pick_precision(device)
+    probs = probabilities(model, checkpoint, torch.from_numpy(data.test_images).to(device), precision)
+    probs = probs.cpu().double().numpy()
+    failures = failure_table(probs, data.test_labels, data.class_names)
+    cases = failures[failures.confidence >= threshold].head(max_cases).reset_index(drop=True)
+    cases.insert(0, "case", [f"case_{i:02d}" for i in range(len(cases))])
+    representative = pick_representatives(cases)
+    cases["representative"] = [i in representative for i in range(len(cases))]
+
+    def build(folder: Path) -> None:
+        atomic.write_csv(folder / "all_failures.csv", failures.round(6).to_dict("records"), list(failures.columns))
+        atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
+        summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
+                   "test_images": len(data.test_labels), "test_accuracy": round(float(
+                       (probs.argmax(1) == data.test_labels).mean()), 6),
+                   "wrong_predictions": len(failures), "threshold": threshold,
+                   "confident_failures": int((failures.confidence >= threshold).sum()), "saved_cases": len(cases),
+                   "representative_cases": [cases.case[i] for i in representative],
+                   "representative_rule": "most confident first; distinct true and predicted classes, then "
+                                          "distinct confusion pairs, then confidence"}
+        atomic.write_json(folder / "summary.json", summary)
+        for position, row in cases.iterrows():
+            case_dir = folder / row.case
+            case_dir.mkdir()
+            Image.fromarray(data.test_images[row.test_index].transpose(1, 2, 0)).save(case_dir / "image.png")
+            (case_dir / "meta.txt").write_text(format_meta({
+                "case": row.case, "test_index": row.test_index, "true_label": row.true_label,
+                "predicted_label": row.predicted_label, "confidence": f"{row.confidence:.6f}",
+                "margin": f"{row.margin:.6f}", "true_class_probability": f"{row.true_class_probability:.6f}",
+                "true_class_rank": row.true_class_rank, "representative": "yes" if row.representative else "no",
+                "threshold": threshold, "checkpoint": checkpoint_path}))
+
+    replace_folder(cases_dir, build)
+    accuracy = (probs.argmax(1) == data.test_labels).mean()
+    summary_line = (f"test accuracy {accuracy:.4f}: {len(failures)} wrong, "
+                    f"{int((failures.confidence >= threshold).sum())} at confidence >= {threshold}; "
+                    f"saved {len(cases)} cases to {cases_dir}")
+    print(summary_line)
+    if representative:
+        print("representative: " + ", ".join(
+            f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
+            for i in representative))
+    return cases
+
+
+def main(description: str) -> None:
+    parser = make_parser(description)
+    add_common_args(parser)
+    parser.add_argument("--checkpoint", type=Path, default=Path("experiments/baseline/best_model.pth"),
+                        help="model to analyse")
+    parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
+                        help="where the tables and case_XX folders go (replaced on every run)")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help=f"least confidence of a saved case (default 0.9; --smoke: {SMOKE_THRESHOLD})")
+    parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save")
+    parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD} for barely trained models")
+    args = parser.parse_args()
+    threshold = args.threshold if args.threshold is not None else SMOKE_THRESHOLD if args.smoke else 0.9
+    if args.max_cases > 100:
+        parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
+    torch.manual_seed(args.seed)
+    run_main(lambda: analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold,
+                             args.max_cases))

@@ -1,0 +1,246 @@
+import csv
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_user_error, file_digests, run_stage
+from models import build_model
+from stresstest.cases import parse_meta
+from stresstest.checkpoint import classifier_checkpoint, load_classifier, save_checkpoint
+from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from stresstest.device import pick_precision
+from stresstest.explain import compute_cams
+from stresstest.failures import pick_representatives
+from stresstest.predict import probabilities
+
+SPEC_META_KEYS = {"test_index", "true_label", "predicted_label", "confidence"}
+SPEC_COMPARISON = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
+                   "improved_confidence"]
+CPU = torch.device("cpu")
+
+
+def model_probs(checkpoint_path, data):
+    model, checkpoint = load_classifier(checkpoint_path, "train.py", CPU)
+    return probabilities(model, checkpoint, torch.from_numpy(data.test_images), pick_precision(CPU)).double().numpy()
+
+
+@pytest.fixture(scope="module")
+def pipeline(subset_data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("=== stage") == 6
+    return workdir, load_cifar10(subset_data, quiet=True)
+
+
+def test_every_contract_file_is_there(pipeline):
+    workdir, _ = pipeline
+    for run in ["baseline", "improved"]:
+        for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png"]:
+            assert (workdir / "experiments" / run / name).is_file(), (run, name)
+    assert (workdir / "experiments" / "comparison" / "comparison_results.csv").is_file()
+    cases = sorted((workdir / "failure_cases" / "baseline").glob("case_*"))
+    assert len(cases) >= 3
+    for case in cases:
+        assert {p.name for p in case.iterdir()} >= {"image.png", "meta.txt", "gradcam_baseline.png",
+                                                     "gradcam_improved.png"}
+    raw = torch.load(workdir / "experiments" / "improved" / "best_model.pth", weights_only=True)
+    assert raw["config"]["label_smoothing"] == 0.1 and raw["split_sizes"]["test"] == 500
+
+
+def test_failures_are_the_models_own_wrong_answers(pipeline):
+    workdir, data = pipeline
+    probs = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
+    predicted = probs.argmax(1)
+    folder = workdir / "failure_cases" / "baseline"
+    failures = pd.read_csv(folder / "all_failures.csv")
+    assert sorted(failures.test_index) == list(np.flatnonzero(predicted != data.test_labels))
+    assert list(failures.confidence) == sorted(failures.confidence, reverse=True)
+    for row in failures.itertuples():
+        assert data.class_names[predicted[row.test_index]] == row.predicted_label != row.true_label
+        assert row.confidence == pytest.approx(probs[row.test_index].max(), abs=1e-5)
+        assert row.true_class_probability == pytest.approx(probs[row.test_index, data.test_labels[row.test_index]],
+                                                           abs=1e-5)
+        assert 0 <= row.margin <= row.confidence
+    cases = pd.read_csv(folder / "cases.csv")
+    expected = failures[failures.confidence >= 0.5].head(30)
+    assert list(cases.test_index) == list(expected.test_index)
+    for case in cases.itertuples():
+        meta = parse_meta((folder / case.case / "meta.txt").read_text())
+        assert SPEC_META_KEYS <= set(meta)
+        assert int(meta["test_index"]) == case.test_index and meta["true_label"] == case.true_label
+        assert float(meta["confidence"]) >= 0.5
+        with Image.open(folder / case.case / "image.png") as image:
+            pixels = np.asarray(image)
+        assert pixels.shape == (32, 32, 3)
+        assert np.array_equal(pixels, data.test_images[case.test_index].transpose(1, 2, 0))  # lossless
+
+
+def test_three_representatives_are_recorded(pipeline):
+    workdir, _ = pipeline
+    folder = workdir / "failure_cases" / "baseline"
+    cases = pd.read_csv(folder / "cases.csv")
+    chosen = cases[cases.representative]
+    assert len(chosen) == 3
+    assert json.loads((folder / "summary.json").read_text())["representative_cases"] == list(chosen.case)
+    assert list(chosen.case) == [cases.case[i] for i in pick_representatives(cases)]
+    for case in chosen.itertuples():
+        assert parse_meta((folder / case.case / "meta.txt").read_text())["representative"] == "yes"
+
+
+def test_representative_rule():
+    cases = pd.DataFrame({"true_label": ["cat", "cat", "dog", "truck", "ship", "bird"],
+                          "predicted_label": ["dog", "dog", "cat", "automobile", "airplane", "frog"]})
+    # cat->dog first; dog->cat shares both classes; truck->automobile and ship->airplane are new
+    assert pick_representatives(cases) == [0, 3, 4]
+    same_pair = pd.DataFrame({"true_label": ["cat", "cat", "cat", "dog"],
+                              "predicted_label": ["dog", "dog", "frog", "cat"]})
+    # no third case with fresh classes: fill by new confusion pair, most confident first
+    assert pick_representatives(same_pair) == [0, 2, 3]
+    assert pick_representatives(same_pair.head(2)) == [0, 1]
+
+
+def test_gradcam_outputs_are_finite_maps_and_readable_figures(pipeline):
+    workdir, _ = pipeline
+    for case in sorted((workdir / "failure_cases" / "baseline").glob("case_*")):
+        for tag in ["baseline", "improved"]:
+            cam = np.load(case / f"gradcam_{tag}.npy")
+            assert cam.shape == (32, 32) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+            with Image.open(case / f"gradcam_{tag}.png") as figure:
+                assert figure.format == "PNG" and figure.size[0] >= 700 and figure.size[1] >= 250
+
+
+def test_comparison_matches_both_models(pipeline):
+    workdir, data = pipeline
+    base = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
+    impr = model_probs(workdir / "experiments" / "improved" / "best_model.pth", data)
+    out = workdir / "experiments" / "comparison"
+    table = pd.read_csv(out / "comparison_results.csv")
+    assert list(table.columns[:7]) == SPEC_COMPARISON
+    assert len(table) == len(list((workdir / "failure_cases" / "baseline").glob("case_*")))
+    names = data.class_names
+    for row in table.itertuples():
+        i = row.test_index
+        assert row.baseline_pred == names[base[i].argmax()] and row.improved_pred == names[impr[i].argmax()]
+        assert row.baseline_confidence == pytest.approx(base[i].max(), abs=1e-5)
+        assert row.improved_confidence == pytest.approx(impr[i].max(), abs=1e-5)
+        assert row.fixed == int(row.improved_pred == row.true_label)
+    summary = {r["metric"]: r for r in csv.DictReader(open(out / "test_set_summary.csv"))}
+    assert float(summary["accuracy"]["baseline"]) == pytest.approx((base.argmax(1) == data.test_labels).mean())
+    assert float(summary["accuracy"]["improved"]) == pytest.approx((impr.argmax(1) == data.test_labels).mean())
+    changes = pd.read_csv(out / "confident_failures.csv")
+    confident_wrong = (base.argmax(1) != data.test_labels) & (base.max(1) >= 0.5)
+    assert set(changes.test_index[changes.status.isin(["fixed", "kept", "less_confident_wrong"])]) == \
+        set(np.flatnonzero(confident_wrong))
+    with Image.open(out / "confusion_matrices.png") as image:
+        assert image.size[0] > 1000
+
+
+def test_rerun_replaces_cases_cleanly(pipeline, subset_data, tmp_path):
+    workdir, _ = pipeline
+    shutil.copytree(workdir / "experiments" / "baseline", tmp_path / "experiments" / "baseline")
+    shutil.copytree(workdir / "failure_cases", tmp_path / "failure_cases")
+    before = len(list((tmp_path / "failure_cases" / "baseline").glob("case_*")))
+    result = run_stage("failure_analysis.py", "--data-dir", subset_data, "--threshold", "0.7", "--max-cases", "2",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "failure_cases" / "baseline"
+    after = sorted(p.name for p in folder.glob("case_*"))
+    assert before > 2 and after == ["case_00", "case_01"]
+    assert not list(folder.rglob("gradcam_*")) and not list((tmp_path / "failure_cases").glob(".*"))
+
+
+# -- stage order and bad input, on generated data with random-init checkpoints (no training needed) --------
+
+def write_checkpoint(path, seed=0, num_classes=10, **changes):
+    torch.manual_seed(seed)
+    model = build_model("resnet18", num_classes)
+    names = [f"c{i}" for i in range(num_classes)] if num_classes != 10 else \
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, {}),
+                           **changes})
+
+
+@pytest.fixture
+def random_init_cases(tiny_data, tmp_path):
+    """experiments/baseline and failure_cases/baseline from an untrained model (threshold 0: every failure)."""
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    result = run_stage("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0", "--max-cases", "5",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def test_stages_refuse_to_run_before_their_inputs_exist(tiny_data, random_init_cases, tmp_path_factory):
+    empty = tmp_path_factory.mktemp("empty")
+    assert_user_error(run_stage("failure_analysis.py", "--data-dir", tiny_data, cwd=empty), "run train.py first")
+    assert_user_error(run_stage("explainability.py", "--data-dir", tiny_data, cwd=empty),
+                      "run failure_analysis.py first")
+    workdir = random_init_cases
+    before = file_digests(workdir)
+    assert_user_error(run_stage("compare_models.py", "--data-dir", tiny_data, cwd=workdir),
+                      "run improvement.py first")
+    assert_user_error(run_stage("explainability_improved.py", "--data-dir", tiny_data, cwd=workdir),
+                      "run improvement.py first")
+    assert file_digests(workdir) == before
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda p: p.write_bytes(b"\x00" * 100), "not a readable checkpoint"),
+    (lambda p: torch.save(build_model("resnet18", 10).state_dict(), p), "not a cnn-stress-testing"),
+    (lambda p: write_checkpoint(p, arch="resnet50"), "architecture 'resnet50'"),
+    (lambda p: write_checkpoint(p, num_classes=100), "class"),
+])
+def test_corrupt_or_foreign_checkpoints_are_refused(damage, fragment, tiny_data, random_init_cases):
+    workdir = random_init_cases
+    checkpoint = workdir / "experiments" / "baseline" / "best_model.pth"
+    damage(checkpoint)
+    before = file_digests(workdir)
+    for stage in ["failure_analysis.py", "explainability.py"]:
+        assert_user_error(run_stage(stage, "--data-dir", tiny_data, cwd=workdir), fragment)
+    assert file_digests(workdir) == before
+
+
+def test_compare_refuses_models_with_different_classes(tiny_data, random_init_cases):
+    workdir = random_init_cases
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", num_classes=100)
+    assert_user_error(run_stage("compare_models.py", "--data-dir", tiny_data, cwd=workdir), "differ in")
+
+
+def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_cases):
+    workdir = random_init_cases
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1)
+    for stage, args in [("explainability.py", ["--method", "gradcam++", "--target", "true"]),
+                        ("compare_models.py", []), ("explainability_improved.py", ["--layer", "layer4"])]:
+        result = run_stage(stage, "--data-dir", tiny_data, *args, cwd=workdir)
+        assert result.returncode == 0, result.stderr
+    table = pd.read_csv(workdir / "experiments" / "comparison" / "comparison_results.csv")
+    assert len(table) == 5 and (table.baseline_pred != table.true_label).all()
+    assert_user_error(run_stage("explainability.py", "--data-dir", tiny_data, "--layer", "layer9", cwd=workdir),
+                      "--layer layer9")
+
+
+def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
+    result = run_stage("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
+                       cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "stage 2/6 failure_analysis.py failed" in result.stderr and "run train.py first" in result.stderr
+
+
+def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    data = load_cifar10(tiny_data, quiet=True)
+    images = (torch.from_numpy(data.test_images[:6]).float() / 255 - 0.5) / 0.25
+    classes = [int(c) for c in data.test_labels[:6]]
+    batched = compute_cams(model, images, classes, "gradcam", "layer3", batch_size=6)
+    single = np.concatenate([compute_cams(model, images[i:i + 1], classes[i:i + 1], "gradcam", "layer3", 1)
+                             for i in range(6)])
+    assert batched.shape == (6, 32, 32) and np.isfinite(batched).all()
+    np.testing.assert_allclose(batched, single, atol=1e-4)
