@@ -39,7 +39,27 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
     started = time.perf_counter()
     predict_logits(trainer.model, trainer.test_images, trainer.normalize, trainer.precision).argmax(1).cpu()
     eval_rate = len(trainer.test_images) / (time.perf_counter() - started)
-    return {"train": train_rate, "eval": eval_rate, "precision": trainer.precision}
+    return {"train": train_rate, "eval": eval_rate, "precision": trainer.precision, "trainer": trainer}
+
+
+def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
+    """Grad-CAM images/s through pytorch_grad_cam: one batch of `count` images versus one image per call."""
+    from .explain import DEFAULT_LAYER, compute_cams
+
+    model = trainer.model.eval()
+    images = trainer.normalize(trainer.test_images[:count])
+    classes = [0] * len(images)
+    compute_cams(model, images[:8], classes[:8], "gradcam", DEFAULT_LAYER, batch_size=8)  # warm-up
+    synchronize(trainer.device)
+    started = time.perf_counter()
+    compute_cams(model, images, classes, "gradcam", DEFAULT_LAYER, batch_size=len(images))
+    synchronize(trainer.device)
+    batched = len(images) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    compute_cams(model, images[:single_count], classes[:single_count], "gradcam", DEFAULT_LAYER, batch_size=1)
+    synchronize(trainer.device)
+    single = single_count / (time.perf_counter() - started)
+    return {"batched": batched, "single": single, "count": len(images)}
 
 
 def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int) -> dict:
@@ -63,6 +83,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="path to peer_dataloader.py")
     parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
+    parser.add_argument("--gradcam-images", type=positive_int, default=256,
+                        help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
     args = parser.parse_args()
 
     def run():
@@ -73,6 +95,9 @@ def main() -> None:
         ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
         print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",
               flush=True)
+        cams = measure_gradcam(ours["trainer"], args.gradcam_images, max(1, args.gradcam_images // 8))
+        print(f"ours  Grad-CAM {cams['batched']:8.1f} img/s in one batch of {cams['count']}, "
+              f"{cams['single']:.1f} img/s one image per call ({cams['batched'] / cams['single']:.1f}x)", flush=True)
         if args.skip_peer:
             return
         peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)
