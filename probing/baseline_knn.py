@@ -1,0 +1,10 @@
+"""Study B, stage 1: kNN (DINO protocol, k=20) and a linear head on frozen ResNet-50 / ViT-B/16 features."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from stresstest.probe_stages import knn_stage  # noqa: E402
+
+if __name__ == "__main__":
+    knn_stage(__doc__)

@@ -1,0 +1,10 @@
+"""Study B, stage 3: why hard examples are hard in embedding space: centroid similarities, nearest neighbours, t-SNE."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from stresstest.probe_stages import embedding_stage  # noqa: E402
+
+if __name__ == "__main__":
+    embedding_stage(__doc__)

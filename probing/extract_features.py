@@ -1,0 +1,10 @@
+"""Study B, step 0: penultimate features of a frozen backbone for CIFAR-10 train and test, cached under experiments/probing/<model>/."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from stresstest.probe_stages import extract_stage  # noqa: E402
+
+if __name__ == "__main__":
+    extract_stage(__doc__)

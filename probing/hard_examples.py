@@ -1,0 +1,10 @@
+"""Study B, stage 2: rank the test images by how hard they are for a backbone's probe; save the hardest with neighbours and Grad-CAM."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from stresstest.probe_stages import hard_examples_stage  # noqa: E402
+
+if __name__ == "__main__":
+    hard_examples_stage(__doc__)
