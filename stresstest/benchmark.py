@@ -10,7 +10,7 @@ import torch
 
 from .cli import UserError, add_common_args, make_parser, positive_int, run_main
 from .data import BATCHES_DIR
-from .device import resolve_device, synchronize
+from .device import pick_precision, resolve_device, synchronize
 from .predict import predict_logits
 from .training import TrainConfig, Trainer
 
@@ -62,6 +62,24 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     return {"batched": batched, "single": single, "count": len(images)}
 
 
+def measure_feature_extraction(device: torch.device, count: int) -> dict:
+    """Frozen-backbone feature extraction images/s at 224x224 (random-init weights: speed does not depend on them)."""
+    from .backbones import BACKBONES, extract_features, load_backbone
+
+    precision = pick_precision(device)
+    rates = {}
+    for name in BACKBONES:
+        model = load_backbone(name, "none", seed=0)[0].to(device, memory_format=torch.channels_last)
+        images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, device=device)
+        extract_features(model, images[:max(1, count // 4)], precision, batch_size=count)  # warm-up
+        synchronize(device)
+        started = time.perf_counter()
+        extract_features(model, images, precision, batch_size=min(count, 256))
+        synchronize(device)
+        rates[name] = count / (time.perf_counter() - started)
+    return rates
+
+
 def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int) -> dict:
     if not peer.is_file():
         raise UserError(f"peer benchmark {peer} not found; pass --peer PATH to peer_dataloader.py")
@@ -85,6 +103,8 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
     parser.add_argument("--gradcam-images", type=positive_int, default=256,
                         help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
+    parser.add_argument("--feature-images", type=int, default=64,
+                        help="images per backbone for the study B feature-extraction measurement (0: skip)")
     args = parser.parse_args()
 
     def run():
@@ -98,6 +118,9 @@ def main() -> None:
         cams = measure_gradcam(ours["trainer"], args.gradcam_images, max(1, args.gradcam_images // 8))
         print(f"ours  Grad-CAM {cams['batched']:8.1f} img/s in one batch of {cams['count']}, "
               f"{cams['single']:.1f} img/s one image per call ({cams['batched'] / cams['single']:.1f}x)", flush=True)
+        if args.feature_images > 0:
+            for name, rate in measure_feature_extraction(device, args.feature_images).items():
+                print(f"ours  {name} features {rate:8.1f} img/s at 224x224", flush=True)
         if args.skip_peer:
             return
         peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)

@@ -16,7 +16,7 @@ from .checkpoint import load_classifier  # noqa: E402
 from .cli import UserError, add_common_args, make_parser, run_main, unit_interval  # noqa: E402
 from .data import load_cifar10  # noqa: E402
 from .device import pick_precision, resolve_device  # noqa: E402
-from .failures import SMOKE_THRESHOLD  # noqa: E402
+from .failures import DEFAULT_THRESHOLD, SMOKE_THRESHOLD, confidence_threshold  # noqa: E402
 from .predict import probabilities  # noqa: E402
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
@@ -132,10 +132,10 @@ def main(description: str) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("experiments/comparison"), help="where tables go")
     parser.add_argument("--threshold", type=unit_interval,
                         help="confidence at which a wrong answer counts as a confident failure in the test-set "
-                             f"counts (default 0.9; --smoke: {SMOKE_THRESHOLD})")
+                             f"counts (default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
     parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD}, as failure_analysis.py")
     args = parser.parse_args()
-    threshold = args.threshold if args.threshold is not None else SMOKE_THRESHOLD if args.smoke else 0.9
+    threshold = confidence_threshold(args.threshold, args.smoke)
     torch.manual_seed(args.seed)
     run_main(lambda: compare(args.data_dir, args.baseline, args.improved, args.cases_dir, args.out_dir,
                              args.device, threshold))

@@ -14,8 +14,16 @@ from .data import load_cifar10
 from .device import pick_precision, resolve_device
 from .predict import probabilities
 
+DEFAULT_THRESHOLD = 0.9
 SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 0.9 are rare
 REPRESENTATIVE_COUNT = 3
+
+
+def confidence_threshold(given: float | None, smoke: bool) -> float:
+    """The --threshold given, else the smoke or the default one."""
+    if given is not None:
+        return given
+    return SMOKE_THRESHOLD if smoke else DEFAULT_THRESHOLD
 
 
 def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -121,11 +129,11 @@ def main(description: str) -> None:
     parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
                         help="where the tables and case_XX folders go (replaced on every run)")
     parser.add_argument("--threshold", type=unit_interval,
-                        help=f"least confidence of a saved case (default 0.9; --smoke: {SMOKE_THRESHOLD})")
+                        help=f"least confidence of a saved case (default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
     parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save")
     parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD} for barely trained models")
     args = parser.parse_args()
-    threshold = args.threshold if args.threshold is not None else SMOKE_THRESHOLD if args.smoke else 0.9
+    threshold = confidence_threshold(args.threshold, args.smoke)
     if args.max_cases > 100:
         parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
     torch.manual_seed(args.seed)

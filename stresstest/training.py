@@ -239,6 +239,7 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
     if state is not None:
         trainer.load_state(state)
     else:
+        (out_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run: never resume into an older one
         atomic.write_json(out_dir / "config.json", dataclasses.asdict(config))
     info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume}
     atomic.write_json(out_dir / "run_info.json", info)
