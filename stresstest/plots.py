@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import atomic  # noqa: E402
 
@@ -18,6 +19,7 @@ def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
             axes.plot(epochs, [row[f"{split}_{metric}"] for row in rows], style, marker="o", markersize=3,
                       label=split)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(label + (" (train: with label smoothing)" if metric == "loss" else ""))
         axes.set_title(f"{title}: {label}")
         axes.grid(alpha=0.3)
