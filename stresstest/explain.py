@@ -9,9 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytorch_grad_cam as cams  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from . import atomic  # noqa: E402
@@ -20,6 +18,7 @@ from .checkpoint import load_classifier  # noqa: E402
 from .cli import UserError, add_common_args, make_parser, positive_int, run_main  # noqa: E402
 from .data import Normalizer  # noqa: E402
 from .device import pick_precision, resolve_device  # noqa: E402
+from .plots import explanation_figure  # noqa: E402
 from .predict import probabilities  # noqa: E402
 
 METHODS = {
@@ -31,7 +30,6 @@ METHODS = {
 # layer3 gives an 8x8 map for a 32x32 input (each cell sees a 4x4 patch); layer4 is only 4x4, too coarse to
 # tell an object from its background, while layer3 is still deep enough (6 of 8 blocks) to be class-specific.
 DEFAULT_LAYER = "layer3"
-DISPLAY_SIZE = 256  # pixels per panel: 32x32 upscaled 8x
 
 
 def compute_cams(model: torch.nn.Module, images: torch.Tensor, classes: list[int], method: str, layer: str,
@@ -48,30 +46,6 @@ def compute_cams(model: torch.nn.Module, images: torch.Tensor, classes: list[int
             targets = [ClassifierOutputTarget(c) for c in classes[start:start + batch_size]]
             maps.append(cam(input_tensor=images[start:start + batch_size], targets=targets))
     return np.concatenate(maps).astype(np.float32)
-
-
-def upscale(image: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """32x32 RGB uint8 and CAM -> DISPLAY_SIZE float RGB in [0, 1] (bicubic) and CAM (bilinear)."""
-    big = np.asarray(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.BICUBIC), np.float32) / 255
-    big_cam = F.interpolate(torch.from_numpy(cam)[None, None], size=(DISPLAY_SIZE, DISPLAY_SIZE), mode="bilinear",
-                            align_corners=False)[0, 0].clamp(0, 1).numpy()
-    return big, big_cam
-
-
-def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):
-    big, big_cam = upscale(image, cam)
-    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
-    axes[0].imshow(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST))
-    axes[0].set_title("image (32x32, pixels kept)")
-    heat = axes[1].imshow(big_cam, cmap="jet", vmin=0, vmax=1)
-    axes[1].set_title("CAM")
-    figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
-    axes[2].imshow(show_cam_on_image(big, big_cam, use_rgb=True, image_weight=0.5))
-    axes[2].set_title("overlay")
-    for axis in axes:
-        axis.axis("off")
-    figure.suptitle(f"{title}\n{subtitle}", fontsize=11)
-    return figure
 
 
 def explain(cases_dir: Path, checkpoint_path: Path, producer: str, tag: str, device_name: str, method: str,

@@ -1,13 +1,20 @@
-"""Training curves."""
+"""Figures: training curves and CAM explanations."""
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from . import atomic  # noqa: E402
+
+
+DISPLAY_SIZE = 256  # pixels per panel: 32x32 upscaled 8x
 
 
 def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
@@ -26,3 +33,30 @@ def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
         axes.legend()
         atomic.save_figure(Path(out_dir) / filename, figure)
         plt.close(figure)
+
+
+def upscale(image: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """32x32 RGB uint8 and CAM -> DISPLAY_SIZE float RGB in [0, 1] (bicubic) and CAM (bilinear)."""
+    big = np.asarray(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.BICUBIC), np.float32) / 255
+    big_cam = F.interpolate(torch.from_numpy(cam)[None, None], size=(DISPLAY_SIZE, DISPLAY_SIZE), mode="bilinear",
+                            align_corners=False)[0, 0].clamp(0, 1).numpy()
+    return big, big_cam
+
+
+def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):
+    big, big_cam = upscale(image, cam)
+    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
+    axes[0].imshow(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST))
+    axes[0].set_title("image (32x32, pixels kept)")
+    heat = axes[1].imshow(big_cam, cmap="jet", vmin=0, vmax=1)
+    axes[1].set_title("CAM")
+    figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
+    # imported here: pytorch_grad_cam takes seconds to import and only the CAM stages draw these figures
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    axes[2].imshow(show_cam_on_image(big, big_cam, use_rgb=True, image_weight=0.5))
+    axes[2].set_title("overlay")
+    for axis in axes:
+        axis.axis("off")
+    figure.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    return figure

@@ -10,8 +10,6 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from PIL import Image  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
@@ -19,7 +17,7 @@ from . import atomic  # noqa: E402
 from .backbones import BACKBONES, Preprocess, load_backbone  # noqa: E402
 from .cases import format_meta, replace_folder  # noqa: E402
 from .cli import positive_int, run_main  # noqa: E402
-from .explain import explanation_figure  # noqa: E402
+from .plots import explanation_figure  # noqa: E402
 from .probe import (Probe, confusion_plot, heads, l2_normalize, load_probe, nearest_neighbours,  # noqa: E402
                     probing_parser, sklearn_knn_predictions)
 
@@ -98,6 +96,10 @@ class ProbeClassifier(nn.Module):
 
 def probe_cams(probe: Probe, head: nn.Linear, indices: np.ndarray, classes: list[int]) -> np.ndarray:
     """Grad-CAM maps (N, 224, 224) in [0, 1] for test images through backbone + linear head."""
+    # imported here: pytorch_grad_cam takes seconds to import and only this stage needs it
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     backbone, _ = load_backbone(probe.model_name, probe.weights, probe.seed)
     spec = BACKBONES[probe.model_name]
     model = ProbeClassifier(backbone, head.float()).to(probe.device).eval()

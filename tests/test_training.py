@@ -16,7 +16,7 @@ from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
 from stresstest.predict import loss_and_accuracy, predict_logits
 from stresstest.training import METRIC_FIELDS
 
-TINY_RUN = ["--epochs", "3", "--batch-size", "60", "--lr", "0.05", "--seed", "1"]
+TINY_RUN = ["--epochs", "2", "--batch-size", "60", "--lr", "0.05", "--seed", "1"]
 TIMING = {"epoch_seconds", "train_images_per_s"}
 
 
@@ -44,7 +44,7 @@ def test_run_writes_the_output_contract(tiny_run):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*.tmp"))
     rows = read_metrics(out / "metrics.csv")
-    assert list(rows[0]) == METRIC_FIELDS and [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert list(rows[0]) == METRIC_FIELDS and [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:
         for split in ["train", "val", "test"]:
             assert 0 <= float(row[f"{split}_acc"]) <= 1 and np.isfinite(float(row[f"{split}_loss"]))
@@ -53,7 +53,7 @@ def test_run_writes_the_output_contract(tiny_run):
     best = max(rows, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"])))
     assert sum(int(r["best"]) for r in rows if r["epoch"] == best["epoch"]) == 1
     config = json.loads((out / "config.json").read_text())
-    assert config["epochs"] == 3 and config["label_smoothing"] == 0.0 and config["seed"] == 1
+    assert config["epochs"] == 2 and config["label_smoothing"] == 0.0 and config["seed"] == 1
     info = json.loads((out / "run_info.json").read_text())
     assert info["device"] == "cpu" and info["torch"] == torch.__version__
     assert info["split_sizes"] == {"train": 360, "val": 40, "test": 120}
@@ -68,7 +68,7 @@ def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data
     raw = torch.load(out / "best_model.pth", weights_only=True)
     assert raw["arch"] == "resnet18" and raw["num_classes"] == 10 and len(raw["class_names"]) == 10
     assert raw["normalization"] == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
-    assert raw["config"]["label_smoothing"] == 0.0 and raw["config"]["epochs"] == 3
+    assert raw["config"]["label_smoothing"] == 0.0 and raw["config"]["epochs"] == 2
     rows = read_metrics(out / "metrics.csv")
     best_row = next(r for r in rows if int(r["epoch"]) == raw["epoch"])
     assert best_row["best"] == "1"
@@ -100,7 +100,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path):
             process.kill()  # SIGKILL mid-run: no clean-up code gets to run
             break
     process.wait()
-    assert len(read_metrics(killed / "metrics.csv")) < 3
+    assert len(read_metrics(killed / "metrics.csv")) < 2
     torch.load(killed / "best_model.pth", weights_only=True)  # intact after the kill
     result = run_stage("train.py", "--resume", "--out-dir", killed, "--data-dir", tiny_data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
