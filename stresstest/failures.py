@@ -84,15 +84,16 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
     cases.insert(0, "case", [f"case_{i:02d}" for i in range(len(cases))])
     representative = pick_representatives(cases)
     cases["representative"] = [i in representative for i in range(len(cases))]
+    accuracy = float((probs.argmax(1) == data.test_labels).mean())
+    confident = int((failures.confidence >= threshold).sum())
 
     def build(folder: Path) -> None:
         atomic.write_csv(folder / "all_failures.csv", failures.round(6).to_dict("records"), list(failures.columns))
         atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
         summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
-                   "test_images": len(data.test_labels), "test_accuracy": round(float(
-                       (probs.argmax(1) == data.test_labels).mean()), 6),
+                   "test_images": len(data.test_labels), "test_accuracy": round(accuracy, 6),
                    "wrong_predictions": len(failures), "threshold": threshold,
-                   "confident_failures": int((failures.confidence >= threshold).sum()), "saved_cases": len(cases),
+                   "confident_failures": confident, "saved_cases": len(cases),
                    "representative_cases": [cases.case[i] for i in representative],
                    "representative_rule": "most confident first; distinct true and predicted classes, then "
                                           "distinct confusion pairs, then confidence"}
@@ -109,11 +110,8 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
                 "threshold": threshold, "checkpoint": checkpoint_path}))
 
     replace_folder(cases_dir, build)
-    accuracy = (probs.argmax(1) == data.test_labels).mean()
-    summary_line = (f"test accuracy {accuracy:.4f}: {len(failures)} wrong, "
-                    f"{int((failures.confidence >= threshold).sum())} at confidence >= {threshold}; "
-                    f"saved {len(cases)} cases to {cases_dir}")
-    print(summary_line)
+    print(f"test accuracy {accuracy:.4f}: {len(failures)} wrong, {confident} at confidence >= {threshold}; "
+          f"saved {len(cases)} cases to {cases_dir}")
     if representative:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"

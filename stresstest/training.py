@@ -68,6 +68,11 @@ def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def best_row(rows: list[dict]) -> dict:
+    """The metrics row of the epoch whose checkpoint is best_model.pth (the last one flagged best)."""
+    return next(row for row in reversed(rows) if row["best"])
+
+
 class Trainer:
     """Holds the device-resident data, model and optimizer of one run; one call to `fit` trains it."""
 
@@ -106,7 +111,7 @@ class Trainer:
             self.optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
             pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3)
         self.rows: list[dict] = []
-        self.best_val = (-1.0, math.inf)  # (val accuracy, -val loss) ordering, see _is_better
+        self.best_val = (-1.0, math.inf)  # (val accuracy, val loss) of the best epoch so far
 
     # -- state ---------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -202,12 +207,12 @@ class Trainer:
             print(f"epoch {epoch:3d}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
                   f"{row['train_images_per_s']:.0f} img/s{'  *best' if is_best else ''}", flush=True)
-        return max(self.rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
+        return best_row(self.rows)
 
     def _save_best(self, epoch: int, row: dict) -> None:
         checkpoint = classifier_checkpoint(
             self.model, self.config.arch, self.class_names, CIFAR10_MEAN, CIFAR10_STD,
-            dataclasses.asdict(self.config), epoch=epoch, metrics={k: v for k, v in row.items()},
+            dataclasses.asdict(self.config), epoch=epoch, metrics=dict(row),
             split_sizes=self.split_sizes)
         save_checkpoint(self.out_dir / "best_model.pth", checkpoint)
 
@@ -230,7 +235,7 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
                             "run without --resume to start afresh") from None
         if state["epoch"] >= saved.epochs:
             print(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
-            return max(state["rows"], key=lambda r: (r["val_acc"], -r["val_loss"]))
+            return best_row(state["rows"])
         print(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
               "(training flags given now are ignored)", file=sys.stderr)
         config = dataclasses.replace(saved, compile=config.compile)
