@@ -1,4 +1,5 @@
-"""Study B, step 0: penultimate features of a frozen backbone for CIFAR-10 train and test, cached under experiments/probing/<model>/."""
+"""Study B, step 0: penultimate features of a frozen backbone for CIFAR-10 train and test,
+cached under experiments/probing/<model>/ (every other probing stage does this first when needed)."""
 import sys
 from pathlib import Path
 

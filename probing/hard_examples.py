@@ -1,4 +1,5 @@
-"""Study B, stage 2: rank the test images by how hard they are for a backbone's probe; save the hardest with neighbours and Grad-CAM."""
+"""Study B, stage 2: rank the test images by how hard they are for a backbone's probe;
+save the hardest with their nearest training neighbours and Grad-CAM."""
 import sys
 from pathlib import Path
 

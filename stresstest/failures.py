@@ -127,7 +127,8 @@ def main(description: str) -> None:
     parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
                         help="where the tables and case_XX folders go (replaced on every run)")
     parser.add_argument("--threshold", type=unit_interval,
-                        help=f"least confidence of a saved case (default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
+                        help=f"least confidence of a saved case (default {DEFAULT_THRESHOLD}; "
+                             f"--smoke: {SMOKE_THRESHOLD})")
     parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save")
     parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD} for barely trained models")
     args = parser.parse_args()

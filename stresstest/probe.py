@@ -1,5 +1,4 @@
 """Study B: probing frozen ImageNet backbones on CIFAR-10 with kNN and linear heads, and their hard examples."""
-import dataclasses
 import hashlib
 import sys
 import time
@@ -11,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
@@ -21,7 +19,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from . import atomic  # noqa: E402
 from .backbones import BACKBONES, cached, data_fingerprint, extract_features, load_backbone  # noqa: E402
-from .cli import UserError, add_common_args, make_parser, positive_float, positive_int  # noqa: E402
+from .cli import UserError, add_common_args, make_parser, positive_int  # noqa: E402
 from .data import load_cifar10  # noqa: E402
 from .device import pick_precision, resolve_device  # noqa: E402
 

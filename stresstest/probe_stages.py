@@ -180,8 +180,8 @@ def hard_examples_stage(description: str) -> None:
                                                      for n in neighbours[position].tolist())}))
                 title = (f"{probe.model_name} {case_dir.name}: true {row.true_label}, linear head predicts "
                          f"{row.linear_pred} ({row.linear_confidence:.3f})")
-                figure = explanation_figure(image, maps[position], title, f"Grad-CAM on {CAM_LAYER_NAMES[probe.model_name]}, "
-                                            "explaining the predicted class")
+                subtitle = f"Grad-CAM on {CAM_LAYER_NAMES[probe.model_name]}, explaining the predicted class"
+                figure = explanation_figure(image, maps[position], title, subtitle)
                 atomic.save_figure(case_dir / "gradcam.png", figure)
                 plt.close(figure)
                 figure = neighbours_figure(probe, row.test_index, sims[position].tolist(),

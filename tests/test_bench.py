@@ -22,6 +22,7 @@ def test_benchmark_measures_both_pipelines_and_prints_ratios(tiny_data, tmp_path
 
 def test_benchmark_without_the_peer_file_says_where_it_is_expected(tiny_data, tmp_path):
     result = run_stage("bench.py", "--data-dir", tiny_data, "--device", "cpu", "--steps", "1", "--warmup", "1",
-                       "--batch-size", "16", "--gradcam-images", "8", "--feature-images", "0", "--peer", tmp_path / "missing.py", cwd=tmp_path)
+                       "--batch-size", "16", "--gradcam-images", "8", "--feature-images", "0", "--peer",
+                       tmp_path / "missing.py", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "missing.py not found" in result.stderr
