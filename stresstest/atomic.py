@@ -7,12 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 import torch
 
 from .cli import UserError
+
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it); new files honour it
+os.umask(_UMASK)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

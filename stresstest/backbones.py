@@ -51,6 +51,18 @@ BACKBONES = {
 }
 
 
+def weights_identity(name: str, weights: str, seed: int) -> str:
+    """What identifies the weights, known before loading them (part of the feature-cache key)."""
+    if weights == "none":
+        return f"random-init(seed={seed})"
+    if weights == "default":
+        return str(BACKBONES[name].weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"--weights {weights}: no such file; pass a state dict file, 'default' or 'none'")
+    return f"file:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+
+
 def load_backbone(name: str, weights: str, seed: int) -> tuple[nn.Module, str]:
     """The backbone without its ImageNet head, in eval mode, and a string that identifies its weights.
 
@@ -59,11 +71,10 @@ def load_backbone(name: str, weights: str, seed: int) -> tuple[nn.Module, str]:
     if name not in BACKBONES:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(BACKBONES)}")
     spec = BACKBONES[name]
+    identity = weights_identity(name, weights, seed)
     torch.manual_seed(seed)
     model = spec.build(weights=None)
-    if weights == "none":
-        identity = f"random-init(seed={seed})"
-    elif weights == "default":
+    if weights == "default":
         try:
             state = spec.weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=True)
         except (URLError, OSError, RuntimeError) as error:
@@ -71,11 +82,8 @@ def load_backbone(name: str, weights: str, seed: int) -> tuple[nn.Module, str]:
                             f"when offline, put {spec.weights.url.rsplit('/', 1)[1]} (from {spec.weights.url}) into "
                             f"{torch.hub.get_dir()}/checkpoints/, or pass --weights FILE or --weights none") from None
         model.load_state_dict(state)
-        identity = str(spec.weights)
-    else:
+    elif weights != "none":
         path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--weights {weights}: no such file; pass a state dict file, 'default' or 'none'")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
@@ -83,7 +91,6 @@ def load_backbone(name: str, weights: str, seed: int) -> tuple[nn.Module, str]:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
             raise UserError(f"--weights {path} is not a state dict of torchvision's {name} ({first}); "
                             f"pass the matching file, 'default' or 'none'") from None
-        identity = f"file:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
     spec.drop_head(model)
     return model.eval(), identity
 

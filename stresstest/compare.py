@@ -1,23 +1,19 @@
 """Stage 5: the baseline and the label-smoothed model on the same failure cases and on the whole test set."""
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
-
-from . import atomic  # noqa: E402
-from .cases import read_cases  # noqa: E402
-from .checkpoint import load_classifier  # noqa: E402
-from .cli import UserError, add_common_args, make_parser, run_main, unit_interval  # noqa: E402
-from .data import load_cifar10  # noqa: E402
-from .device import pick_precision, resolve_device  # noqa: E402
-from .failures import DEFAULT_THRESHOLD, SMOKE_THRESHOLD, confidence_threshold  # noqa: E402
-from .predict import probabilities  # noqa: E402
+from . import atomic
+from .cases import read_cases
+from .checkpoint import load_classifier
+from .cli import UserError, add_common_args, make_parser, run_main, unit_interval
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
+from .failures import DEFAULT_THRESHOLD, SMOKE_THRESHOLD, confidence_threshold
+from .plots import confusion_figure
+from .predict import probabilities
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
@@ -96,7 +92,8 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
     summary += [{"metric": f"confident_failures_{status}", "baseline": "", "improved": "",
                  "change": int(counts.get(status, 0))} for status in ["fixed", "kept", "less_confident_wrong", "new"]]
     atomic.write_csv(out_dir / "test_set_summary.csv", summary, ["metric", "baseline", "improved", "change"])
-    confusion_figure(labels, base_probs.argmax(1), impr_probs.argmax(1), class_names, out_dir)
+    confusion_figure(labels, {"baseline": base_probs.argmax(1), "improved (LS 0.1)": impr_probs.argmax(1)},
+                     class_names, out_dir / "confusion_matrices.png")
 
     print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after label smoothing "
           f"-> {out_dir / 'comparison_results.csv'}")
@@ -106,18 +103,6 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
           f"{counts.get('kept', 0)} kept, {counts.get('less_confident_wrong', 0)} still wrong but less confident, "
           f"{counts.get('new', 0)} new")
     return table
-
-
-def confusion_figure(labels, base_pred, impr_pred, class_names, out_dir: Path) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(15, 6.5), dpi=100)
-    for axis, predicted, name in [(axes[0], base_pred, "baseline"), (axes[1], impr_pred, "improved (LS 0.1)")]:
-        matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
-        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
-                                                                        xticks_rotation=45, cmap="Blues")
-        axis.set_title(f"{name}: accuracy {(predicted == labels).mean():.3f}")
-    figure.tight_layout()
-    atomic.save_figure(out_dir / "confusion_matrices.png", figure)
-    plt.close(figure)
 
 
 def main(description: str) -> None:

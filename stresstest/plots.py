@@ -17,6 +17,21 @@ from . import atomic  # noqa: E402
 DISPLAY_SIZE = 256  # pixels per panel: 32x32 upscaled 8x
 
 
+def confusion_figure(labels, predictions: dict, class_names: list[str], path: Path) -> None:
+    """Confusion matrices side by side, one per {title: predicted labels}, each titled with its accuracy."""
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+
+    figure, axes = plt.subplots(1, len(predictions), figsize=(7.5 * len(predictions), 6.5), dpi=100)
+    for axis, (title, predicted) in zip(np.atleast_1d(axes), predictions.items()):
+        matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
+        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
+                                                                        xticks_rotation=45, cmap="Blues")
+        axis.set_title(f"{title}: accuracy {(predicted == labels).mean():.3f}")
+    figure.tight_layout()
+    atomic.save_figure(path, figure)
+    plt.close(figure)
+
+
 def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
     """accuracy_curve.png and loss_curve.png: train, validation and test per epoch."""
     epochs = [row["epoch"] for row in rows]

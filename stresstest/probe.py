@@ -1,27 +1,22 @@
 """Study B: probing frozen ImageNet backbones on CIFAR-10 with kNN and linear heads, and their hard examples."""
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from . import atomic  # noqa: E402
-from .backbones import BACKBONES, cached, data_fingerprint, extract_features, load_backbone  # noqa: E402
-from .cli import UserError, add_common_args, make_parser, positive_int  # noqa: E402
-from .data import load_cifar10  # noqa: E402
-from .device import pick_precision, resolve_device  # noqa: E402
+from . import atomic
+from .backbones import (BACKBONES, cached, data_fingerprint, extract_features, load_backbone,
+                        weights_identity)
+from .cli import UserError, add_common_args, make_parser, positive_int
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
 
 SMOKE_IMAGES = {"train": 400, "test": 150}  # a few hundred: minutes on a 2-core CPU, even for ViT-B/16
 KNN_K, KNN_TEMPERATURE = 20, 0.07           # the DINO protocol
@@ -62,18 +57,6 @@ def probing_parser(description: str):
     parser.add_argument("--smoke", action="store_true",
                         help=f"the first {SMOKE_IMAGES['train']} training and {SMOKE_IMAGES['test']} test images")
     return parser
-
-
-def weights_identity(model_name: str, weights: str, seed: int) -> str:
-    """What identifies the weights, known before loading them (part of the feature-cache key)."""
-    if weights == "none":
-        return f"random-init(seed={seed})"
-    if weights == "default":
-        return str(BACKBONES[model_name].weights)
-    path = Path(weights)
-    if not path.is_file():
-        raise UserError(f"--weights {weights}: no such file; pass a state dict file, 'default' or 'none'")
-    return f"file:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
 def load_probe(args) -> Probe:
@@ -186,15 +169,3 @@ def heads(probe: Probe) -> dict:
         head.weight.copy_(stored["head_weight"])
         head.bias.copy_(stored["head_bias"])
     return {"knn": stored["knn"].numpy(), "linear": stored["linear"].numpy(), "head": head}
-
-
-def confusion_plot(labels, predictions: dict, class_names, path: Path, title: str) -> None:
-    figure, axes = plt.subplots(1, len(predictions), figsize=(7.5 * len(predictions), 6.5), dpi=100)
-    for axis, (name, predicted) in zip(np.atleast_1d(axes), predictions.items()):
-        matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
-        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
-                                                                        xticks_rotation=45, cmap="Blues")
-        axis.set_title(f"{title} {name}: accuracy {(predicted == labels).mean():.3f}")
-    figure.tight_layout()
-    atomic.save_figure(path, figure)
-    plt.close(figure)

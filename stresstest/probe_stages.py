@@ -17,9 +17,9 @@ from . import atomic  # noqa: E402
 from .backbones import BACKBONES, Preprocess, load_backbone  # noqa: E402
 from .cases import format_meta, replace_folder  # noqa: E402
 from .cli import positive_int, run_main  # noqa: E402
-from .plots import explanation_figure  # noqa: E402
-from .probe import (Probe, confusion_plot, heads, l2_normalize, load_probe, nearest_neighbours,  # noqa: E402
-                    probing_parser, sklearn_knn_predictions)
+from .plots import confusion_figure, explanation_figure  # noqa: E402
+from .probe import (Probe, heads, l2_normalize, load_probe, nearest_neighbours, probing_parser,  # noqa: E402
+                    sklearn_knn_predictions)
 
 NEIGHBOURS_SHOWN = 8
 CAM_LAYER_NAMES = {"resnet50": "layer4[-1] (7x7)", "vit_b_16": "encoder.layers[-1].ln_1 (14x14 tokens)"}
@@ -55,7 +55,8 @@ def knn_stage(description: str) -> None:
                      for c, name in enumerate(names)]
         atomic.write_csv(probe.out_dir / "per_class_accuracy.csv", per_class,
                          ["class", "images", "knn_accuracy", "linear_accuracy"])
-        confusion_plot(labels, predictions, names, probe.out_dir / "confusion_matrices.png", probe.model_name)
+        confusion_figure(labels, {f"{probe.model_name} {head}": pred for head, pred in predictions.items()}, names,
+                         probe.out_dir / "confusion_matrices.png")
         agreement = (sklearn_pred == predictions["kNN (DINO)"]).mean()
         print(f"{probe.model_name} ({probe.settings['weights']}): kNN k=20 accuracy {accuracy['kNN (DINO)']:.4f} "
               f"(scikit-learn {rows[1]['accuracy']:.4f}, same prediction on {agreement:.1%}), linear head "
@@ -81,6 +82,13 @@ def hardness_table(probe: Probe, outputs: dict) -> pd.DataFrame:
     table = table.sort_values(["true_class_prob", "margin", "test_index"], ignore_index=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
+
+
+def ranked_probe(args) -> tuple[Probe, dict, pd.DataFrame]:
+    """The probe of --model, its heads' outputs and its test images ranked hardest first."""
+    probe = load_probe(args)
+    outputs = heads(probe)
+    return probe, outputs, hardness_table(probe, outputs)
 
 
 class ProbeClassifier(nn.Module):
@@ -152,9 +160,7 @@ def hard_examples_stage(description: str) -> None:
     args = parser.parse_args()
 
     def run():
-        probe = load_probe(args)
-        outputs = heads(probe)
-        table = hardness_table(probe, outputs)
+        probe, outputs, table = ranked_probe(args)
         atomic.write_csv(probe.out_dir / "hard_examples.csv", table.round(6).to_dict("records"), list(table.columns))
         count = args.max_cases or (4 if args.smoke else 12)
         hardest = table.head(count)
@@ -206,9 +212,7 @@ def embedding_stage(description: str) -> None:
     args = parser.parse_args()
 
     def run():
-        probe = load_probe(args)
-        outputs = heads(probe)
-        table = hardness_table(probe, outputs)
+        probe, outputs, table = ranked_probe(args)
         names = probe.class_names
         train = l2_normalize(probe.train_features)
         test = l2_normalize(probe.test_features)
