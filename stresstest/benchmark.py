@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .cli import UserError, add_common_args, make_parser, positive_int, run_main
+from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
 from .data import BATCHES_DIR
 from .device import pick_precision, resolve_device, synchronize
+from .errors import UserError
 from .predict import predict_logits
 from .training import TrainConfig, Trainer
 
@@ -20,7 +21,8 @@ TARGETS = {"cpu": {"train": 2.0, "eval": 3.0}, "cuda": {"train": 5.0}}
 
 def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int,
                  compile_model: bool) -> dict:
-    config = TrainConfig(batch_size=batch_size, epochs=1, compile=compile_model)
+    # one epoch per step at least, so that the one-cycle schedule never runs out whatever --steps is
+    config = TrainConfig(batch_size=batch_size, epochs=warmup + steps, compile=compile_model)
     trainer = Trainer(config, data_dir, None, device)
     generator = trainer._epoch_generator(0)
     count = trainer.train_labels.numel()
@@ -44,19 +46,21 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
 
 def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     """Grad-CAM images/s through pytorch_grad_cam: one batch of `count` images versus one image per call."""
-    from .explain import DEFAULT_LAYER, compute_cams
+    from .explain import DEFAULT_LAYER
+    from .gradcam import compute_cams
 
     model = trainer.model.eval()
+    layer = model.get_submodule(DEFAULT_LAYER)
     images = trainer.normalize(trainer.test_images[:count])
     classes = [0] * len(images)
-    compute_cams(model, images[:8], classes[:8], "gradcam", DEFAULT_LAYER, batch_size=8)  # warm-up
+    compute_cams(model, images[:8], classes[:8], layer, batch_size=8)  # warm-up
     synchronize(trainer.device)
     started = time.perf_counter()
-    compute_cams(model, images, classes, "gradcam", DEFAULT_LAYER, batch_size=len(images))
+    compute_cams(model, images, classes, layer, batch_size=len(images))
     synchronize(trainer.device)
     batched = len(images) / (time.perf_counter() - started)
     started = time.perf_counter()
-    compute_cams(model, images[:single_count], classes[:single_count], "gradcam", DEFAULT_LAYER, batch_size=1)
+    compute_cams(model, images[:single_count], classes[:single_count], layer, batch_size=1)
     synchronize(trainer.device)
     single = single_count / (time.perf_counter() - started)
     return {"batched": batched, "single": single, "count": len(images)}
@@ -69,15 +73,18 @@ def measure_feature_extraction(device: torch.device, count: int) -> dict:
     precision = pick_precision(device)
     rates = {}
     for name in BACKBONES:
-        model = load_backbone(name, "none", seed=0)[0].to(device, memory_format=torch.channels_last)
+        model = load_backbone(name, "none", seed=0).to(device, memory_format=torch.channels_last)
         images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, device=device)
-        extract_features(model, images[:max(1, count // 4)], precision, batch_size=count)  # warm-up
+        extract_features(model, name, images[:max(1, count // 4)], precision, batch_size=count)  # warm-up
         synchronize(device)
         started = time.perf_counter()
-        extract_features(model, images, precision, batch_size=min(count, 256))
+        extract_features(model, name, images, precision, batch_size=min(count, 256))
         synchronize(device)
         rates[name] = count / (time.perf_counter() - started)
     return rates
+
+
+PEER_LINE = re.compile(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)")
 
 
 def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int) -> dict:
@@ -86,13 +93,13 @@ def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, w
     command = [sys.executable, str(peer), str(data_dir / BATCHES_DIR), "--steps", str(steps), "--warmup",
                str(warmup), "--batch-size", str(batch_size), "--device", device.type]
     result = subprocess.run(command, capture_output=True, text=True)
-    match = re.search(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)", result.stdout)
+    match = PEER_LINE.search(result.stdout)
     if result.returncode != 0 or not match:
         raise UserError(f"the peer benchmark failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
     return {"train": float(match.group(1)), "eval": float(match.group(2))}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = make_parser(__doc__)
     add_common_args(parser)
     parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps (after warm-up)")
@@ -103,9 +110,9 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
     parser.add_argument("--gradcam-images", type=positive_int, default=256,
                         help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
-    parser.add_argument("--feature-images", type=int, default=64,
+    parser.add_argument("--feature-images", type=non_negative_int, default=64,
                         help="images per backbone for the study B feature-extraction measurement (0: skip)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     def run():
         device = resolve_device(args.device)

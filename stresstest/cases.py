@@ -1,10 +1,12 @@
 """Case folders: failure_cases/<run>/case_XX/ with image.png and meta.txt (`key: value` lines)."""
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .cli import UserError
+from . import paths
+from .errors import UserError
 
 
 def format_meta(meta: dict) -> str:
@@ -28,15 +30,25 @@ def read_cases(cases_dir: Path) -> list[dict]:
     for folder in folders:
         meta_file = folder / "meta.txt"
         if not meta_file.is_file():
-            raise UserError(f"{meta_file} is missing: the cases are incomplete; run failure_analysis.py again")
+            raise UserError(f"{meta_file} is missing: the cases are incomplete; run {paths.CASES_PRODUCER} again")
         meta = parse_meta(meta_file.read_text())
         if "test_index" not in meta or not meta["test_index"].isdigit():
-            raise UserError(f"{meta_file} has no valid test_index; run failure_analysis.py again")
+            raise UserError(f"{meta_file} has no valid test_index; run {paths.CASES_PRODUCER} again")
         cases.append({**meta, "case": folder.name, "path": folder})
     if not cases:
-        raise UserError(f"no failure cases in {cases_dir}: run failure_analysis.py first "
-                        "(or lower its --threshold if it found no confident failures)")
+        raise UserError(f"no failure cases in {cases_dir}: run {paths.CASES_PRODUCER} first")
     return cases
+
+
+def read_case_summary(cases_dir: Path) -> dict:
+    """The decisions of the failure analysis that made the cases (threshold, checkpoint, counts)."""
+    path = Path(cases_dir) / paths.CASES_SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+        float(summary["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is missing or unreadable: run {paths.CASES_PRODUCER} first") from None
+    return summary
 
 
 def replace_folder(target: Path, build) -> None:
@@ -46,6 +58,8 @@ def replace_folder(target: Path, build) -> None:
     the previous folder untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.new-*"):  # from a run killed while building
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
         build(staging)

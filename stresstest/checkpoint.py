@@ -6,8 +6,7 @@ import torch.nn as nn
 
 from models import ARCHITECTURES, build_model
 
-from . import atomic
-from .cli import UserError
+from .errors import UserError
 
 CHECKPOINT_FORMAT = "cnn-stress-testing/classifier"
 CHECKPOINT_VERSION = 1
@@ -27,10 +26,6 @@ def classifier_checkpoint(model: nn.Module, arch: str, class_names: list[str], m
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-
-
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    atomic.save_torch(path, checkpoint)
 
 
 def read_checkpoint(path: Path, producer: str) -> dict:

@@ -3,9 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-class UserError(Exception):
-    """A mistake the user can fix. Its message is one line: what is wrong and how to fix it."""
+from .errors import UserError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -28,12 +26,16 @@ def make_parser(description: str) -> Parser:
     return Parser(description=description, formatter_class=HelpFormatter)
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
+SEED_UNUSED = "accepted for a uniform command line; this stage draws nothing random"
+
+
+def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random seed") -> None:
+    """The flags of every stage: --data-dir, --device, --seed."""
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="folder that holds cifar-10-batches-py/ (downloaded there when missing and online)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def positive_int(text: str) -> int:

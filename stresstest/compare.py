@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import atomic
-from .cases import read_cases
+from . import atomic, paths
+from .cases import read_case_summary, read_cases
 from .checkpoint import load_classifier
-from .cli import UserError, add_common_args, make_parser, run_main, unit_interval
+from .cli import SEED_UNUSED, add_common_args, make_parser, run_main
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
-from .failures import DEFAULT_THRESHOLD, SMOKE_THRESHOLD, confidence_threshold
+from .errors import UserError
 from .plots import confusion_figure
 from .predict import probabilities
 
@@ -24,6 +24,17 @@ def check_compatible(baseline: dict, improved: dict, paths: tuple[Path, Path]) -
         if baseline[key] != improved[key]:
             raise UserError(f"{paths[0]} and {paths[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
                             "the comparison needs the same architecture and classes: retrain one of them")
+
+
+RUN_ONLY_SETTINGS = {"compile", "eval_batch_size"}  # config keys that do not change the trained model
+
+
+def describe_change(baseline_config: dict, improved_config: dict) -> str:
+    """What the improved run changed, read from the two checkpoints' training configs."""
+    keys = sorted((set(baseline_config) | set(improved_config)) - RUN_ONLY_SETTINGS)
+    changes = [f"{key} {baseline_config.get(key)} -> {improved_config.get(key)}" for key in keys
+               if baseline_config.get(key) != improved_config.get(key)]
+    return ", ".join(changes) or "no change in the training config"
 
 
 def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) -> pd.DataFrame:
@@ -40,13 +51,15 @@ def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) 
 
 
 def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir: Path, out_dir: Path,
-            device_name: str, threshold: float) -> pd.DataFrame:
+            device_name: str) -> None:
     device = resolve_device(device_name)
     cases = read_cases(cases_dir)
+    threshold = float(read_case_summary(cases_dir)["threshold"])  # decided by the failure analysis
     out_dir = atomic.ensure_writable_dir(out_dir)
-    baseline, base_ckpt = load_classifier(baseline_path, "train.py", device)
-    improved, impr_ckpt = load_classifier(improved_path, "improvement.py", device)
+    baseline, base_ckpt = load_classifier(baseline_path, paths.producer("baseline"), device)
+    improved, impr_ckpt = load_classifier(improved_path, paths.producer("improved"), device)
     check_compatible(base_ckpt, impr_ckpt, (baseline_path, improved_path))
+    change = describe_change(base_ckpt.get("config", {}), impr_ckpt.get("config", {}))
     data = load_cifar10(data_dir)
     class_names, labels = base_ckpt["class_names"], data.test_labels
     images = torch.from_numpy(data.test_images).to(device)
@@ -60,7 +73,7 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
         if i >= len(labels) or class_names[labels[i]] != case["true_label"] or \
                 class_names[base_probs[i].argmax()] != case.get("predicted_label"):
             raise UserError(f"{case['path']} does not match {baseline_path} on this data (made from another "
-                            "checkpoint or data set); run failure_analysis.py again")
+                            f"checkpoint or data set); run {paths.CASES_PRODUCER} again")
         b, m = base_probs[i].argmax(), impr_probs[i].argmax()
         rows.append({"case": case["case"], "test_index": i, "true_label": case["true_label"],
                      "baseline_pred": class_names[b], "baseline_confidence": round(base_probs[i, b], 6),
@@ -91,36 +104,33 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
                 "change": round(float(impr_m[k] - base_m[k]), 6)} for k in base_m]
     summary += [{"metric": f"confident_failures_{status}", "baseline": "", "improved": "",
                  "change": int(counts.get(status, 0))} for status in ["fixed", "kept", "less_confident_wrong", "new"]]
+    summary.append({"metric": "change", "baseline": "", "improved": "", "change": change})
+    summary.append({"metric": "threshold", "baseline": "", "improved": "", "change": threshold})
     atomic.write_csv(out_dir / "test_set_summary.csv", summary, ["metric", "baseline", "improved", "change"])
-    confusion_figure(labels, {"baseline": base_probs.argmax(1), "improved (LS 0.1)": impr_probs.argmax(1)},
+    confusion_figure(labels, {"baseline": base_probs.argmax(1), f"improved ({change})": impr_probs.argmax(1)},
                      class_names, out_dir / "confusion_matrices.png")
 
-    print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after label smoothing "
+    print(f"change: {change}")
+    print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after the change "
           f"-> {out_dir / 'comparison_results.csv'}")
     print(f"test set ({len(labels)} images): accuracy {base_m['accuracy']:.4f} -> {impr_m['accuracy']:.4f}, "
           f"NLL {base_m['nll']:.4f} -> {impr_m['nll']:.4f}; confident failures (>= {threshold}) "
           f"{base_m['confident_failures']} -> {impr_m['confident_failures']}: {counts.get('fixed', 0)} fixed, "
           f"{counts.get('kept', 0)} kept, {counts.get('less_confident_wrong', 0)} still wrong but less confident, "
           f"{counts.get('new', 0)} new")
-    return table
 
 
-def main(description: str) -> None:
+def main(description: str, argv=None) -> None:
     parser = make_parser(description)
-    add_common_args(parser)
-    parser.add_argument("--baseline", type=Path, default=Path("experiments/baseline/best_model.pth"),
-                        help="baseline checkpoint (train.py)")
-    parser.add_argument("--improved", type=Path, default=Path("experiments/improved/best_model.pth"),
-                        help="improved checkpoint (improvement.py)")
-    parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
-                        help="case_XX folders written by failure_analysis.py")
-    parser.add_argument("--out-dir", type=Path, default=Path("experiments/comparison"), help="where tables go")
-    parser.add_argument("--threshold", type=unit_interval,
-                        help="confidence at which a wrong answer counts as a confident failure in the test-set "
-                             f"counts (default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
-    parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD}, as failure_analysis.py")
-    args = parser.parse_args()
-    threshold = confidence_threshold(args.threshold, args.smoke)
-    torch.manual_seed(args.seed)
+    add_common_args(parser, seed_help=SEED_UNUSED)
+    parser.add_argument("--baseline", type=Path, default=paths.checkpoint_path("baseline"),
+                        help=f"baseline checkpoint ({paths.producer('baseline')})")
+    parser.add_argument("--improved", type=Path, default=paths.checkpoint_path("improved"),
+                        help=f"improved checkpoint ({paths.producer('improved')})")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+                        help=f"case_XX folders and {paths.CASES_SUMMARY} (its confidence threshold is used) written "
+                             f"by {paths.CASES_PRODUCER}")
+    parser.add_argument("--out-dir", type=Path, default=paths.COMPARISON_DIR, help="where tables go")
+    args = parser.parse_args(argv)
     run_main(lambda: compare(args.data_dir, args.baseline, args.improved, args.cases_dir, args.out_dir,
-                             args.device, threshold))
+                             args.device))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli import UserError
+from .errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -156,14 +156,19 @@ def random_crop_flip(padded: torch.Tensor, indices: torch.Tensor, generator: tor
 
 
 class Normalizer:
-    """uint8 images -> normalized float, channels-last (the layout the convolutions run fastest in)."""
+    """uint8 images -> (optionally resized) normalized float, channels-last (the layout convolutions run
+    fastest in). The one way images enter a model, in both studies."""
 
-    def __init__(self, mean, std, device: torch.device):
+    def __init__(self, mean, std, device: torch.device, size: int | None = None):
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
+        self.size = size  # bilinear resize to size x size first (study B's 224), or none
         self._scale = (1.0 / (255.0 * torch.tensor(self.std, device=device))).view(1, -1, 1, 1)
         self._shift = (255.0 * torch.tensor(self.mean, device=device)).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = (images.float() - self._shift) * self._scale
+        out = images.float()
+        if self.size is not None and out.shape[-2:] != (self.size, self.size):
+            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        out = (out - self._shift) * self._scale
         return out.contiguous(memory_format=torch.channels_last)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import UserError
+from .errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,103 +1,139 @@
-"""Stages 3 and 6: Grad-CAM (pytorch_grad_cam) of a checkpoint on every saved failure case."""
+"""Stages 3 and 6: Grad-CAM (pytorch_grad_cam) of a checkpoint on every saved failure case.
+
+Each model's maps are computed for three classes per case: its own prediction, the true class and the
+case's failure class (what the analysed model predicted). `gradcam_<tag>.png` shows the one --target
+asks for; `gradcam_<tag>.npz` keeps all three; once both models are explained, `gradcam_side_by_side.png`
+puts their maps for the same classes next to each other, so that they are compared like with like."""
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytorch_grad_cam as cams  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from . import atomic, paths
+from .cases import read_cases
+from .checkpoint import load_classifier
+from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main
+from .device import pick_precision, resolve_device
+from .errors import UserError
+from .gradcam import METHODS, compute_cams
+from .plots import cam_grid_figure, explanation_figure, save
+from .predict import checkpoint_normalizer, probabilities
 
-from . import atomic  # noqa: E402
-from .cases import read_cases  # noqa: E402
-from .checkpoint import load_classifier  # noqa: E402
-from .cli import UserError, add_common_args, make_parser, positive_int, run_main  # noqa: E402
-from .data import Normalizer  # noqa: E402
-from .device import pick_precision, resolve_device  # noqa: E402
-from .plots import explanation_figure  # noqa: E402
-from .predict import probabilities  # noqa: E402
-
-METHODS = {
-    "gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
-    "xgradcam": cams.XGradCAM, "layercam": cams.LayerCAM, "eigencam": cams.EigenCAM,
-    "eigengradcam": cams.EigenGradCAM, "gradcamelementwise": cams.GradCAMElementWise, "scorecam": cams.ScoreCAM,
-    "ablationcam": cams.AblationCAM,
-}
 # layer3 gives an 8x8 map for a 32x32 input (each cell sees a 4x4 patch); layer4 is only 4x4, too coarse to
 # tell an object from its background, while layer3 is still deep enough (6 of 8 blocks) to be class-specific.
 DEFAULT_LAYER = "layer3"
+ROLES = ["predicted", "true", "failure"]  # the model's own prediction, the true class, the case's failure class
+SIDE_BY_SIDE = "gradcam_side_by_side.png"
 
 
-def compute_cams(model: torch.nn.Module, images: torch.Tensor, classes: list[int], method: str, layer: str,
-                 batch_size: int) -> np.ndarray:
-    """(N, H, W) CAMs in [0, 1] for normalized images, one target class per image, batched."""
+def resolve_layer(model: torch.nn.Module, layer: str) -> torch.nn.Module:
     try:
-        target_layer = model.get_submodule(layer)
+        return model.get_submodule(layer)
     except AttributeError:
         names = [name for name, _ in model.named_modules() if name.startswith("layer") and name.count(".") <= 1]
         raise UserError(f"--layer {layer} is not a layer of this model; choose one of {', '.join(names)}") from None
-    maps = []
-    with METHODS[method](model=model, target_layers=[target_layer]) as cam:
-        for start in range(0, len(images), batch_size):
-            targets = [ClassifierOutputTarget(c) for c in classes[start:start + batch_size]]
-            maps.append(cam(input_tensor=images[start:start + batch_size], targets=targets))
-    return np.concatenate(maps).astype(np.float32)
 
 
-def explain(cases_dir: Path, checkpoint_path: Path, producer: str, tag: str, device_name: str, method: str,
-            layer: str, target: str, batch_size: int) -> list[dict]:
+def save_npz(path: Path, **arrays) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def explain(cases_dir: Path, checkpoint_path: Path, tag: str, device_name: str, method: str, layer: str,
+            target: str, batch_size: int) -> None:
     device = resolve_device(device_name)
     cases = read_cases(cases_dir)
-    model, checkpoint = load_classifier(checkpoint_path, producer, device)
-    class_names = checkpoint["class_names"]
+    model, checkpoint = load_classifier(checkpoint_path, paths.producer(tag), device)
+    names = checkpoint["class_names"]
     for case in cases:
-        if case.get("true_label") not in class_names:
-            raise UserError(f"{case['path'] / 'meta.txt'} names class {case.get('true_label')!r}, which "
-                            f"{checkpoint_path} does not know; run failure_analysis.py again")
+        for key in ["true_label", "predicted_label"]:
+            if case.get(key) not in names:
+                raise UserError(f"{case['path'] / 'meta.txt'} names class {case.get(key)!r}, which "
+                                f"{checkpoint_path} does not know; run {paths.CASES_PRODUCER} again")
+    target_layer = resolve_layer(model, layer)
     images = np.stack([np.asarray(Image.open(case["path"] / "image.png").convert("RGB")) for case in cases])
-    images_on_device = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    probs = probabilities(model, checkpoint, images_on_device, pick_precision(device)).cpu().numpy()
-    normalization = checkpoint["normalization"]
-    inputs = Normalizer(normalization["mean"], normalization["std"], device)(images_on_device)
-    predicted = probs.argmax(1)
-    true = np.array([class_names.index(case["true_label"]) for case in cases])
-    targets = (predicted if target == "predicted" else true).tolist()
-    maps = compute_cams(model, inputs, targets, method, layer, batch_size)
-    results = []
-    for case, image, cam, pred, prob, target_class in zip(cases, images, maps, predicted, probs, targets):
+    on_device = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    probs = probabilities(model, checkpoint, on_device, pick_precision(device)).cpu().numpy()
+    classes = {"predicted": probs.argmax(1),
+               "true": np.array([names.index(case["true_label"]) for case in cases]),
+               "failure": np.array([names.index(case["predicted_label"]) for case in cases])}
+    inputs = checkpoint_normalizer(checkpoint, device)(on_device)
+    count = len(cases)
+    maps, _ = compute_cams(model, inputs.repeat(len(ROLES), 1, 1, 1), np.concatenate([classes[r] for r in ROLES]),
+                           target_layer, method, batch_size)
+    maps = maps.reshape(len(ROLES), count, *maps.shape[1:])
+    shown = ROLES.index(target)
+    for i, case in enumerate(cases):
+        explained = classes[target][i]
+        pred = classes["predicted"][i]
         title = (f"{case['case']} (test #{case['test_index']}): true {case['true_label']}, "
-                 f"{tag} model predicts {class_names[pred]} ({prob[pred]:.3f})")
-        subtitle = (f"{method} on {layer}, explaining the {target} class ({class_names[target_class]}, "
-                    f"p={prob[target_class]:.3f})")
-        figure = explanation_figure(image, cam, title, subtitle)
-        atomic.save_figure(case["path"] / f"gradcam_{tag}.png", figure)
-        plt.close(figure)
-        buffer = io.BytesIO()
-        np.save(buffer, cam)
-        atomic.write_bytes(case["path"] / f"gradcam_{tag}.npy", buffer.getvalue())
-        results.append({"case": case["case"], "predicted": class_names[pred], "confidence": float(prob[pred])})
-    print(f"{method} on {layer} ({target} class) for {len(cases)} cases: {cases_dir}/case_*/gradcam_{tag}.png")
-    return results
+                 f"{tag} model predicts {names[pred]} ({probs[i, pred]:.3f})")
+        subtitle = (f"{method} on {layer} explaining {names[explained]} (the {target} class, "
+                    f"p={probs[i, explained]:.3f})")
+        save(case["path"] / f"gradcam_{tag}.png", explanation_figure(images[i], maps[shown, i], title, subtitle))
+        save_npz(case["path"] / f"gradcam_{tag}.npz", maps=maps[:, i], roles=np.array(ROLES),
+                 classes=np.array([names[classes[r][i]] for r in ROLES]), probabilities=probs[i],
+                 class_names=np.array(names), method=np.array(method), layer=np.array(layer))
+    print(f"{method} on {layer} for {count} cases, explaining the {target} class: {cases_dir}/case_*/gradcam_{tag}.png")
+    side_by_side(cases, images)
 
 
-def main(description: str, tag: str, checkpoint: str, producer: str) -> None:
+def side_by_side(cases: list[dict], images: np.ndarray) -> None:
+    """gradcam_side_by_side.png in every case whose folder has the maps of every model (same method and layer):
+    rows are the true class and the failure class, columns the models."""
+    tags = list(paths.RUNS)
+    written = 0
+    for case, image in zip(cases, images):
+        files = [case["path"] / f"gradcam_{tag}.npz" for tag in tags]
+        if not all(f.is_file() for f in files):
+            continue
+        stored = {}
+        for tag, f in zip(tags, files):
+            with np.load(f) as arrays:
+                stored[tag] = dict(arrays)
+        settings = {(str(s["method"]), str(s["layer"])) for s in stored.values()}
+        if len(settings) != 1:
+            print(f"{case['case']}: the models' maps use different methods or layers ({sorted(settings)}); "
+                  f"rerun both explanation stages with the same --method and --layer for {SIDE_BY_SIDE}")
+            continue
+        method, layer = settings.pop()
+        rows, cams, captions = [], {}, {}
+        for role, label in [("true", "true class"), ("failure", "failure class")]:
+            class_name = case["true_label" if role == "true" else "predicted_label"]
+            row = f"{label} ({class_name})"
+            rows.append(row)
+            for tag, s in stored.items():
+                names = list(s["class_names"])
+                probs = s["probabilities"]
+                own = names[int(probs.argmax())]
+                cams[row, tag] = s["maps"][list(s["roles"]).index(role)]
+                captions[row, tag] = f"p({class_name})={probs[names.index(class_name)]:.3f}, predicts {own}"
+        title = (f"{case['case']} (test #{case['test_index']}): {method} on {layer}, "
+                 f"each row explains one class in every model")
+        save(case["path"] / SIDE_BY_SIDE, cam_grid_figure(image, rows, tags, cams, captions, title))
+        written += 1
+    if written:
+        print(f"{written} cases: both models' maps for the true and the failure class side by side in "
+              f"case_*/{SIDE_BY_SIDE}")
+
+
+def main(description: str, tag: str, argv=None) -> None:
+    """explainability.py (tag baseline) and explainability_improved.py (tag improved)."""
     parser = make_parser(description)
-    add_common_args(parser)
-    parser.add_argument("--checkpoint", type=Path, default=Path(checkpoint), help="model to explain")
-    parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
-                        help="case_XX folders written by failure_analysis.py")
+    add_common_args(parser, seed_help=SEED_UNUSED)
+    parser.add_argument("--checkpoint", type=Path, default=paths.checkpoint_path(tag), help="model to explain")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+                        help=f"case_XX folders written by {paths.CASES_PRODUCER}")
     parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method of pytorch_grad_cam")
     parser.add_argument("--layer", default=DEFAULT_LAYER,
                         help="target layer (layer3: 8x8 map; layer4 is only 4x4 on 32x32 inputs)")
-    parser.add_argument("--target", default="predicted", choices=["predicted", "true"],
-                        help="class to explain: the model's prediction (why it went wrong) or the true class")
+    parser.add_argument("--target", default="predicted", choices=["predicted", "true", "failure"],
+                        help=f"class that gradcam_{tag}.png explains: this model's prediction, the true class, or "
+                             "the case's failure class (what the analysed model predicted); the .npz keeps all three")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per Grad-CAM batch")
-    parser.add_argument("--smoke", action="store_true", help="accepted for pipeline symmetry; changes nothing")
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    run_main(lambda: explain(args.cases_dir, args.checkpoint, producer, tag, args.device, args.method, args.layer,
+    args = parser.parse_args(argv)
+    run_main(lambda: explain(args.cases_dir, args.checkpoint, tag, args.device, args.method, args.layer,
                              args.target, args.batch_size))

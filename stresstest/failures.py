@@ -6,13 +6,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import atomic
+from . import atomic, paths
 from .cases import format_meta, replace_folder
 from .checkpoint import load_classifier
-from .cli import UserError, add_common_args, make_parser, positive_int, run_main, unit_interval
+from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main, unit_interval
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
+from .errors import UserError
 from .predict import probabilities
+from .scores import top_two_margin
 
 DEFAULT_THRESHOLD = 0.9
 SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 0.9 are rare
@@ -29,7 +31,7 @@ def confidence_threshold(given: float | None, smoke: bool) -> float:
 def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """One row per wrong prediction, most confident first."""
     order = np.argsort(-probs, axis=1, kind="stable")  # ties resolve to the lower class, as argmax does
-    predicted, runner_up = order[:, 0], order[:, 1]
+    predicted = order[:, 0]
     confidence = probs[np.arange(len(probs)), predicted]
     wrong = np.flatnonzero(predicted != labels)
     table = pd.DataFrame({
@@ -37,7 +39,7 @@ def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str])
         "true_label": [class_names[c] for c in labels[wrong]],
         "predicted_label": [class_names[c] for c in predicted[wrong]],
         "confidence": confidence[wrong],
-        "margin": confidence[wrong] - probs[wrong, runner_up[wrong]],
+        "margin": top_two_margin(probs[wrong]),
         "true_class_probability": probs[wrong, labels[wrong]],
         "true_class_rank": (order[wrong] == labels[wrong, None]).argmax(1) + 1,
     })
@@ -69,9 +71,10 @@ def pick_representatives(cases: pd.DataFrame, count: int = REPRESENTATIVE_COUNT)
 
 
 def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name: str, threshold: float,
-            max_cases: int) -> pd.DataFrame:
+            max_cases: int) -> None:
+    """Tables and case folders of the model's confident failures (replacing cases_dir whole)."""
     device = resolve_device(device_name)
-    model, checkpoint = load_classifier(checkpoint_path, "train.py", device)
+    model, checkpoint = load_classifier(checkpoint_path, paths.producer("baseline"), device)
     data = load_cifar10(data_dir)
     if data.class_names != checkpoint["class_names"]:
         raise UserError(f"{checkpoint_path} was trained on classes {checkpoint['class_names']}, but {data.root} "
@@ -80,11 +83,16 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
     probs = probabilities(model, checkpoint, torch.from_numpy(data.test_images).to(device), precision)
     probs = probs.cpu().double().numpy()
     failures = failure_table(probs, data.test_labels, data.class_names)
+    accuracy = float((probs.argmax(1) == data.test_labels).mean())
+    if not (failures.confidence >= threshold).any():
+        highest = f", the most confident at {failures.confidence.max():.3f}" if len(failures) else ""
+        raise UserError(f"no wrong answer reached confidence {threshold} ({len(failures)} wrong of "
+                        f"{len(data.test_labels)}{highest}), so there are no cases to save; lower --threshold "
+                        f"or train longer; {cases_dir} was left as it was")
     cases = failures[failures.confidence >= threshold].head(max_cases).reset_index(drop=True)
     cases.insert(0, "case", [f"case_{i:02d}" for i in range(len(cases))])
     representative = pick_representatives(cases)
     cases["representative"] = [i in representative for i in range(len(cases))]
-    accuracy = float((probs.argmax(1) == data.test_labels).mean())
     confident = int((failures.confidence >= threshold).sum())
 
     def build(folder: Path) -> None:
@@ -97,7 +105,7 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
                    "representative_cases": [cases.case[i] for i in representative],
                    "representative_rule": "most confident first; distinct true and predicted classes, then "
                                           "distinct confusion pairs, then confidence"}
-        atomic.write_json(folder / "summary.json", summary)
+        atomic.write_json(folder / paths.CASES_SUMMARY, summary)
         for position, row in cases.iterrows():
             case_dir = folder / row.case
             case_dir.mkdir()
@@ -116,25 +124,22 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
             for i in representative))
-    return cases
 
 
-def main(description: str) -> None:
+def main(description: str, argv=None) -> None:
     parser = make_parser(description)
-    add_common_args(parser)
-    parser.add_argument("--checkpoint", type=Path, default=Path("experiments/baseline/best_model.pth"),
-                        help="model to analyse")
-    parser.add_argument("--cases-dir", type=Path, default=Path("failure_cases/baseline"),
+    add_common_args(parser, seed_help=SEED_UNUSED)
+    parser.add_argument("--checkpoint", type=Path, default=paths.checkpoint_path("baseline"), help="model to analyse")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
                         help="where the tables and case_XX folders go (replaced on every run)")
     parser.add_argument("--threshold", type=unit_interval,
-                        help=f"least confidence of a saved case (default {DEFAULT_THRESHOLD}; "
-                             f"--smoke: {SMOKE_THRESHOLD})")
-    parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save")
+                        help=f"least confidence of a saved case; later stages read it from {paths.CASES_SUMMARY} "
+                             f"(default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
+    parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save (at most 100)")
     parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD} for barely trained models")
-    args = parser.parse_args()
-    threshold = confidence_threshold(args.threshold, args.smoke)
+    args = parser.parse_args(argv)
     if args.max_cases > 100:
         parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
-    torch.manual_seed(args.seed)
+    threshold = confidence_threshold(args.threshold, args.smoke)
     run_main(lambda: analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold,
                              args.max_cases))

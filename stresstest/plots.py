@@ -1,9 +1,9 @@
-"""Figures: training curves and CAM explanations."""
+"""Every figure of both studies. The one module that imports matplotlib (and sets its backend)."""
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -13,8 +13,13 @@ from PIL import Image  # noqa: E402
 
 from . import atomic  # noqa: E402
 
-
 DISPLAY_SIZE = 256  # pixels per panel: 32x32 upscaled 8x
+
+
+def save(path: Path, figure) -> None:
+    """Write a figure atomically and free it."""
+    atomic.save_figure(path, figure)
+    plt.close(figure)
 
 
 def confusion_figure(labels, predictions: dict, class_names: list[str], path: Path) -> None:
@@ -26,10 +31,9 @@ def confusion_figure(labels, predictions: dict, class_names: list[str], path: Pa
         matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
         ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
                                                                         xticks_rotation=45, cmap="Blues")
-        axis.set_title(f"{title}: accuracy {(predicted == labels).mean():.3f}")
+        axis.set_title(f"{title}: accuracy {(predicted == labels).mean():.3f} (n={len(labels)})")
     figure.tight_layout()
-    atomic.save_figure(path, figure)
-    plt.close(figure)
+    save(path, figure)
 
 
 def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
@@ -46,32 +50,101 @@ def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
         axes.set_title(f"{title}: {label}")
         axes.grid(alpha=0.3)
         axes.legend()
-        atomic.save_figure(Path(out_dir) / filename, figure)
-        plt.close(figure)
+        save(Path(out_dir) / filename, figure)
 
 
 def upscale(image: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """32x32 RGB uint8 and CAM -> DISPLAY_SIZE float RGB in [0, 1] (bicubic) and CAM (bilinear)."""
+    """RGB uint8 image and CAM -> DISPLAY_SIZE float RGB in [0, 1] (bicubic) and CAM (bilinear)."""
     big = np.asarray(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.BICUBIC), np.float32) / 255
     big_cam = F.interpolate(torch.from_numpy(cam)[None, None], size=(DISPLAY_SIZE, DISPLAY_SIZE), mode="bilinear",
                             align_corners=False)[0, 0].clamp(0, 1).numpy()
     return big, big_cam
 
 
-def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):
-    big, big_cam = upscale(image, cam)
-    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
-    axes[0].imshow(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST))
-    axes[0].set_title("image (32x32, pixels kept)")
-    heat = axes[1].imshow(big_cam, cmap="jet", vmin=0, vmax=1)
-    axes[1].set_title("CAM")
-    figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
-    # imported here: pytorch_grad_cam takes seconds to import and only the CAM stages draw these figures
+def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    # imported here: pytorch_grad_cam takes seconds to import and only the CAM figures need it
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    axes[2].imshow(show_cam_on_image(big, big_cam, use_rgb=True, image_weight=0.5))
+    big, big_cam = upscale(image, cam)
+    return show_cam_on_image(big, big_cam, use_rgb=True, image_weight=0.5)
+
+
+def pixels(image: np.ndarray) -> Image.Image:
+    """The image upscaled with its pixels kept (nearest neighbour)."""
+    return Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST)
+
+
+def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):
+    """Image, map and overlay in a row, titled with what is explained."""
+    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
+    axes[0].imshow(pixels(image))
+    axes[0].set_title("image (32x32, pixels kept)")
+    heat = axes[1].imshow(upscale(image, cam)[1], cmap="jet", vmin=0, vmax=1)
+    axes[1].set_title("CAM")
+    figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[2].imshow(overlay(image, cam))
     axes[2].set_title("overlay")
     for axis in axes:
         axis.axis("off")
     figure.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    return figure
+
+
+def cam_grid_figure(image: np.ndarray, rows: list[str], columns: list[str], cams: dict, captions: dict, title: str):
+    """The image beside a grid of overlays: one row per explained class, one column per model, so that every
+    row compares the models on the same class. cams/captions are keyed by (row, column)."""
+    figure, axes = plt.subplots(len(rows), len(columns) + 1, figsize=(3.2 * (len(columns) + 1), 3.3 * len(rows)),
+                                dpi=100, squeeze=False)
+    for r, row in enumerate(rows):
+        axes[r, 0].imshow(pixels(image))
+        axes[r, 0].set_title(f"explaining: {row}", fontsize=10)
+        for c, column in enumerate(columns):
+            axes[r, c + 1].imshow(overlay(image, cams[row, column]))
+            axes[r, c + 1].set_title(f"{column}\n{captions[row, column]}", fontsize=9)
+    for axis in axes.flat:
+        axis.axis("off")
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def neighbours_figure(query: np.ndarray, query_label: str, neighbours: list[np.ndarray], labels: list[str],
+                      sims: list[float], title: str):
+    """A query image and its nearest training images, each titled with its class and cosine similarity."""
+    figure, axes = plt.subplots(1, len(neighbours) + 1, figsize=(1.6 * (len(neighbours) + 1), 2.3), dpi=100)
+    axes[0].imshow(query)
+    axes[0].set_title(f"query\n{query_label}", fontsize=9)
+    for axis, image, label, sim in zip(axes[1:], neighbours, labels, sims):
+        axis.imshow(image)
+        axis.set_title(f"{label}\ncos {sim:.3f}", fontsize=9)
+    for axis in axes:
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def centroid_similarity_figure(similarity: np.ndarray, names: list[str], title: str):
+    figure, axis = plt.subplots(figsize=(7.5, 6.5), dpi=100)
+    image = axis.imshow(similarity, cmap="viridis")
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            axis.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+    figure.colorbar(image, ax=axis)
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def tsne_figure(embedded: np.ndarray, labels: np.ndarray, hard: np.ndarray, names: list[str], title: str):
+    """2-D embedding coloured by class, hard examples marked with a cross."""
+    figure, axis = plt.subplots(figsize=(8, 7), dpi=100)
+    for c, name in enumerate(names):
+        axis.scatter(*embedded[labels == c].T, s=6, alpha=0.6, label=name, color=plt.cm.tab10(c))
+    axis.scatter(*embedded[hard].T, s=40, marker="x", color="black", label="hard examples")
+    axis.legend(markerscale=2, fontsize=8, loc="best")
+    axis.set_title(title)
+    axis.set_xticks([])
+    axis.set_yticks([])
     return figure

@@ -1,8 +1,11 @@
-"""Batched inference over uint8 images held on the device."""
+"""Batched inference over uint8 images held on the device: the one inference loop of both studies."""
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
+from tqdm import tqdm
 
 from .data import Normalizer
 from .device import autocast
@@ -41,16 +44,23 @@ def inference_model(model: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, normalizer: Normalizer, precision: str,
-                   batch_size: int = 0) -> torch.Tensor:
-    """fp32 logits for uint8 (N, 3, H, W) images on the model's device, in large batches."""
-    model = inference_model(model)
+def run_batched(model: nn.Module, images: torch.Tensor, normalizer: Normalizer, precision: str,
+                batch_size: int = 0, label: str | None = None) -> torch.Tensor:
+    """fp32 outputs of `model` for uint8 (N, 3, H, W) images on its device, in large batches
+    (a progress bar named `label` on a terminal)."""
     batch_size = batch_size or default_eval_batch_size(images.device)
     chunks = []
-    for start in range(0, len(images), batch_size):
+    for start in tqdm(range(0, len(images), batch_size), desc=label, leave=False,
+                      disable=label is None or not sys.stderr.isatty()):
         with autocast(images.device, precision):
             chunks.append(model(normalizer(images[start:start + batch_size])).float())
     return torch.cat(chunks)
+
+
+def predict_logits(model: nn.Module, images: torch.Tensor, normalizer: Normalizer, precision: str,
+                   batch_size: int = 0) -> torch.Tensor:
+    """fp32 logits of a classifier (BatchNorm folded, fp32 head) for uint8 images on its device."""
+    return run_batched(inference_model(model), images, normalizer, precision, batch_size)
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -60,8 +70,11 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     return loss, accuracy
 
 
+def checkpoint_normalizer(checkpoint: dict, device: torch.device) -> Normalizer:
+    """The input normalization a classifier checkpoint was trained with."""
+    return Normalizer(checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"], device)
+
+
 def probabilities(model: nn.Module, checkpoint: dict, images: torch.Tensor, precision: str) -> torch.Tensor:
     """Softmax probabilities (fp32) of a checkpoint's model for uint8 images on its device."""
-    normalization = checkpoint["normalization"]
-    normalizer = Normalizer(normalization["mean"], normalization["std"], images.device)
-    return predict_logits(model, images, normalizer, precision).softmax(1)
+    return predict_logits(model, images, checkpoint_normalizer(checkpoint, images.device), precision).softmax(1)

@@ -1,8 +1,11 @@
-"""Study B: probing frozen ImageNet backbones on CIFAR-10 with kNN and linear heads, and their hard examples."""
+"""Study B: a frozen backbone's cached features on CIFAR-10, and the kNN and linear heads fitted on them.
+
+Also the extraction stage (probing/extract_features.py); every other probing stage starts from load_probe."""
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -11,12 +14,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from . import atomic
-from .backbones import (BACKBONES, cached, data_fingerprint, extract_features, load_backbone,
-                        weights_identity)
-from .cli import UserError, add_common_args, make_parser, positive_int
+from . import atomic, paths
+from .backbones import (BACKBONES, IMAGE_SIZE, check_name, data_fingerprint, extract_features,
+                        feature_code_identity, load_backbone, weights_identity)
+from .cli import add_common_args, make_parser, positive_int, run_main
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
+from .errors import UserError
 
 SMOKE_IMAGES = {"train": 400, "test": 150}  # a few hundred: minutes on a 2-core CPU, even for ViT-B/16
 KNN_K, KNN_TEMPERATURE = 20, 0.07           # the DINO protocol
@@ -35,67 +39,70 @@ class Probe:
     train_images: np.ndarray      # uint8 (N, 3, 32, 32), for case folders and Grad-CAM
     test_images: np.ndarray
     class_names: list[str]
-    out_dir: Path
+    out_dir: Path                 # <out-dir>/<model>/
     device: torch.device
     seed: int
-    settings: dict
+    settings: dict                # the feature-cache key
 
 
-def probing_parser(description: str):
-    parser = make_parser(description)
-    add_common_args(parser)
-    parser.add_argument("--model", default="resnet50", choices=list(BACKBONES), help="frozen backbone")
-    parser.add_argument("--weights", default="default",
-                        help="'default' (ImageNet weights from torchvision's cache or download), 'none' "
-                             "(random init, for tests and offline runs) or a state-dict FILE")
-    parser.add_argument("--out-root", type=Path, default=Path("experiments/probing"),
-                        help="results go to OUT_ROOT/<model>/")
-    parser.add_argument("--batch-size", type=positive_int, help="feature-extraction batch (default 256 on GPU, "
-                                                                "32 on CPU)")
-    parser.add_argument("--cached-only", action="store_true",
-                        help="fail instead of extracting when no matching feature cache exists")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"the first {SMOKE_IMAGES['train']} training and {SMOKE_IMAGES['test']} test images")
-    return parser
+def cached(cache: Path, settings: dict, compute: Callable[[], dict]) -> dict:
+    """`cache`'s contents when it was made with exactly `settings`, else computed afresh and cached."""
+    if cache.is_file():
+        try:
+            stored = torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception:
+            stored = {}
+        if stored.get("settings") == settings:
+            print(f"cache: reusing {cache}", file=sys.stderr)
+            return stored
+        changed = sorted(k for k in settings if stored.get("settings", {}).get(k) != settings[k])
+        print(f"cache: {cache} was made with other settings ({', '.join(changed) or 'unreadable'}); "
+              "recomputing", file=sys.stderr)
+    result = {**compute(), "settings": settings}
+    atomic.save_torch(cache, result)
+    return result
 
 
-def load_probe(args) -> Probe:
-    """Features of --model on the data, from the cache when its settings match, else extracted now."""
-    if args.model not in BACKBONES:
-        raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(BACKBONES)}")
-    device = resolve_device(args.device)
-    data = load_cifar10(args.data_dir)
-    n_train = min(SMOKE_IMAGES["train"], len(data.train_labels)) if args.smoke else len(data.train_labels)
-    n_test = min(SMOKE_IMAGES["test"], len(data.test_labels)) if args.smoke else len(data.test_labels)
+def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, device_name: str = "auto",
+               seed: int = 0, smoke: bool = False, batch_size: int = 0, cached_only: bool = False) -> Probe:
+    """Features of `model_name` on the data, from out_dir/<model>/features.pt when its key matches, else
+    extracted now. The key holds everything that changes the features (see feature_code_identity)."""
+    check_name(model_name)
+    device = resolve_device(device_name)
+    data = load_cifar10(data_dir)
+    n_train = min(SMOKE_IMAGES["train"], len(data.train_labels)) if smoke else len(data.train_labels)
+    n_test = min(SMOKE_IMAGES["test"], len(data.test_labels)) if smoke else len(data.test_labels)
     train_images, train_labels = data.train_images[:n_train], data.train_labels[:n_train]
     test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
     precision = pick_precision(device)
-    settings = {"model": args.model, "weights": weights_identity(args.model, args.weights, args.seed),
-                "image_size": 224, "precision": precision, "train_images": n_train, "test_images": n_test,
-                "data": data_fingerprint(train_images, train_labels, test_images, test_labels)}
-    out_dir = atomic.ensure_writable_dir(args.out_root / args.model)
-    cache = out_dir / "features.pt"
-    batch_size = args.batch_size or (32 if device.type == "cpu" else 256)
+    spec = BACKBONES[model_name]
+    settings = {"model": model_name, "weights": weights_identity(model_name, weights, seed),
+                "image_size": IMAGE_SIZE, "mean": list(spec.mean), "std": list(spec.std), "precision": precision,
+                "train_images": n_train, "test_images": n_test,
+                "data": data_fingerprint(train_images, train_labels, test_images, test_labels),
+                **feature_code_identity(model_name)}
+    model_dir = atomic.ensure_writable_dir(Path(out_dir) / model_name)
+    cache = model_dir / "features.pt"
+    batch_size = batch_size or (32 if device.type == "cpu" else 256)
 
     def compute() -> dict:
-        if args.cached_only:
-            raise UserError(f"no cached features for {args.model} with these settings in {cache}; run "
-                            f"probing/extract_features.py --model {args.model} with the same flags first, "
+        if cached_only:
+            raise UserError(f"no cached features for {model_name} with these settings in {cache}; run "
+                            f"probing/extract_features.py --model {model_name} with the same flags first, "
                             "or drop --cached-only")
-        backbone, _ = load_backbone(args.model, args.weights, args.seed)
-        backbone = backbone.to(device, memory_format=torch.channels_last)
+        backbone = load_backbone(model_name, weights, seed).to(device, memory_format=torch.channels_last)
         started = time.perf_counter()
-        features = {split: extract_features(backbone, torch.from_numpy(images).to(device), precision, batch_size,
-                                             f"{args.model} {split}")
+        features = {split: extract_features(backbone, model_name, torch.from_numpy(images).to(device), precision,
+                                            batch_size, f"{model_name} {split}")
                     for split, images in [("train", train_images), ("test", test_images)]}
         seconds = time.perf_counter() - started
-        print(f"features: {args.model} on {n_train + n_test:,} images in {seconds:.1f} s "
+        print(f"features: {model_name} on {n_train + n_test:,} images in {seconds:.1f} s "
               f"({(n_train + n_test) / seconds:.1f} img/s, {precision}) -> {cache}", file=sys.stderr)
         return {"train": features["train"], "test": features["test"], "images_per_s": (n_train + n_test) / seconds}
 
     stored = cached(cache, settings, compute)
-    return Probe(args.model, args.weights, stored["train"], stored["test"], train_labels, test_labels, train_images,
-                 test_images, data.class_names, out_dir, device, args.seed, settings)
+    return Probe(model_name, weights, stored["train"], stored["test"], train_labels, test_labels, train_images,
+                 test_images, data.class_names, model_dir, device, seed, settings)
 
 
 # -- heads -------------------------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ def fit_linear_head(train_features, train_labels, num_classes: int, c: float = L
 
 
 def heads(probe: Probe) -> dict:
-    """kNN and linear-head test probabilities (cached beside the features, keyed by the same settings)."""
+    """kNN and linear-head test probabilities and the linear head itself (cached beside the features)."""
     settings = {**probe.settings, "knn_k": KNN_K, "knn_temperature": KNN_TEMPERATURE, "linear_c": LINEAR_C}
 
     def compute() -> dict:
@@ -169,3 +176,40 @@ def heads(probe: Probe) -> dict:
         head.weight.copy_(stored["head_weight"])
         head.bias.copy_(stored["head_bias"])
     return {"knn": stored["knn"].numpy(), "linear": stored["linear"].numpy(), "head": head}
+
+
+# -- command line, shared by the probing stages ------------------------------------------------------------
+
+def probing_parser(description: str):
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of --weights none (random init) and of t-SNE")
+    parser.add_argument("--model", default="resnet50", choices=list(BACKBONES), help="frozen backbone")
+    parser.add_argument("--weights", default="default",
+                        help="'default' (the model's ImageNet weights: torchvision's cache or download; the "
+                             "installed package for efficientnet_lite0), 'none' (random init, for tests and "
+                             "offline runs) or a state-dict FILE of the whole classifier")
+    parser.add_argument("--out-dir", type=Path, default=paths.PROBING_DIR,
+                        help="results go to OUT_DIR/<model>/")
+    parser.add_argument("--batch-size", type=positive_int, help="feature-extraction batch (default 256 on GPU, "
+                                                                "32 on CPU)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="fail instead of extracting when no matching feature cache exists")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"the first {SMOKE_IMAGES['train']} training and {SMOKE_IMAGES['test']} test images")
+    return parser
+
+
+def probe_from_args(args) -> Probe:
+    return load_probe(args.data_dir, args.model, args.weights, args.out_dir, args.device, args.seed, args.smoke,
+                      args.batch_size or 0, args.cached_only)
+
+
+def main(description: str, argv=None) -> None:
+    """probing/extract_features.py"""
+    args = probing_parser(description).parse_args(argv)
+
+    def run():
+        probe = probe_from_args(args)
+        print(f"{probe.model_name}: train features {tuple(probe.train_features.shape)}, test features "
+              f"{tuple(probe.test_features.shape)} in {probe.out_dir / 'features.pt'}")
+    run_main(run)

@@ -15,13 +15,14 @@ from tqdm import tqdm
 
 from models import build_model
 
-from . import atomic
-from .checkpoint import classifier_checkpoint, save_checkpoint
-from .cli import (UserError, add_common_args, make_parser, non_negative_int, open_fraction, positive_float,
-                  positive_int, run_main, unit_interval)
+from . import atomic, paths
+from .checkpoint import classifier_checkpoint
+from .cli import (add_common_args, make_parser, non_negative_int, open_fraction, positive_float, positive_int,
+                  run_main, unit_interval)
 from .data import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
                    split_validation)
 from .device import autocast, cpu_name, pick_precision, resolve_device, synchronize
+from .errors import UserError
 from .plots import plot_curves
 from .predict import loss_and_accuracy, predict_logits
 
@@ -33,7 +34,8 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1                # peak of the one-cycle schedule
     warmup_fraction: float = 0.15  # share of steps spent rising to the peak
-    momentum: float = 0.9          # SGD with Nesterov momentum
+    momentum: float = 0.9          # SGD with Nesterov momentum, held fixed (see cycle_momentum)
+    cycle_momentum: bool = False   # True: one-cycle momentum 0.95 -> 0.85 -> 0.95 (torch's default) instead
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     val_fraction: float = 0.1      # stratified hold-out for checkpoint selection
@@ -50,7 +52,7 @@ SMOKE_PRESET = {"epochs": 3, "max_train_images": 2048, "batch_size": 64, "lr": 0
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "epoch_seconds", "train_images_per_s", "best"]
-STATE_FILE = "last_state.pth"
+STATE_FILE = paths.LAST_STATE
 LOSS_CHECK_EVERY = 20  # steps between host syncs that read the running loss
 
 
@@ -109,7 +111,8 @@ class Trainer:
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
-            pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3)
+            pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
+            cycle_momentum=config.cycle_momentum, base_momentum=0.85, max_momentum=0.95)
         self.rows: list[dict] = []
         self.best_val = (-1.0, math.inf)  # (val accuracy, val loss) of the best epoch so far
 
@@ -214,19 +217,21 @@ class Trainer:
             self.model, self.config.arch, self.class_names, CIFAR10_MEAN, CIFAR10_STD,
             dataclasses.asdict(self.config), epoch=epoch, metrics=dict(row),
             split_sizes=self.split_sizes)
-        save_checkpoint(self.out_dir / "best_model.pth", checkpoint)
+        atomic.save_torch(self.out_dir / paths.BEST_MODEL, checkpoint)
 
 
 def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto",
-          resume: bool = False) -> dict:
-    """Train (or resume) one run into out_dir; returns the metrics row of the best epoch."""
-    out_dir = atomic.ensure_writable_dir(Path(out_dir))
+          resume: bool = False) -> None:
+    """Train (or resume) one run into out_dir."""
+    out_dir = atomic.ensure_writable_dir(Path(out_dir))  # also clears temporaries a killed run left
     state = None
+    state_path = out_dir / STATE_FILE
+    if resume and not state_path.is_file():
+        # Killed before its first epoch ended (or never started): the same command must be safe to repeat.
+        print(f"--resume: nothing saved in {out_dir} yet (no {STATE_FILE}); starting the run afresh",
+              file=sys.stderr)
+        resume = False
     if resume:
-        state_path = out_dir / STATE_FILE
-        if not state_path.is_file():
-            raise UserError(f"--resume: there is no run to resume in {out_dir} (no {STATE_FILE}); "
-                            "run without --resume to start one")
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = TrainConfig(**state["config"])
@@ -235,7 +240,7 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
                             "run without --resume to start afresh") from None
         if state["epoch"] >= saved.epochs:
             print(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
-            return best_row(state["rows"])
+            return
         print(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
               "(training flags given now are ignored)", file=sys.stderr)
         config = dataclasses.replace(saved, compile=config.compile)
@@ -245,7 +250,7 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
         trainer.load_state(state)
     else:
         (out_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run: never resume into an older one
-        atomic.write_json(out_dir / "config.json", dataclasses.asdict(config))
+        atomic.write_json(out_dir / paths.CONFIG, dataclasses.asdict(config))
     info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume}
     atomic.write_json(out_dir / "run_info.json", info)
     print(f"training {config.arch} on {device} ({trainer.precision}): {trainer.split_sizes['train']:,} train / "
@@ -253,16 +258,16 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
           f"label smoothing {config.label_smoothing}, {config.epochs} epochs -> {out_dir}", flush=True)
     best = trainer.fit(label=out_dir.name)
     print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
-          f"-> {out_dir / 'best_model.pth'}")
-    return best
+          f"-> {out_dir / paths.BEST_MODEL}")
 
 
-def training_cli(description: str, label_smoothing: float, out_dir: str) -> None:
-    """Entry point of train.py / improvement.py; they differ only in label smoothing and output folder."""
+def training_cli(description: str, tag: str, label_smoothing: float, argv=None) -> None:
+    """Entry point of train.py (tag baseline) and improvement.py (tag improved): they differ only in
+    label smoothing and output folder."""
     defaults = TrainConfig(label_smoothing=label_smoothing)
     parser = make_parser(description)
-    add_common_args(parser)
-    parser.add_argument("--out-dir", type=Path, default=Path(out_dir), help="where this run's files go")
+    add_common_args(parser, seed_help="seed of the initialisation, the shuffling and the augmentation")
+    parser.add_argument("--out-dir", type=Path, default=paths.run_dir(tag), help="where this run's files go")
     parser.add_argument("--epochs", type=positive_int, help=f"training epochs (default {defaults.epochs}; "
                         f"--smoke: {SMOKE_PRESET['epochs']})")
     parser.add_argument("--batch-size", type=positive_int, help=f"training batch size (default {defaults.batch_size}; "
@@ -270,6 +275,9 @@ def training_cli(description: str, label_smoothing: float, out_dir: str) -> None
     parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default "
                         f"{defaults.lr}; --smoke: {SMOKE_PRESET['lr']})")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")
+    parser.add_argument("--cycle-momentum", action="store_true",
+                        help="cycle SGD momentum 0.95 -> 0.85 -> 0.95 against the learning rate (torch's OneCycleLR "
+                             f"default) instead of holding it at {defaults.momentum}")
     parser.add_argument("--label-smoothing", type=unit_interval, default=label_smoothing,
                         help="label smoothing in [0, 1)")
     parser.add_argument("--val-fraction", type=open_fraction, default=defaults.val_fraction,
@@ -281,8 +289,10 @@ def training_cli(description: str, label_smoothing: float, out_dir: str) -> None
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny preset for a quick check on a CPU ({json.dumps(SMOKE_PRESET)})")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out-dir")
-    args = parser.parse_args()
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out-dir with its saved config (starts afresh when "
+                             "nothing was saved yet, so the same command is safe to repeat)")
+    args = parser.parse_args(argv)
 
     def chosen(name):
         given = getattr(args, name)
@@ -293,5 +303,5 @@ def training_cli(description: str, label_smoothing: float, out_dir: str) -> None
     config = dataclasses.replace(
         defaults, **{name: chosen(name) for name in SMOKE_PRESET}, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, val_fraction=args.val_fraction, seed=args.seed,
-        precision=args.precision, compile=args.compile)
+        precision=args.precision, compile=args.compile, cycle_momentum=args.cycle_momentum)
     run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume))

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from conftest import CLASS_NAMES, assert_user_error, run_stage
+from conftest import CLASS_NAMES, assert_user_error, run_stage_in_process
 from stresstest import data as cifar
-from stresstest.cli import UserError
+from stresstest.errors import UserError
 
 
 def test_loads_official_layout_with_count_notice(tiny_data, capsys):
@@ -99,7 +99,8 @@ def test_data_errors_reach_the_command_line_as_one_line(problem, tiny_copy, tmp_
         (batches / "data_batch_2").write_bytes((batches / "data_batch_2").read_bytes()[:100])
     else:
         data_dir = batches
-    result = run_stage("train.py", "--smoke", "--data-dir", data_dir, "--out-dir", tmp_path / "out", cwd=tmp_path)
+    result = run_stage_in_process("train.py", "--smoke", "--data-dir", data_dir, "--out-dir", tmp_path / "out",
+                                  cwd=tmp_path)
     assert_user_error(result, str(data_dir))
 
 
@@ -134,6 +135,17 @@ def test_crop_flip_gives_valid_and_independent_augmentations(subset_data):
     flipped = sum(bool((_all_crops_and_flips(images[0])[81:] == out[i]).flatten(1).all(1).any())
                   for i in range(0, 128, 4))
     assert 5 < flipped < 27
+
+
+def test_resizing_normalizer_matches_torchvision(subset_data):
+    loaded = cifar.load_cifar10(subset_data, quiet=True)
+    images = torch.from_numpy(loaded.test_images[:4])
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ours = cifar.Normalizer(mean, std, torch.device("cpu"), size=224)(images)
+    resized = TF.resize(images.float(), [224, 224], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+    theirs = TF.normalize(resized / 255, mean, std)
+    assert ours.shape == (4, 3, 224, 224)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
 def test_normalizer_matches_torchvision(subset_data):

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from models import ARCHITECTURES, build_model
-from stresstest.checkpoint import classifier_checkpoint, load_classifier, save_checkpoint
-from stresstest.cli import UserError
+from stresstest.atomic import save_torch
+from stresstest.checkpoint import classifier_checkpoint, load_classifier
+from stresstest.errors import UserError
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD
 from stresstest.predict import inference_model
 
@@ -53,7 +54,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     model = build_model("resnet18", 10).eval()
     names = [f"class{i}" for i in range(10)]
     path = tmp_path / "best_model.pth"
-    save_checkpoint(path, classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD,
+    save_torch(path, classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD,
                                                 {"label_smoothing": 0.1}, epoch=3))
     raw = torch.load(path, weights_only=True)
     assert raw["class_names"] == names and raw["normalization"]["std"] == list(CIFAR10_STD)
@@ -70,10 +71,10 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path):
         "plain_state_dict.pth": lambda p: torch.save(model.state_dict(), p),
         "not_a_checkpoint.pth": lambda p: p.write_text("hello"),
         "pickled_object.pth": lambda p: torch.save({"format": object()}, p),
-        "wrong_classes.pth": lambda p: save_checkpoint(p, {
+        "wrong_classes.pth": lambda p: save_torch(p, {
             **classifier_checkpoint(model, "resnet18", [str(i) for i in range(10)], CIFAR10_MEAN, CIFAR10_STD, {}),
             "num_classes": 100}),
-        "wrong_arch.pth": lambda p: save_checkpoint(p, {
+        "wrong_arch.pth": lambda p: save_torch(p, {
             **classifier_checkpoint(model, "resnet18", [str(i) for i in range(10)], CIFAR10_MEAN, CIFAR10_STD, {}),
             "arch": "vgg11"}),
     }

@@ -8,15 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, file_digests, run_stage
+from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process
 from models import build_model
+from stresstest.atomic import save_torch
 from stresstest.cases import parse_meta
-from stresstest.checkpoint import classifier_checkpoint, load_classifier, save_checkpoint
-from stresstest.cli import UserError
+from stresstest.checkpoint import classifier_checkpoint, load_classifier
+from stresstest.compare import describe_change
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from stresstest.device import pick_precision
-from stresstest.explain import compute_cams
+from stresstest.errors import UserError
+from stresstest.explain import ROLES, SIDE_BY_SIDE, resolve_layer
 from stresstest.failures import pick_representatives
+from stresstest.gradcam import compute_cams
 from stresstest.predict import probabilities
 
 SPEC_META_KEYS = {"test_index", "true_label", "predicted_label", "confidence"}
@@ -32,6 +35,7 @@ def model_probs(checkpoint_path, data):
 
 @pytest.fixture(scope="module")
 def pipeline(subset_data, tmp_path_factory):
+    """The smoke pipeline on the real subset, as a user runs it (about 3 minutes on 2 CPU cores)."""
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -39,6 +43,7 @@ def pipeline(subset_data, tmp_path_factory):
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
+@pytest.mark.slow
 def test_every_contract_file_is_there(pipeline):
     workdir, _ = pipeline
     for run in ["baseline", "improved"]:
@@ -49,11 +54,12 @@ def test_every_contract_file_is_there(pipeline):
     assert len(cases) >= 3
     for case in cases:
         assert {p.name for p in case.iterdir()} >= {"image.png", "meta.txt", "gradcam_baseline.png",
-                                                     "gradcam_improved.png"}
+                                                     "gradcam_improved.png", SIDE_BY_SIDE}
     raw = torch.load(workdir / "experiments" / "improved" / "best_model.pth", weights_only=True)
     assert raw["config"]["label_smoothing"] == 0.1 and raw["split_sizes"]["test"] == 500
 
 
+@pytest.mark.slow
 def test_failures_are_the_models_own_wrong_answers(pipeline):
     workdir, data = pipeline
     probs = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
@@ -82,6 +88,7 @@ def test_failures_are_the_models_own_wrong_answers(pipeline):
         assert np.array_equal(pixels, data.test_images[case.test_index].transpose(1, 2, 0))  # lossless
 
 
+@pytest.mark.slow
 def test_three_representatives_are_recorded(pipeline):
     workdir, _ = pipeline
     folder = workdir / "failure_cases" / "baseline"
@@ -106,16 +113,25 @@ def test_representative_rule():
     assert pick_representatives(same_pair.head(2)) == [0, 1]
 
 
+@pytest.mark.slow
 def test_gradcam_outputs_are_finite_maps_and_readable_figures(pipeline):
     workdir, _ = pipeline
     for case in sorted((workdir / "failure_cases" / "baseline").glob("case_*")):
+        meta = parse_meta((case / "meta.txt").read_text())
         for tag in ["baseline", "improved"]:
-            cam = np.load(case / f"gradcam_{tag}.npy")
-            assert cam.shape == (32, 32) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+            with np.load(case / f"gradcam_{tag}.npz") as stored:
+                maps, classes = stored["maps"], list(stored["classes"])
+            assert maps.shape == (3, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+            # like for like: both models' maps are for the true class and for the case's failure class
+            assert classes[ROLES.index("true")] == meta["true_label"]
+            assert classes[ROLES.index("failure")] == meta["predicted_label"]
             with Image.open(case / f"gradcam_{tag}.png") as figure:
                 assert figure.format == "PNG" and figure.size[0] >= 700 and figure.size[1] >= 250
+        with Image.open(case / SIDE_BY_SIDE) as figure:
+            assert figure.size[0] >= 700 and figure.size[1] >= 500
 
 
+@pytest.mark.slow
 def test_comparison_matches_both_models(pipeline):
     workdir, data = pipeline
     base = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
@@ -132,6 +148,8 @@ def test_comparison_matches_both_models(pipeline):
         assert row.improved_confidence == pytest.approx(impr[i].max(), abs=1e-5)
         assert row.fixed == int(row.improved_pred == row.true_label)
     summary = {r["metric"]: r for r in csv.DictReader(open(out / "test_set_summary.csv"))}
+    assert summary["change"]["change"] == "label_smoothing 0.0 -> 0.1"
+    assert float(summary["threshold"]["change"]) == 0.5  # the smoke threshold stage 2 decided
     assert float(summary["accuracy"]["baseline"]) == pytest.approx((base.argmax(1) == data.test_labels).mean())
     assert float(summary["accuracy"]["improved"]) == pytest.approx((impr.argmax(1) == data.test_labels).mean())
     changes = pd.read_csv(out / "confident_failures.csv")
@@ -142,29 +160,31 @@ def test_comparison_matches_both_models(pipeline):
         assert image.size[0] > 1000
 
 
+@pytest.mark.slow
 def test_rerun_replaces_cases_cleanly(pipeline, subset_data, tmp_path):
     workdir, _ = pipeline
     shutil.copytree(workdir / "experiments" / "baseline", tmp_path / "experiments" / "baseline")
     shutil.copytree(workdir / "failure_cases", tmp_path / "failure_cases")
     before = len(list((tmp_path / "failure_cases" / "baseline").glob("case_*")))
-    result = run_stage("failure_analysis.py", "--data-dir", subset_data, "--threshold", "0.7", "--max-cases", "2",
-                       cwd=tmp_path)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", subset_data, "--threshold", "0.7",
+                                  "--max-cases", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "failure_cases" / "baseline"
     after = sorted(p.name for p in folder.glob("case_*"))
     assert before > 2 and after == ["case_00", "case_01"]
     assert not list(folder.rglob("gradcam_*")) and not list((tmp_path / "failure_cases").glob(".*"))
+    assert json.loads((folder / "summary.json").read_text())["threshold"] == 0.7
 
 
 # -- stage order and bad input, on generated data with random-init checkpoints (no training needed) --------
 
-def write_checkpoint(path, seed=0, num_classes=10, **changes):
+def write_checkpoint(path, seed=0, num_classes=10, config=None, **changes):
     torch.manual_seed(seed)
     model = build_model("resnet18", num_classes)
     names = [f"c{i}" for i in range(num_classes)] if num_classes != 10 else \
         ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, {}),
+    save_torch(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, config or {}),
                            **changes})
 
 
@@ -172,24 +192,30 @@ def write_checkpoint(path, seed=0, num_classes=10, **changes):
 def random_init_cases(tiny_data, tmp_path):
     """experiments/baseline and failure_cases/baseline from an untrained model (threshold 0: every failure)."""
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
-    result = run_stage("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0", "--max-cases", "5",
-                       cwd=tmp_path)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0",
+                                  "--max-cases", "5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return tmp_path
 
 
 def test_stages_refuse_to_run_before_their_inputs_exist(tiny_data, random_init_cases, tmp_path_factory):
     empty = tmp_path_factory.mktemp("empty")
-    assert_user_error(run_stage("failure_analysis.py", "--data-dir", tiny_data, cwd=empty), "run train.py first")
-    assert_user_error(run_stage("explainability.py", "--data-dir", tiny_data, cwd=empty),
+    assert_user_error(run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, cwd=empty),
+                      "run train.py first")
+    assert_user_error(run_stage_in_process("explainability.py", "--data-dir", tiny_data, cwd=empty),
                       "run failure_analysis.py first")
     workdir = random_init_cases
     before = file_digests(workdir)
-    assert_user_error(run_stage("compare_models.py", "--data-dir", tiny_data, cwd=workdir),
+    assert_user_error(run_stage_in_process("compare_models.py", "--data-dir", tiny_data, cwd=workdir),
                       "run improvement.py first")
-    assert_user_error(run_stage("explainability_improved.py", "--data-dir", tiny_data, cwd=workdir),
+    assert_user_error(run_stage_in_process("explainability_improved.py", "--data-dir", tiny_data, cwd=workdir),
                       "run improvement.py first")
     assert file_digests(workdir) == before
+
+
+def test_a_run_of_the_real_script_fails_in_one_line(tmp_path):
+    """The subprocess form, once: what a user sees from the shell, without a traceback."""
+    assert_user_error(run_stage("failure_analysis.py", "--data-dir", tmp_path, cwd=tmp_path), "run train.py first")
 
 
 DAMAGES = {
@@ -208,37 +234,80 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tiny_data, random_init_cases
         before = file_digests(workdir)
         stages = ["failure_analysis.py"] + (["explainability.py"] if "readable" in fragment else [])
         for stage in stages:
-            assert_user_error(run_stage(stage, "--data-dir", tiny_data, cwd=workdir), fragment)
+            assert_user_error(run_stage_in_process(stage, "--data-dir", tiny_data, cwd=workdir), fragment)
         assert file_digests(workdir) == before
 
 
 def test_compare_refuses_models_with_different_classes(tiny_data, random_init_cases):
     workdir = random_init_cases
     write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", num_classes=100)
-    assert_user_error(run_stage("compare_models.py", "--data-dir", tiny_data, cwd=workdir), "differ in")
+    assert_user_error(run_stage_in_process("compare_models.py", "--data-dir", tiny_data, cwd=workdir), "differ in")
 
 
 def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_cases):
     workdir = random_init_cases
-    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1)
-    for stage, args in [("explainability.py", ["--method", "gradcam++", "--target", "true"]),
-                        ("compare_models.py", []), ("explainability_improved.py", ["--layer", "layer4"])]:
-        result = run_stage(stage, "--data-dir", tiny_data, *args, cwd=workdir)
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1, config={"label_smoothing": 0.1})
+    for stage, args in [("explainability.py", ["--target", "true"]), ("compare_models.py", []),
+                        ("explainability_improved.py", [])]:
+        result = run_stage_in_process(stage, "--data-dir", tiny_data, *args, cwd=workdir)
         assert result.returncode == 0, result.stderr
     table = pd.read_csv(workdir / "experiments" / "comparison" / "comparison_results.csv")
     assert len(table) == 5 and (table.baseline_pred != table.true_label).all()
+    summary = pd.read_csv(workdir / "experiments" / "comparison" / "test_set_summary.csv").set_index("metric")
+    assert summary.change["change"] == "label_smoothing None -> 0.1"  # read from the checkpoints' configs
+    assert float(summary.change["threshold"]) == 0.0  # the threshold stage 2 used, not a default
+    wrong = len(pd.read_csv(workdir / "failure_cases" / "baseline" / "all_failures.csv"))
+    assert float(summary.baseline["confident_failures"]) == wrong
+    for case in sorted((workdir / "failure_cases" / "baseline").glob("case_*")):
+        meta = parse_meta((case / "meta.txt").read_text())
+        with np.load(case / "gradcam_baseline.npz") as base, np.load(case / "gradcam_improved.npz") as impr:
+            assert list(base["classes"])[1:] == list(impr["classes"])[1:] == [meta["true_label"],
+                                                                               meta["predicted_label"]]
+            assert base["classes"][0] == meta["predicted_label"]  # the baseline's own prediction is the failure
+            assert not np.array_equal(base["maps"], impr["maps"])
+        assert (case / SIDE_BY_SIDE).is_file()
+
+
+def test_comparison_counts_at_the_threshold_the_failure_analysis_used(tiny_data, random_init_cases):
+    workdir = random_init_cases
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1)
+    failures = pd.read_csv(workdir / "failure_cases" / "baseline" / "all_failures.csv")
+    threshold = round(float(failures.confidence.median()), 4)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", threshold,
+                                  cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("compare_models.py", "--data-dir", tiny_data, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    summary = pd.read_csv(workdir / "experiments" / "comparison" / "test_set_summary.csv").set_index("metric")
+    assert float(summary.change["threshold"]) == threshold
+    assert float(summary.baseline["confident_failures"]) == (failures.confidence >= threshold).sum()
+
+
+def test_no_confident_failure_is_said_by_the_failure_analysis(tiny_data, random_init_cases):
+    workdir = random_init_cases
+    before = file_digests(workdir)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0.999",
+                                  cwd=workdir)
+    assert_user_error(result, "no wrong answer reached confidence 0.999", "wrong of 120", "lower --threshold")
+    assert file_digests(workdir) == before
+
+
+def test_describe_change_names_every_differing_setting():
+    assert describe_change({"label_smoothing": 0.0, "seed": 0, "compile": False},
+                           {"label_smoothing": 0.1, "seed": 0, "compile": True}) == "label_smoothing 0.0 -> 0.1"
+    assert describe_change({"lr": 0.1}, {"lr": 0.1}) == "no change in the training config"
 
 
 def test_unknown_layer_lists_the_valid_ones():
     with pytest.raises(UserError, match="--layer layer9 is not a layer of this model; choose one of layer1, "):
-        compute_cams(build_model("resnet18", 10).eval(), torch.zeros(1, 3, 32, 32), [0], "gradcam", "layer9", 1)
+        resolve_layer(build_model("resnet18", 10), "layer9")
 
 
 def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
-    result = run_stage("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
-                       cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "stage 2/6 failure_analysis.py failed" in result.stderr and "run train.py first" in result.stderr
+    result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
+                                  cwd=tmp_path)
+    assert result.returncode != 0
+    assert "stage 2/6 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
@@ -247,8 +316,10 @@ def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
     data = load_cifar10(tiny_data, quiet=True)
     images = (torch.from_numpy(data.test_images[:6]).float() / 255 - 0.5) / 0.25
     classes = [int(c) for c in data.test_labels[:6]]
-    batched = compute_cams(model, images, classes, "gradcam", "layer3", batch_size=6)
-    single = np.concatenate([compute_cams(model, images[i:i + 1], classes[i:i + 1], "gradcam", "layer3", 1)
+    batched, probs = compute_cams(model, images, classes, model.layer3, batch_size=6)
+    single = np.concatenate([compute_cams(model, images[i:i + 1], classes[i:i + 1], model.layer3, batch_size=1)[0]
                              for i in range(6)])
     assert batched.shape == (6, 32, 32) and np.isfinite(batched).all()
     np.testing.assert_allclose(batched, single, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(probs, model(images).softmax(1).numpy(), atol=1e-5)

@@ -1,4 +1,5 @@
 from urllib.error import URLError
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,11 +8,12 @@ import torch
 import torchvision.models._api as torchvision_weights
 from PIL import Image
 
-from conftest import assert_user_error, run_stage, write_cifar
+from conftest import assert_user_error, run_stage, run_stage_in_process, write_cifar
+from stresstest import backbones
 from stresstest.backbones import BACKBONES, extract_features, load_backbone
-from stresstest.cli import UserError
-from stresstest.probe import knn_probabilities, sklearn_knn_predictions
-from stresstest.probe_stages import probe_cams
+from stresstest.errors import UserError
+from stresstest.hard_examples import probe_cams
+from stresstest.probe import Probe, knn_probabilities, load_probe, sklearn_knn_predictions
 
 RANDOM = ["--weights", "none", "--device", "cpu"]
 
@@ -22,13 +24,33 @@ def micro_data(tmp_path_factory):
     return write_cifar(tmp_path_factory.mktemp("micro"), per_batch=12, test_count=24, seed=3)
 
 
-@pytest.mark.parametrize("name, dim", [("resnet50", 2048), ("vit_b_16", 768)])
+@pytest.mark.parametrize("name, dim", [("resnet50", 2048), ("vit_b_16", 768), ("efficientnet_lite0", 1280)])
 def test_features_have_the_penultimate_shape(name, dim):
-    model, identity = load_backbone(name, "none", seed=0)
+    assert BACKBONES[name].feature_dim == dim
+    model = load_backbone(name, "none", seed=0)
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    features = extract_features(model, images, "fp32", batch_size=2)
+    features = extract_features(model, name, images, "fp32", batch_size=2)
     assert features.shape == (3, dim) and torch.isfinite(features).all()
-    assert identity == "random-init(seed=0)"
+    assert backbones.weights_identity(name, "none", 0) == "random-init(seed=0)"
+
+
+SAMPLE_IMAGES = {"chelsea": range(281, 286), "coffee": [967]}  # ImageNet cats (281-285); espresso
+
+
+@pytest.mark.parametrize("image_name, classes", SAMPLE_IMAGES.items())
+def test_efficientnet_lite0_weights_know_imagenet_images(image_name, classes):
+    """Known answer: the packaged ImageNet weights with the preprocessing they expect name the photos right."""
+    skimage_data = pytest.importorskip("skimage.data")
+    backbone = load_backbone("efficientnet_lite0", "default", seed=0)
+    classifier = BACKBONES["efficientnet_lite0"].build()
+    classifier.load_state_dict(BACKBONES["efficientnet_lite0"].load_default())
+    classifier._fc.eval()
+    photo = torch.from_numpy(getattr(skimage_data, image_name)()).permute(2, 0, 1)[None]
+    inputs = backbones.feature_normalizer("efficientnet_lite0", torch.device("cpu"))(photo)
+    with torch.no_grad():
+        features = backbone(inputs)
+        probs = classifier._fc(features).softmax(1)[0]
+    assert int(probs.argmax()) in classes and float(probs[list(classes)].sum()) > 0.5
 
 
 def test_knn_follows_the_dino_weighting():
@@ -56,40 +78,53 @@ def test_knn_accuracy_equals_scikit_learn_on_the_same_features():
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
-def test_gradcam_maps_for_both_architectures(name, micro_data):
-    from stresstest.probe import Probe
-    model, _ = load_backbone(name, "none", seed=0)
+def test_gradcam_maps_for_every_architecture(name, micro_data):
     dim = BACKBONES[name].feature_dim
     images = np.stack([np.asarray(Image.new("RGB", (32, 32), (40 * i, 90, 200 - 30 * i))) for i in range(3)])
     probe = Probe(name, "none", torch.zeros(1, dim), torch.zeros(3, dim), np.zeros(1, int), np.zeros(3, int),
                   images.transpose(0, 3, 1, 2), images.transpose(0, 3, 1, 2), [str(i) for i in range(10)],
                   micro_data, torch.device("cpu"), 0, {})
     torch.manual_seed(0)
-    maps = probe_cams(probe, torch.nn.Linear(dim, 10), np.arange(3), [1, 2, 3])
+    maps, probs = probe_cams(probe, torch.nn.Linear(dim, 10), np.arange(3), [1, 2, 3])
     assert maps.shape == (3, 224, 224) and np.isfinite(maps).all()
     assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0  # gradients reach the chosen layer
+    assert probs.shape == (3, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
-def test_feature_cache_is_reused_and_invalidated(micro_data, tmp_path):
-    args = ["--model", "resnet50", "--data-dir", micro_data, *RANDOM]
-    first = run_stage("probing/extract_features.py", *args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "(60, 2048)" in first.stdout and "(24, 2048)" in first.stdout
-    cache = tmp_path / "experiments" / "probing" / "resnet50" / "features.pt"
+def test_feature_cache_is_reused_and_invalidated(micro_data, tmp_path, monkeypatch, capsys):
+    def probe(**changes):
+        return load_probe(micro_data, "efficientnet_lite0", "none", tmp_path, "cpu", **changes)
+
+    first = probe()
+    assert first.train_features.shape == (60, 1280) and first.test_features.shape == (24, 1280)
+    cache = tmp_path / "efficientnet_lite0" / "features.pt"
     stored = torch.load(cache, weights_only=True)
-    assert stored["settings"]["weights"] == "random-init(seed=0)" and stored["train"].shape == (60, 2048)
-    again = run_stage("probing/extract_features.py", *args, cwd=tmp_path)
-    assert "cache: reusing" in again.stderr and torch.equal(torch.load(cache, weights_only=True)["train"],
-                                                           stored["train"])
-    refused = run_stage("probing/extract_features.py", *args, "--seed", "1", "--cached-only", cwd=tmp_path)
-    assert_user_error(refused, "no cached features", "extract_features.py")
-    changed = run_stage("probing/extract_features.py", *args, "--seed", "1", cwd=tmp_path)
-    assert "other settings (weights)" in changed.stderr
-    assert not torch.equal(torch.load(cache, weights_only=True)["train"], stored["train"])
+    assert stored["settings"]["weights"] == "random-init(seed=0)" and stored["settings"]["image_size"] == 224
+    assert torch.equal(probe().train_features, stored["train"])
+    assert "cache: reusing" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no cached features .* run probing/extract_features.py --model"):
+        probe(seed=1, cached_only=True)
+    assert not torch.equal(probe(seed=1).train_features, stored["train"])
+    assert "other settings (weights)" in capsys.readouterr().err
+    # a change of the feature code (or of torch/torchvision) invalidates the cache too
+    monkeypatch.setattr(backbones.torchvision, "__version__", "0.0.0-edited")
+    probe(seed=1)
+    assert "other settings (torchvision)" in capsys.readouterr().err
+
+
+def test_feature_code_identity_follows_the_source(monkeypatch, tmp_path):
+    before = backbones.feature_code_identity("resnet50")
+    for name in ["backbones.py", "data.py", "predict.py"]:
+        (tmp_path / name).write_bytes((Path(backbones.__file__).parent / name).read_bytes())
+    monkeypatch.setattr(backbones, "__file__", str(tmp_path / "backbones.py"))
+    assert backbones.feature_code_identity("resnet50") == before
+    (tmp_path / "data.py").write_text((tmp_path / "data.py").read_text() + "\n# edited\n")
+    assert backbones.feature_code_identity("resnet50")["code"] != before["code"]
 
 
 @pytest.fixture(scope="module")
-def both_models_probed(micro_data, tmp_path_factory):
+def all_models_probed(micro_data, tmp_path_factory):
+    """Every probing stage for every backbone, as scripts, on 60 + 24 generated images."""
     workdir = tmp_path_factory.mktemp("probed")
     for model in BACKBONES:
         for stage in ["baseline_knn", "hard_examples", "embedding_similarity"]:
@@ -100,9 +135,10 @@ def both_models_probed(micro_data, tmp_path_factory):
     return workdir
 
 
-def test_knn_stage_outputs(both_models_probed):
+@pytest.mark.slow
+def test_knn_stage_outputs(all_models_probed):
     for model in BACKBONES:
-        out = both_models_probed / "experiments" / "probing" / model
+        out = all_models_probed / "experiments" / "probing" / model
         accuracy = pd.read_csv(out / "probe_accuracy.csv").set_index("head").accuracy
         assert accuracy["knn_dino"] == accuracy["knn_sklearn"]
         assert 0 <= accuracy["linear_logreg"] <= 1
@@ -112,34 +148,39 @@ def test_knn_stage_outputs(both_models_probed):
             assert image.size[0] > 1000
 
 
-def test_hard_example_tables_match_the_heads(both_models_probed):
+@pytest.mark.slow
+def test_hard_example_tables_match_the_heads(all_models_probed):
     for model in BACKBONES:
-        out = both_models_probed / "experiments" / "probing" / model
+        out = all_models_probed / "experiments" / "probing" / model
         table = pd.read_csv(out / "hard_examples.csv")
         stored = torch.load(out / "heads.pt", weights_only=True)
         linear, knn = stored["linear"].numpy(), stored["knn"].numpy()
         assert len(table) == 24 and list(table["rank"]) == list(range(1, 25))
-        assert list(table.true_class_prob) == sorted(table.true_class_prob)
+        assert list(table.true_class_probability) == sorted(table.true_class_probability)
         class_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         for row in table.itertuples():
             assert row.linear_pred == class_names[linear[row.test_index].argmax()]
             assert row.knn_pred == class_names[knn[row.test_index].argmax()]
             assert row.linear_wrong == (row.linear_pred != row.true_label)
-            assert row.margin <= 0 if row.linear_wrong else row.margin >= 0
-        cases = sorted((both_models_probed / "failure_cases" / "probing" / model).glob("case_*"))
+            assert row.true_class_margin <= 0 if row.linear_wrong else row.true_class_margin >= 0
+            assert row.margin == pytest.approx(np.diff(np.sort(linear[row.test_index])[-2:])[0], abs=1e-5)
+        cases = sorted((all_models_probed / "failure_cases" / "probing" / model).glob("case_*"))
         assert len(cases) == 3
         for case, row in zip(cases, table.head(3).itertuples()):
-            assert {p.name for p in case.iterdir()} == {"image.png", "meta.txt", "gradcam.png", "neighbors.png"}
-            assert f"test_index: {row.test_index}\n" in (case / "meta.txt").read_text()
+            assert {p.name for p in case.iterdir()} == {"image.png", "meta.txt", "gradcam.png", "neighbours.png"}
+            meta = (case / "meta.txt").read_text()
+            assert f"test_index: {row.test_index}\n" in meta and f"gradcam_class: {row.linear_pred}\n" in meta
+            assert "gradcam_forward_prediction: " in meta
 
 
-def test_cross_model_table_and_embedding_outputs(both_models_probed):
-    root = both_models_probed / "experiments" / "probing"
+@pytest.mark.slow
+def test_cross_model_table_and_embedding_outputs(all_models_probed):
+    root = all_models_probed / "experiments" / "probing"
     across = pd.read_csv(root / "hard_across_models.csv")
     assert len(across) == 24
-    both_wrong = across.resnet50_wrong & across.vit_b_16_wrong
-    assert (across.category == "hard_for_all").sum() == both_wrong.sum()
-    assert ((across.category == "hard_for_resnet50_only") == (across.resnet50_wrong & ~across.vit_b_16_wrong)).all()
+    wrong = across[[f"{model}_wrong" for model in BACKBONES]]
+    assert ((across.category == "hard_for_all") == wrong.all(1)).all()
+    assert ((across.category == "hard_for_resnet50_only") == (across.resnet50_wrong & (wrong.sum(1) == 1))).all()
     for model in BACKBONES:
         similarity = pd.read_csv(root / model / "centroid_similarity.csv").set_index("class")
         matrix = similarity.to_numpy()
@@ -154,15 +195,15 @@ def test_cross_model_table_and_embedding_outputs(both_models_probed):
 
 
 def test_probing_bad_input(micro_data, tmp_path):
-    assert_user_error(run_stage("probing/baseline_knn.py", "--model", "vgg16", "--data-dir", micro_data, *RANDOM,
-                                cwd=tmp_path), "--model")
+    assert_user_error(run_stage_in_process("probing/baseline_knn.py", "--model", "vgg16", "--data-dir", micro_data,
+                                           *RANDOM, cwd=tmp_path), "--model")
     wrong = tmp_path / "resnet50_weights.pth"
-    torch.save(BACKBONES["resnet50"].build(weights=None).state_dict(), wrong)
-    result = run_stage("probing/baseline_knn.py", "--model", "vit_b_16", "--weights", wrong, "--data-dir",
-                       micro_data, "--device", "cpu", cwd=tmp_path)
-    assert_user_error(result, "not a state dict of torchvision's vit_b_16")
-    assert_user_error(run_stage("probing/baseline_knn.py", "--weights", tmp_path / "absent.pth", "--data-dir",
-                                micro_data, cwd=tmp_path), "no such file")
+    torch.save(BACKBONES["resnet50"].build().state_dict(), wrong)
+    result = run_stage_in_process("probing/baseline_knn.py", "--model", "vit_b_16", "--weights", wrong, "--data-dir",
+                                  micro_data, "--device", "cpu", cwd=tmp_path)
+    assert_user_error(result, "not a state dict of vit_b_16")
+    assert_user_error(run_stage_in_process("probing/baseline_knn.py", "--weights", tmp_path / "absent.pth",
+                                           "--data-dir", micro_data, cwd=tmp_path), "no such file")
     assert not (tmp_path / "experiments" / "probing" / "vit_b_16" / "features.pt").exists()
 
 
@@ -176,6 +217,16 @@ def test_offline_default_weights_say_how_to_provide_them(monkeypatch):
     assert "resnet50-0676ba61.pth" in str(error.value) and "--weights none" in str(error.value)
 
 
+def test_knn_stage_in_process_on_generated_data(micro_data, tmp_path):
+    result = run_stage_in_process("probing/baseline_knn.py", "--model", "efficientnet_lite0", "--data-dir", micro_data,
+                                  *RANDOM, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    accuracy = pd.read_csv(tmp_path / "experiments" / "probing" / "efficientnet_lite0" / "probe_accuracy.csv")
+    assert list(accuracy["head"]) == ["knn_dino", "knn_sklearn", "linear_logreg"] and (accuracy.test_images == 24).all()
+    assert accuracy.accuracy[0] == accuracy.accuracy[1]
+
+
+@pytest.mark.slow
 def test_knn_stage_on_the_real_subset(subset_data, tmp_path):
     result = run_stage("probing/baseline_knn.py", "--smoke", "--model", "resnet50", "--data-dir", subset_data,
                        *RANDOM, cwd=tmp_path)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, assert_user_error, file_digests, run_stage
+from conftest import REPO, assert_user_error, file_digests, run_stage, run_stage_in_process
 from stresstest import atomic
 from stresstest.checkpoint import load_classifier
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
 from stresstest.predict import loss_and_accuracy, predict_logits
-from stresstest.training import METRIC_FIELDS
+from stresstest.training import METRIC_FIELDS, TrainConfig, Trainer
 
 TINY_RUN = ["--epochs", "2", "--batch-size", "60", "--lr", "0.05", "--seed", "1"]
 TIMING = {"epoch_seconds", "train_images_per_s"}
@@ -36,6 +36,7 @@ def tiny_run(tiny_data, tmp_path_factory):
     return workdir / "experiments" / "baseline", result
 
 
+@pytest.mark.slow
 def test_run_writes_the_output_contract(tiny_run):
     out, result = tiny_run
     for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png", "config.json",
@@ -62,6 +63,7 @@ def test_run_writes_the_output_contract(tiny_run):
     assert f"best epoch {best['epoch']}" in result.stdout
 
 
+@pytest.mark.slow
 def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data):
     out, _ = tiny_run
     raw = torch.load(out / "best_model.pth", weights_only=True)
@@ -80,6 +82,7 @@ def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data
     assert abs(loss - float(best_row["test_loss"])) < 1e-4
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tiny_run, tiny_data, tmp_path):
     out, _ = tiny_run
     result = run_stage("train.py", "--data-dir", tiny_data, *TINY_RUN, "--out-dir", tmp_path / "again", cwd=tmp_path)
@@ -88,6 +91,7 @@ def test_same_seed_gives_identical_metrics(tiny_run, tiny_data, tmp_path):
         without_timing(read_metrics(out / "metrics.csv"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path):
     out, _ = tiny_run
     killed = tmp_path / "killed"
@@ -115,30 +119,62 @@ def test_killed_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path):
     (["--label-smoothing", "1.0"], "--label-smoothing"),
     (["--label-smoothing", "-0.1"], "--label-smoothing"),
     (["--batch-size", "0"], "--batch-size"),
-    (["--resume"], "no run to resume"),
+    (["--val-fraction", "1"], "--val-fraction"),
 ])
-def test_bad_input_is_one_line_and_loses_nothing(args, fragment, tiny_run, tiny_data, tmp_path):
-    out, _ = tiny_run
+def test_bad_input_is_one_line_and_loses_nothing(args, fragment, tiny_data, tmp_path):
+    out = tmp_path / "experiments" / "baseline"
+    out.mkdir(parents=True)
+    (out / "metrics.csv").write_text("epoch\n1\n")
     before = file_digests(out)
-    target = tmp_path / "empty" if "--resume" in args else out
-    result = run_stage("train.py", "--data-dir", tiny_data, "--out-dir", target, *args, cwd=tmp_path)
-    assert_user_error(result, fragment)
+    assert_user_error(run_stage_in_process("train.py", "--data-dir", tiny_data, *args, cwd=tmp_path), fragment)
     assert file_digests(out) == before
 
 
 def test_unwritable_output_folder(tiny_data, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_stage("train.py", "--data-dir", tiny_data, "--out-dir", blocker / "run", cwd=tmp_path)
+    result = run_stage_in_process("train.py", "--data-dir", tiny_data, "--out-dir", blocker / "run", cwd=tmp_path)
     assert_user_error(result, "cannot write to output folder")
     assert blocker.read_text() == "not a folder"
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
-    result = run_stage("train.py", "--data-dir", tiny_data, "--epochs", "2", "--lr", "1e12", "--out-dir",
-                       tmp_path / "nan", cwd=tmp_path)
+    result = run_stage_in_process("train.py", "--data-dir", tiny_data, "--epochs", "1", "--lr", "1e12",
+                                  "--max-train-images", "100", "--batch-size", "20", "--out-dir", tmp_path / "nan",
+                                  cwd=tmp_path)
     assert_user_error(result, "non-finite", "--lr")
     assert not (tmp_path / "nan" / "best_model.pth").exists()
+
+
+def test_resume_with_nothing_saved_starts_afresh_and_clears_temporaries(tiny_data, tmp_path):
+    out = tmp_path / "preempted"
+    out.mkdir()
+    leftover = out / ".last_state.pth.x1y2z3.tmp"  # what a kill in the middle of a write leaves
+    leftover.write_bytes(b"partial")
+    args = ["--data-dir", tiny_data, "--epochs", "1", "--max-train-images", "100", "--batch-size", "20",
+            "--resume", "--out-dir", out]
+    result = run_stage_in_process("train.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "nothing saved" in result.stderr and "starting the run afresh" in result.stderr
+    assert (out / "best_model.pth").is_file() and not leftover.exists()
+    again = run_stage_in_process("train.py", *args, cwd=tmp_path)  # the same command, repeated
+    assert again.returncode == 0 and "nothing to resume" in again.stdout
+
+
+@pytest.mark.parametrize("cycle, expected", [(False, [0.9] * 3), (True, None)])
+def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
+    config = TrainConfig(epochs=10, batch_size=20, max_train_images=100, cycle_momentum=cycle)
+    trainer = Trainer(config, tiny_data, None, torch.device("cpu"))
+    generator = trainer._epoch_generator(1)
+    seen = []
+    for step in range(3):
+        trainer.train_step(torch.arange(step * 20, step * 20 + 20) % trainer.train_labels.numel(), generator)
+        seen.append(trainer.optimizer.param_groups[0]["momentum"])
+    assert trainer.optimizer.param_groups[0]["nesterov"]
+    if expected is not None:
+        assert seen == expected
+    else:  # cycled against the learning rate: falls from 0.95 while the rate rises
+        assert 0.85 < seen[-1] < seen[0] < 0.95
 
 
 

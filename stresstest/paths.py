@@ -1,0 +1,34 @@
+"""Where every stage reads and writes, in one place. The names are the output contract of SPEC.md;
+stages take these as the defaults of their --*-dir flags and name the producing script in their hints."""
+from pathlib import Path
+
+EXPERIMENTS = Path("experiments")
+CASES_ROOT = Path("failure_cases")
+
+BEST_MODEL = "best_model.pth"        # written by the training stages
+LAST_STATE = "last_state.pth"        # training loop state for --resume
+CONFIG = "config.json"               # the training config of a run
+CASES_SUMMARY = "summary.json"       # failure analysis: threshold, counts, representative cases
+
+# Study A: each training run's folder and the stage script that writes it.
+RUNS = {"baseline": (EXPERIMENTS / "baseline", "train.py"),
+        "improved": (EXPERIMENTS / "improved", "improvement.py")}
+CASES_DIR = CASES_ROOT / "baseline"  # failure_analysis.py
+CASES_PRODUCER = "failure_analysis.py"
+COMPARISON_DIR = EXPERIMENTS / "comparison"
+
+# Study B
+PROBING_DIR = EXPERIMENTS / "probing"
+PROBING_CASES_DIR = CASES_ROOT / "probing"
+
+
+def run_dir(tag: str) -> Path:
+    return RUNS[tag][0]
+
+
+def checkpoint_path(tag: str) -> Path:
+    return RUNS[tag][0] / BEST_MODEL
+
+
+def producer(tag: str) -> str:
+    return RUNS[tag][1]
