@@ -18,6 +18,8 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# only the frost pictures of this package are used; its own pins (opencv-python) would clash with grad-cam's
+	$(PY) -m pip install --quiet --no-deps imagecorruptions==1.1.2
 	touch $@
 
 pipeline: setup

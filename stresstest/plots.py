@@ -148,3 +148,25 @@ def tsne_figure(embedded: np.ndarray, labels: np.ndarray, hard: np.ndarray, name
     axis.set_xticks([])
     axis.set_yticks([])
     return figure
+
+
+def corruption_examples_figure(clean: np.ndarray, examples: dict, names: list[str], severities: list[int],
+                               title: str):
+    """One image under every corruption (rows) at each severity (columns), beside the clean image.
+    `examples` maps (name, severity) to an HxWx3 uint8 image."""
+    figure, axes = plt.subplots(len(names), len(severities) + 1, figsize=(1.3 * (len(severities) + 1),
+                                                                          1.3 * len(names)), dpi=100, squeeze=False)
+    for row, name in enumerate(names):
+        axes[row, 0].imshow(clean)
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        for column, severity in enumerate(severities, start=1):
+            axes[row, column].imshow(examples[name, severity])
+            if row == 0:
+                axes[row, column].set_title(f"severity {severity}", fontsize=8)
+    axes[0, 0].set_title("clean", fontsize=8)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

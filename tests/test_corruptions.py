@@ -1,0 +1,215 @@
+"""The torch corruptions against independent numpy/scipy/PIL/OpenCV versions of make_cifar_c.py's formulas,
+on real CIFAR-10 test images; the random ones against their published statistics."""
+import io
+
+import cv2
+import numpy as np
+import pytest
+import scipy.ndimage
+import skimage.color
+import torch
+from PIL import Image
+
+from conftest import run_stage_in_process
+from stresstest import corruptions
+from stresstest.cifar10c import read_cifar10c
+from stresstest.corruptions import NAMES, PARAMETERS, SEVERITIES, corrupt, severity_generator
+from stresstest.data import load_cifar10
+from stresstest.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def real_images(subset_data) -> np.ndarray:
+    """64 real test images, (N, 32, 32, 3) uint8 as the original code sees them."""
+    return load_cifar10(subset_data, quiet=True).test_images[:64].transpose(0, 2, 3, 1).copy()
+
+
+def ours(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    out = corrupt(batch, name, severity, severity_generator(seed, name, severity, "cpu"))
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+# -- references: each one the published formula, written with the library the original used ------------------
+
+def reference_contrast(image, c):
+    x = image / 255.
+    means = x.mean(axis=(0, 1), keepdims=True)
+    return np.uint8(np.clip((x - means) * c + means, 0, 1) * 255)
+
+
+def reference_brightness(image, c):
+    hsv = skimage.color.rgb2hsv(image / 255.)
+    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + c, 0, 1)
+    return np.uint8(np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
+
+
+def reference_pixelate(image, c):
+    small = Image.fromarray(image).resize((int(32 * c), int(32 * c)), Image.BOX)
+    return np.asarray(small.resize((32, 32), Image.BOX))
+
+
+def reference_jpeg(image, quality):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer))
+
+
+def reference_defocus(image, c):
+    radius, alias_blur = c
+    grid = np.arange(-8, 9)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = np.array(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
+    disk /= disk.sum()
+    kernel = cv2.GaussianBlur(disk, ksize=(3, 3), sigmaX=alias_blur)
+    x = image / 255.
+    blurred = np.stack([cv2.filter2D(x[:, :, ch], -1, kernel) for ch in range(3)], axis=2)
+    return np.uint8(np.clip(blurred, 0, 1) * 255)
+
+
+def reference_zoom(image, factors):
+    x = (image / 255.).astype(np.float32)
+    total = np.zeros_like(x)
+    for factor in factors:
+        crop = int(np.ceil(32 / factor))
+        top = (32 - crop) // 2
+        zoomed = scipy.ndimage.zoom(x[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
+        trim = (zoomed.shape[0] - 32) // 2
+        total += zoomed[trim:trim + 32, trim:trim + 32]
+    return np.uint8(np.clip((x + total) / (len(factors) + 1), 0, 1) * 255)
+
+
+REFERENCES = {"contrast": reference_contrast, "brightness": reference_brightness, "pixelate": reference_pixelate,
+              "jpeg_compression": reference_jpeg, "defocus_blur": reference_defocus, "zoom_blur": reference_zoom}
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_deterministic_corruptions_equal_the_published_formula(name, severity, real_images):
+    expected = np.stack([REFERENCES[name](image, PARAMETERS[name][severity - 1]) for image in real_images])
+    difference = np.abs(ours(real_images, name, severity).astype(int) - expected.astype(int))
+    # at most one grey level apart, where float32 here and float64 there truncate a boundary value differently
+    assert difference.mean() < 0.15 and difference.max() <= 1, (difference.mean(), difference.max())
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_gaussian_noise_has_the_published_spread(severity, real_images):
+    c = PARAMETERS["gaussian_noise"][severity - 1]
+    clean = real_images / 255.
+    noise = ours(real_images, "gaussian_noise", severity) / 255. - clean
+    inside = (clean > 0.35) & (clean < 0.65)  # far from the clipping bounds at every severity
+    assert abs(noise[inside].std() - c) < 0.05 * c
+    assert abs(noise[inside].mean() + 0.5 / 255) < 0.1 * c  # truncation lowers by half a grey level on average
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_shot_noise_is_poisson(severity, real_images):
+    c = PARAMETERS["shot_noise"][severity - 1]
+    clean = real_images / 255.
+    noise = ours(real_images, "shot_noise", severity) / 255. - clean
+    inside = (clean > 0.3) & (clean < 0.6)
+    variance = (noise[inside] + 0.5 / 255).var()
+    assert variance == pytest.approx(clean[inside].mean() / c + (1 / 255) ** 2 / 12, rel=0.08)
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_impulse_noise_flips_the_published_share(severity, real_images):
+    c = PARAMETERS["impulse_noise"][severity - 1]
+    out = ours(real_images, "impulse_noise", severity)
+    inside = (real_images > 5) & (real_images < 250)
+    flipped = inside & ((out == 0) | (out == 255))
+    assert flipped.sum() / inside.sum() == pytest.approx(c, rel=0.15)
+    assert (out[flipped] == 255).mean() == pytest.approx(0.5, abs=0.08)
+    assert (out[inside & ~flipped] == real_images[inside & ~flipped]).all()
+
+
+# Left out, as their published parameters do not grow in one direction: glass blur (more smoothing, the
+# same shuffle), frost (less image and more frost at different rates), elastic (its affine part shrinks as
+# its elastic part grows), motion blur (severities 3 and 4 differ only in kernel taps of weight < 0.3%).
+NOT_MONOTONE = {"glass_blur", "frost", "elastic_transform", "motion_blur"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NOT_MONOTONE])
+def test_each_corruption_gets_stronger_with_severity(name, real_images):
+    distance = [np.abs(ours(real_images, name, s).astype(float) - real_images).mean() for s in SEVERITIES]
+    assert all(a < b for a, b in zip(distance, distance[1:])), distance
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_corruption_is_seeded_and_changes_the_images(name, real_images):
+    first = ours(real_images[:8], name, 3, seed=1)
+    assert np.array_equal(first, ours(real_images[:8], name, 3, seed=1))
+    assert not np.array_equal(first, real_images[:8])
+
+
+def test_motion_blur_kernel_is_one_sided_and_normalized():
+    weights = corruptions.motion_blur_kernel(6, 2.0)
+    assert len(weights) == 13 and weights.sum() == pytest.approx(1) and (np.diff(weights) < 0).all()
+    # a single bright pixel is smeared to one side only (angle 0: along increasing columns)
+    image = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
+    image[0, 0, 16, 16] = 1
+    blurred = corruptions.motion_blur_batch(image, 6, 2.0, torch.zeros(1))
+    row = blurred[0, 0, 16].numpy()
+    assert row[16] == pytest.approx(weights[0]) and row[4:16] == pytest.approx(weights[1:][::-1])
+    assert blurred[0, 0].sum() == pytest.approx(1) and row[17:].sum() == 0
+
+
+def test_unknown_corruption_or_severity_is_a_user_error():
+    images = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(UserError, match="unknown corruption 'rain'"):
+        corrupt(images, "rain", 1, torch.Generator())
+    with pytest.raises(UserError, match="severity 6"):
+        corrupt(images, "fog", 6, torch.Generator())
+
+
+def test_frost_without_its_pictures_says_how_to_install_them(monkeypatch):
+    monkeypatch.setattr(corruptions.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="pip install --no-deps imagecorruptions"):
+        corruptions.frost_folder()
+
+
+def test_exported_folder_has_the_published_layout_and_reads_back(tiny_data, tmp_path):
+    out = tmp_path / "c"
+    result = run_stage_in_process("make_cifar10c.py", "--data-dir", tiny_data, "--out-dir", out, "--corruption",
+                                  "contrast", "fog", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = load_cifar10(tiny_data, quiet=True)
+    n = len(data.test_labels)
+    labels = np.load(out / "labels.npy")
+    assert labels.dtype == np.uint8 and np.array_equal(labels, np.tile(data.test_labels, 5))
+    for name in ["contrast", "fog"]:
+        stored = np.load(out / f"{name}.npy")
+        assert stored.dtype == np.uint8 and stored.shape == (5 * n, 32, 32, 3)
+        for severity in SEVERITIES:  # severity-major blocks, each the corruption of the whole test set
+            images, block_labels = read_cifar10c(out, name, severity)
+            assert np.array_equal(images, stored[(severity - 1) * n:severity * n].transpose(0, 3, 1, 2))
+            assert np.array_equal(block_labels, data.test_labels)
+        expected = corrupt(torch.from_numpy(data.test_images), name, 2, severity_generator(0, name, 2, "cpu"))
+        assert np.array_equal(read_cifar10c(out, name, 2)[0], expected.numpy())  # the same draws as one call
+
+
+def test_reader_takes_a_folder_without_manifest_as_the_published_one(tmp_path):
+    n = 4
+    np.save(tmp_path / "labels.npy", np.tile(np.arange(n, dtype=np.uint8), 5))
+    images = np.arange(5 * n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8)
+    np.save(tmp_path / "snow.npy", images)
+    read, labels = read_cifar10c(tmp_path, "snow", 4)
+    assert read.shape == (n, 3, 32, 32) and (read[:, 0, 0, 0] == np.arange(12, 16)).all()
+    assert labels.tolist() == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="fog.npy not found"):
+        read_cifar10c(tmp_path, "fog", 1)
+    np.save(tmp_path / "snow.npy", images[:-1])
+    with pytest.raises(UserError, match="not in CIFAR-10-C's layout"):
+        read_cifar10c(tmp_path, "snow", 1)
+
+
+def test_export_of_some_severities_says_which(tiny_data, tmp_path):
+    out = tmp_path / "c"
+    result = run_stage_in_process("make_cifar10c.py", "--data-dir", tiny_data, "--out-dir", out, "--corruption",
+                                  "brightness", "--severity", "1", "3", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert np.load(out / "brightness.npy").shape == (3 * 120, 32, 32, 3)
+    assert read_cifar10c(out, "brightness", 5)[0].shape == (120, 3, 32, 32)
+    with pytest.raises(UserError, match="holds severities \\[1, 3, 5\\] only"):
+        read_cifar10c(out, "brightness", 2)
