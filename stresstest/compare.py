@@ -19,10 +19,10 @@ CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_c
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
 
 
-def check_compatible(baseline: dict, improved: dict, paths: tuple[Path, Path]) -> None:
+def check_compatible(baseline: dict, improved: dict, files: tuple[Path, Path]) -> None:
     for key in ["arch", "num_classes", "class_names", "normalization"]:
         if baseline[key] != improved[key]:
-            raise UserError(f"{paths[0]} and {paths[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
+            raise UserError(f"{files[0]} and {files[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
                             "the comparison needs the same architecture and classes: retrain one of them")
 
 

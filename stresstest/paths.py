@@ -16,6 +16,7 @@ RUNS = {"baseline": (EXPERIMENTS / "baseline", "train.py"),
 CASES_DIR = CASES_ROOT / "baseline"  # failure_analysis.py
 CASES_PRODUCER = "failure_analysis.py"
 COMPARISON_DIR = EXPERIMENTS / "comparison"
+CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

@@ -170,3 +170,50 @@ def corruption_examples_figure(clean: np.ndarray, examples: dict, names: list[st
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def reliability_figure(tables: dict, count: int):
+    """Reliability diagrams, one row per model, before and after temperature scaling: bars of accuracy per
+    confidence bin, the gap to the diagonal, and each bin's count. tables: {model: {scaling: (table, ece)}}."""
+    scalings = list(next(iter(tables.values())))
+    figure, axes = plt.subplots(len(tables), len(scalings), figsize=(5 * len(scalings), 4.6 * len(tables)),
+                                dpi=100, squeeze=False)
+    for row, (model, by_scaling) in enumerate(tables.items()):
+        for column, scaling in enumerate(scalings):
+            table, ece = by_scaling[scaling]
+            axis = axes[row, column]
+            width = table.bin_high - table.bin_low
+            centres = (table.bin_low + table.bin_high) / 2
+            filled = table["count"] > 0
+            axis.bar(centres[filled], table.accuracy[filled], width=width[filled], color="tab:blue",
+                     edgecolor="black", label="accuracy")
+            axis.bar(centres[filled], (table.mean_confidence - table.accuracy)[filled],
+                     bottom=table.accuracy[filled], width=width[filled], color="tab:red", alpha=0.35,
+                     edgecolor="tab:red", label="gap to confidence")
+            axis.plot([0, 1], [0, 1], "k--", linewidth=1)
+            for x, n in zip(centres[filled], table["count"][filled]):
+                axis.text(x, 0.02, str(int(n)), ha="center", va="bottom", fontsize=6, rotation=90, color="white")
+            axis.set_xlim(0, 1)
+            axis.set_ylim(0, 1)
+            axis.set_xlabel("confidence (15 equal-width bins)")
+            axis.set_ylabel("accuracy")
+            axis.set_title(f"{model}, scaling: {scaling}\nECE {ece:.3f} (n={count})")
+            axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def risk_coverage_figure(curves: dict, count: int):
+    """Selective risk against coverage, one panel per model, one line per confidence score.
+    curves: {model: {score: (coverage, risk)}}."""
+    figure, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.3), dpi=100, squeeze=False)
+    for axis, (model, by_score) in zip(axes[0], curves.items()):
+        for score, (coverage, risk) in by_score.items():
+            axis.plot(coverage, risk, label=f"{score} (AURC {risk.mean():.4f})")
+        axis.set_xlabel("coverage")
+        axis.set_ylabel("selective risk (error rate among kept)")
+        axis.set_title(f"{model} (n={count})")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from models import build_model
+from stresstest.atomic import save_torch
+from stresstest.checkpoint import classifier_checkpoint
+from stresstest.data import CIFAR10_MEAN, CIFAR10_STD
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-sys.path.insert(0, str(REPO))
 
 
 def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,3 +129,13 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 def file_digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_checkpoint(path, seed=0, num_classes=10, config=None, **changes):
+    """An untrained ResNet-18 saved as a stage would save it; `changes` override checkpoint entries."""
+    torch.manual_seed(seed)
+    model = build_model("resnet18", num_classes)
+    names = CLASS_NAMES if num_classes == 10 else [f"c{i}" for i in range(num_classes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_torch(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, config or {}),
+                      **changes})

@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process
+from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process, write_checkpoint
 from models import build_model
-from stresstest.atomic import save_torch
 from stresstest.cases import parse_meta
-from stresstest.checkpoint import classifier_checkpoint, load_classifier
+from stresstest.checkpoint import load_classifier
 from stresstest.compare import describe_change
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from stresstest.data import load_cifar10
 from stresstest.device import pick_precision
 from stresstest.errors import UserError
 from stresstest.explain import ROLES, SIDE_BY_SIDE, resolve_layer
@@ -39,7 +38,7 @@ def pipeline(subset_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 6
+    assert result.stdout.count("=== stage") == 7
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
@@ -50,6 +49,7 @@ def test_every_contract_file_is_there(pipeline):
         for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png"]:
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
     assert (workdir / "experiments" / "comparison" / "comparison_results.csv").is_file()
+    assert (workdir / "experiments" / "calibration" / "calibration_metrics.csv").is_file()
     cases = sorted((workdir / "failure_cases" / "baseline").glob("case_*"))
     assert len(cases) >= 3
     for case in cases:
@@ -178,16 +178,6 @@ def test_rerun_replaces_cases_cleanly(pipeline, subset_data, tmp_path):
 
 # -- stage order and bad input, on generated data with random-init checkpoints (no training needed) --------
 
-def write_checkpoint(path, seed=0, num_classes=10, config=None, **changes):
-    torch.manual_seed(seed)
-    model = build_model("resnet18", num_classes)
-    names = [f"c{i}" for i in range(num_classes)] if num_classes != 10 else \
-        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_torch(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, config or {}),
-                           **changes})
-
-
 @pytest.fixture
 def random_init_cases(tiny_data, tmp_path):
     """experiments/baseline and failure_cases/baseline from an untrained model (threshold 0: every failure)."""
@@ -307,7 +297,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/6 failure_analysis.py failed" in result.stderr
+    assert "stage 2/7 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):

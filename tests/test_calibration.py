@@ -1,0 +1,124 @@
+"""Calibration and selective-prediction metrics against direct loops and torchmetrics; the stage end to end
+on generated data with untrained checkpoints."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from stresstest import calibration as cal
+
+
+def synthetic(n=4000, classes=10, sharpen=3.0, seed=0):
+    """Labels drawn from softmax(z): z is calibrated by construction, sharpen * z over-confident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.0, size=(n, classes))
+    probs = cal.softmax(logits)
+    labels = np.array([rng.choice(classes, p=p) for p in probs])
+    return logits, labels, sharpen * logits
+
+
+def ece_by_loop(confidence, correct, bins=15):
+    total = 0.0
+    for i in range(bins):
+        low, high = i / bins, (i + 1) / bins
+        members = (confidence > low) & (confidence <= high)
+        if members.any():
+            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return total
+
+
+def aurc_by_loop(score, correct):
+    order = sorted(range(len(score)), key=lambda i: -score[i])
+    risks = [sum(not correct[j] for j in order[:k]) / k for k in range(1, len(score) + 1)]
+    return sum(risks) / len(risks)
+
+
+def test_ece_equals_a_direct_loop_and_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    calibrated, labels, overconfident = synthetic()
+    for logits in [calibrated, overconfident]:
+        probs = cal.softmax(logits)
+        confidence, correct = probs.max(1), probs.argmax(1) == labels
+        ours = cal.expected_calibration_error(confidence, correct)
+        assert ours == pytest.approx(ece_by_loop(confidence, correct), abs=1e-12)
+        theirs = multiclass_calibration_error(torch.from_numpy(probs), torch.from_numpy(labels), num_classes=10,
+                                              n_bins=15, norm="l1").item()
+        assert ours == pytest.approx(theirs, abs=1e-6)
+    assert cal.expected_calibration_error(cal.softmax(calibrated).max(1),
+                                          cal.softmax(calibrated).argmax(1) == labels) < 0.03
+    assert cal.expected_calibration_error(cal.softmax(overconfident).max(1),
+                                          cal.softmax(overconfident).argmax(1) == labels) > 0.1
+
+
+def test_a_confidence_of_one_goes_to_the_last_bin():
+    confidence = np.array([1.0, 1.0, 1.0, 0.95])
+    correct = np.array([True, True, False, True])
+    table = cal.reliability(confidence, correct)
+    assert table["count"].tolist()[-1] == 4 and table["count"].sum() == 4
+    assert cal.expected_calibration_error(confidence, correct) == pytest.approx(abs(0.75 - 0.9875))
+
+
+def test_temperature_scaling_recovers_the_sharpening():
+    calibrated, labels, overconfident = synthetic(n=6000)
+    assert cal.fit_temperature(overconfident, labels) == pytest.approx(3.0, rel=0.1)
+    assert cal.fit_temperature(calibrated, labels) == pytest.approx(1.0, rel=0.1)
+
+
+def test_nll_and_brier_on_known_answers():
+    probs = np.array([[0.5, 0.5], [0.9, 0.1]])
+    labels = np.array([0, 1])
+    assert cal.negative_log_likelihood(probs, labels) == pytest.approx(-(np.log(0.5) + np.log(0.1)) / 2)
+    assert cal.brier_score(probs, labels) == pytest.approx(((0.25 + 0.25) + (0.81 + 0.81)) / 2)
+
+
+def test_aurc_equals_a_direct_loop_and_the_oracle_has_no_excess():
+    rng = np.random.default_rng(1)
+    score, correct = rng.random(300), rng.random(300) < 0.7
+    assert cal.aurc(score, correct) == pytest.approx(aurc_by_loop(score, correct))
+    assert cal.excess_aurc(correct.astype(float), correct) == 0
+    assert cal.excess_aurc(score, correct) > 0
+    # Geifman et al.: the oracle's AURC tends to r + (1 - r) ln(1 - r) for error rate r
+    big = rng.random(100_000) < 0.8
+    r = 1 - big.mean()
+    assert cal.aurc(big.astype(float), big) == pytest.approx(r + (1 - r) * np.log(1 - r), abs=1e-3)
+
+
+def test_pnorm_score_is_the_normalised_centred_max_logit():
+    logits = np.array([[3.0, 1.0, -1.0], [0.5, 0.5, 0.5]])
+    centred = logits - logits.mean(1, keepdims=True)
+    expected = centred.max(1) / np.clip(np.abs(centred).sum(1), 1e-12, None)
+    assert cal.pnorm_score(logits, 1) == pytest.approx(expected)
+
+
+@pytest.fixture
+def two_runs(tiny_data, tmp_path):
+    config = {"val_fraction": 0.1, "max_train_images": 0, "label_smoothing": 0.0}
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0, config=config,
+                     split_sizes={"train": 360, "val": 40, "test": 120})
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1,
+                     config={**config, "label_smoothing": 0.1}, split_sizes={"train": 360, "val": 40, "test": 120})
+    return tmp_path
+
+
+def test_calibration_stage_on_generated_data(tiny_data, two_runs):
+    result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=two_runs)
+    assert result.returncode == 0, result.stderr
+    out = two_runs / "experiments" / "calibration"
+    metrics = pd.read_csv(out / "calibration_metrics.csv")
+    assert len(metrics) == 4 and set(metrics.scaling) == {"none", "temperature"} and (metrics.test_images == 120).all()
+    assert ((metrics.ece_low <= metrics.ece) & (metrics.ece <= metrics.ece_high)).all()
+    scaled = metrics[metrics.scaling == "temperature"].set_index("model")
+    plain = metrics[metrics.scaling == "none"].set_index("model")
+    assert (scaled.accuracy == plain.accuracy).all()  # a temperature never changes the prediction
+    selective = pd.read_csv(out / "selective_prediction.csv")
+    assert len(selective) == 6 and (selective.e_aurc >= 0).all()
+    assert {p.name for p in out.iterdir()} >= {"reliability_diagrams.png", "risk_coverage.png"}
+
+
+def test_calibration_refuses_a_data_dir_with_another_split(tiny_data, two_runs):
+    write_checkpoint(two_runs / "experiments" / "baseline" / "best_model.pth", config={"val_fraction": 0.1},
+                     split_sizes={"val": 509})
+    result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=two_runs)
+    assert_user_error(result, "validation split of 40 images", "trained with 509")
