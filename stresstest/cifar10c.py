@@ -30,15 +30,17 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
+def corrupted_images(images: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) images on the device under one corruption and severity, drawn block by block."""
+    generator = severity_generator(seed, name, severity, images.device)
+    return torch.cat([corrupt(images[start:start + BLOCK], name, severity, generator)
+                      for start in range(0, len(images), BLOCK)])
+
+
 def corrupted_test_set(images: torch.Tensor, name: str, severities: list[int], seed: int) -> np.ndarray:
     """(len(severities) * N, 32, 32, 3) uint8, severity-major, from uint8 (N, 3, 32, 32) images on the device."""
-    blocks = []
-    for severity in severities:
-        generator = severity_generator(seed, name, severity, images.device)
-        chunks = [corrupt(images[start:start + BLOCK], name, severity, generator)
-                  for start in range(0, len(images), BLOCK)]
-        blocks.append(torch.cat(chunks).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(blocks)
+    return np.concatenate([corrupted_images(images, name, severity, seed).permute(0, 2, 3, 1).cpu().numpy()
+                           for severity in severities])
 
 
 def export(data_dir: Path, out_dir: Path, names: list[str], severities: list[int], seed: int,

@@ -15,8 +15,10 @@ RUNS = {"baseline": (EXPERIMENTS / "baseline", "train.py"),
         "improved": (EXPERIMENTS / "improved", "improvement.py")}
 CASES_DIR = CASES_ROOT / "baseline"  # failure_analysis.py
 CASES_PRODUCER = "failure_analysis.py"
+EXPLAINERS = {"baseline": "explainability.py", "improved": "explainability_improved.py"}  # gradcam_<tag>.npz
 COMPARISON_DIR = EXPERIMENTS / "comparison"
 CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
+ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

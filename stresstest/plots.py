@@ -217,3 +217,49 @@ def risk_coverage_figure(curves: dict, count: int):
         axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def severity_figure(table, names: list[str], title: str):
+    """Accuracy against severity, one panel per corruption, one line per model; clean accuracy dashed."""
+    columns = 5
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=100, squeeze=False,
+                                sharey=True)
+    models = list(dict.fromkeys(table.model))
+    for axis, name in zip(axes.flat, names):
+        for index, model in enumerate(models):
+            rows_of = table[(table.model == model) & (table.corruption == name)]
+            clean = table[(table.model == model) & (table.severity == 0)].accuracy.iloc[0]
+            colour = plt.cm.tab10(index)
+            axis.plot(rows_of.severity, rows_of.accuracy, marker="o", color=colour, label=model)
+            axis.axhline(clean, color=colour, linestyle="--", linewidth=0.8)
+        axis.set_title(name, fontsize=9)
+        axis.set_ylim(0, 1)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    for axis in axes.flat[len(names):]:
+        axis.axis("off")
+    axes[0, 0].legend(fontsize=8, title="dashed: clean", title_fontsize=7)
+    figure.supxlabel("severity")
+    figure.supylabel("accuracy")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def occlusion_figure(image: np.ndarray, occlusion: np.ndarray, cam: np.ndarray, title: str, patch: int, stride: int):
+    """The image, its occlusion sensitivity (the fall in probability, scaled to its maximum) and its Grad-CAM."""
+    scaled = np.clip(occlusion, 0, None)
+    scaled = scaled / scaled.max() if scaled.max() > 0 else scaled
+    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
+    axes[0].imshow(pixels(image))
+    axes[0].set_title("image")
+    axes[1].imshow(overlay(image, scaled.astype(np.float32)))
+    axes[1].set_title(f"occlusion ({patch}x{patch} patch, stride {stride})\nmax fall {occlusion.max():.3f}",
+                      fontsize=9)
+    axes[2].imshow(overlay(image, cam.astype(np.float32)))
+    axes[2].set_title("Grad-CAM", fontsize=9)
+    for axis in axes:
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    return figure

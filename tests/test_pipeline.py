@@ -38,7 +38,7 @@ def pipeline(subset_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 7
+    assert result.stdout.count("=== stage") == 8
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
@@ -297,7 +297,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/7 failure_analysis.py failed" in result.stderr
+    assert "stage 2/8 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):

@@ -1,0 +1,214 @@
+"""Study C, stage 8 (robustness.py): both study A models on clean and corrupted test images (CIFAR-10-C-style
+sets computed on the device, or the published CIFAR-10-C files), and occlusion sensitivity of every saved
+failure case beside its Grad-CAM."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+
+from . import atomic, paths
+from .calibration import expected_calibration_error, negative_log_likelihood
+from .cases import read_cases
+from .checkpoint import load_classifier
+from .cifar10c import corrupted_images, read_cifar10c
+from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
+from .corruptions import NAMES, SEVERITIES
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
+from .errors import UserError
+from .plots import corruption_examples_figure, occlusion_figure, save, severity_figure
+from .predict import checkpoint_normalizer, inference_model, run_batched
+
+SMOKE = {"images": 200, "severities": [1, 3, 5], "stride": 4}
+OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 2
+
+
+def evaluation_sets(images: torch.Tensor, labels: np.ndarray, names: list[str], severities: list[int], seed: int,
+                    cifar10c_dir: Path | None):
+    """(corruption, severity, uint8 images on the device, labels): clean first (severity 0), then every set."""
+    yield "clean", 0, images, labels
+    for name in names:
+        for severity in severities:
+            if cifar10c_dir is None:
+                yield name, severity, corrupted_images(images, name, severity, seed), labels
+                continue
+            published, published_labels = read_cifar10c(cifar10c_dir, name, severity)
+            if len(published_labels) < len(labels) or not np.array_equal(published_labels[:len(labels)], labels):
+                raise UserError(f"the CIFAR-10-C files in {cifar10c_dir} do not follow the test set of --data-dir "
+                                "(their labels differ); pass the full official CIFAR-10 as --data-dir")
+            yield name, severity, torch.from_numpy(published[:len(labels)]).to(images.device), labels
+
+
+def set_metrics(probs: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray, cases: np.ndarray) -> dict:
+    predicted = probs.argmax(1)
+    correct = predicted == labels
+    return {"images": len(labels), "accuracy": round(float(correct.mean()), 6),
+            "nll": round(negative_log_likelihood(probs, labels), 6),
+            "ece": round(expected_calibration_error(probs.max(1), correct), 6),
+            "mean_confidence": round(float(probs.max(1).mean()), 6),
+            "correct_flipped": int(((clean_pred == labels) & ~correct).sum()),
+            "cases_flipped": int((predicted[cases] != clean_pred[cases]).sum())}
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model: clean accuracy, mean corrupted accuracy (over every set evaluated), relative drop, and the
+    mean accuracy at each severity."""
+    rows = []
+    for model, group in table.groupby("model", sort=False):
+        clean = float(group[group.severity == 0].accuracy.iloc[0])
+        corrupted = group[group.severity > 0]
+        mean = float(corrupted.accuracy.mean())
+        rows.append({"model": model, "clean_accuracy": clean, "mean_corruption_accuracy": round(mean, 6),
+                     "relative_drop": round((clean - mean) / clean, 6) if clean else float("nan"),
+                     "sets": len(corrupted),
+                     "images_per_set": int(group.images.iloc[0]),
+                     **{f"severity_{s}_accuracy": round(float(g.accuracy.mean()), 6)
+                        for s, g in corrupted.groupby("severity")}})
+    return pd.DataFrame(rows)
+
+
+def occlusion_maps(model: torch.nn.Module, checkpoint: dict, images: torch.Tensor, classes: np.ndarray,
+                   patch: int, stride: int, precision: str) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): for every position of a patch of the training mean colour,
+    how much the probability of `classes` falls; each pixel gets the mean fall over the patches covering it.
+    Every position of every image goes through the model in one batched pass. (N, 32, 32)."""
+    size = images.shape[-1]
+    starts = sorted(set(range(0, size - patch + 1, stride)) | {size - patch})
+    positions = [(top, left) for top in starts for left in starts]
+    fill = torch.tensor([round(255 * m) for m in checkpoint["normalization"]["mean"]], dtype=torch.uint8,
+                        device=images.device).view(3, 1, 1)
+    occluded = images[:, None].repeat(1, len(positions), 1, 1, 1)
+    cover = torch.zeros(len(positions), size, size, device=images.device)
+    for p, (top, left) in enumerate(positions):
+        occluded[:, p, :, top:top + patch, left:left + patch] = fill
+        cover[p, top:top + patch, left:left + patch] = 1
+    normalizer = checkpoint_normalizer(checkpoint, images.device)
+    fused = inference_model(model)
+    rows = torch.arange(len(images), device=images.device)
+    targets = torch.as_tensor(classes, device=images.device)
+    base = run_batched(fused, images, normalizer, precision).softmax(1)[rows, targets]
+    probs = run_batched(fused, occluded.flatten(0, 1), normalizer, precision).softmax(1)
+    occluded_prob = probs.view(len(images), len(positions), -1)[rows, :, targets]  # (N, positions)
+    fall = (base[:, None] - occluded_prob)
+    maps = torch.einsum("np,phw->nhw", fall, cover) / cover.sum(0)
+    return maps.cpu().numpy()
+
+
+def occlusion_report(cases_dir: Path, models: dict, precision: str, patch: int, stride: int) -> pd.DataFrame:
+    """Occlusion map of each model on each saved case (occlusion_<tag>.png in the case folder) and its Spearman
+    rank correlation with the same model's Grad-CAM of the same class (its own prediction)."""
+    cases = read_cases(cases_dir)
+    rows = []
+    for tag, (model, checkpoint) in models.items():
+        device = next(model.parameters()).device
+        maps_files = [case["path"] / f"gradcam_{tag}.npz" for case in cases]
+        missing = [f for f in maps_files if not f.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]} not found: run {paths.EXPLAINERS[tag]} first")
+        images = np.stack([np.asarray(Image.open(case["path"] / "image.png").convert("RGB")) for case in cases])
+        on_device = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+        cams, classes = [], []
+        for maps_file in maps_files:
+            with np.load(maps_file) as stored:
+                role = list(stored["roles"]).index("predicted")
+                cams.append(stored["maps"][role])
+                classes.append(list(stored["class_names"]).index(str(stored["classes"][role])))
+        occlusion = occlusion_maps(model, checkpoint, on_device, np.array(classes), patch, stride, precision)
+        names = checkpoint["class_names"]
+        for case, image, occ, cam, explained in zip(cases, images, occlusion, cams, classes):
+            # a flat map (nothing changes the answer, or a CAM of zeros) has no rank order: no correlation
+            flat = np.ptp(occ) == 0 or np.ptp(cam) == 0
+            rho, p_value = (float("nan"), float("nan")) if flat else spearmanr(occ.ravel(), cam.ravel())
+            rows.append({"case": case["case"], "test_index": int(case["test_index"]), "model": tag,
+                         "explained_class": names[explained], "spearman": round(float(rho), 6),
+                         "p_value": float(p_value), "patch": patch, "stride": stride})
+            title = (f"{case['case']} (test #{case['test_index']}), {tag} model explaining {names[explained]}: "
+                     f"occlusion vs Grad-CAM, Spearman {rho:.2f}")
+            save(case["path"] / f"occlusion_{tag}.png", occlusion_figure(image, occ, cam, title, patch, stride))
+    return pd.DataFrame(rows)
+
+
+def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path, device_name: str, seed: int,
+               names: list[str], severities: list[int], max_images: int, cifar10c_dir: Path | None,
+               patch: int, stride: int) -> None:
+    device = resolve_device(device_name)
+    cases = read_cases(cases_dir)
+    data = load_cifar10(data_dir)
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    precision = pick_precision(device)
+    count = min(max_images or len(data.test_labels), len(data.test_labels))
+    images = torch.from_numpy(data.test_images[:count]).to(device)
+    labels = data.test_labels[:count]
+    case_index = np.array([int(case["test_index"]) for case in cases])
+    case_index = case_index[case_index < count]
+    models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
+    fused = {tag: inference_model(model) for tag, (model, _) in models.items()}
+    rows, clean_pred, examples = [], {}, {}
+    for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, severities, seed,
+                                                                   cifar10c_dir):
+        if severity:
+            examples[name, severity] = set_images[0].permute(1, 2, 0).cpu().numpy()
+        for tag, (_, checkpoint) in models.items():
+            probs = run_batched(fused[tag], set_images, checkpoint_normalizer(checkpoint, device),
+                                precision).softmax(1).double().cpu().numpy()
+            clean_pred.setdefault(tag, probs.argmax(1))
+            rows.append({"model": tag, "corruption": name, "severity": severity,
+                         **set_metrics(probs, set_labels, clean_pred[tag], case_index)})
+        if severity:
+            last = {row["model"]: row["accuracy"] for row in rows[-len(models):]}
+            print(f"{name} {severity}: " + ", ".join(f"{tag} {acc:.3f}" for tag, acc in last.items()), flush=True)
+    table = pd.DataFrame(rows)
+    source = "CIFAR-10-C (published files)" if cifar10c_dir else f"CIFAR-10-C-style (computed here, seed {seed})"
+    atomic.write_csv(out_dir / "corruption_accuracy.csv", table.to_dict("records"), list(table.columns))
+    summary = summarise(table)
+    summary.insert(1, "source", source)
+    atomic.write_csv(out_dir / "robustness_summary.csv", summary.to_dict("records"), list(summary.columns))
+    save(out_dir / "accuracy_vs_severity.png", severity_figure(table, names, f"{source}, n={count} per set"))
+    save(out_dir / "corruption_examples.png", corruption_examples_figure(
+        data.test_images[0].transpose(1, 2, 0), examples, names, severities, f"test image 0, {source}"))
+    occlusion = occlusion_report(cases_dir, models, precision, patch, stride)
+    atomic.write_csv(out_dir / "occlusion_gradcam.csv", occlusion.to_dict("records"), list(occlusion.columns))
+    for row in summary.itertuples():
+        print(f"{row.model}: clean {row.clean_accuracy:.4f}, mean over {row.sets} corrupted sets "
+              f"{row.mean_corruption_accuracy:.4f} (relative drop {row.relative_drop:.1%}), n={count} per set")
+    for tag, group in occlusion.groupby("model", sort=False):
+        print(f"{tag}: occlusion vs Grad-CAM Spearman median {group.spearman.median():.2f} over {len(group)} cases")
+    print(f"-> {out_dir}")
+
+
+def main(description: str, argv=None) -> None:
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of the corruptions computed here (one generator per corruption and "
+                                      "severity)")
+    for tag in paths.RUNS:
+        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
+                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+                        help=f"case_XX folders of {paths.CASES_PRODUCER}, with both models' Grad-CAM maps")
+    parser.add_argument("--out-dir", type=Path, default=paths.ROBUSTNESS_DIR, help="where tables and figures go")
+    parser.add_argument("--cifar10c-dir", type=Path,
+                        help="evaluate on these CIFAR-10-C files (the published ones, preferred by their authors, "
+                             "or make_cifar10c.py's) instead of computing the corruptions here")
+    parser.add_argument("--corruption", nargs="+", choices=NAMES, default=NAMES, metavar="NAME",
+                        help="corruptions to evaluate (default all 15)")
+    parser.add_argument("--severity", nargs="+", type=int, choices=SEVERITIES,
+                        help=f"severities (default 1-5; --smoke: {' '.join(map(str, SMOKE['severities']))})")
+    parser.add_argument("--max-images", type=non_negative_int,
+                        help=f"the first N test images (default all; --smoke: {SMOKE['images']})")
+    parser.add_argument("--patch", type=positive_int, default=OCCLUSION_PATCH, help="occlusion patch side, pixels")
+    parser.add_argument("--stride", type=positive_int,
+                        help=f"occlusion patch stride, pixels (default {OCCLUSION_STRIDE}; --smoke: {SMOKE['stride']})")
+    parser.add_argument("--smoke", action="store_true", help="fewer images, severities and occlusion positions")
+    args = parser.parse_args(argv)
+    if args.patch > 32:
+        parser.error("argument --patch: at most 32 (the image side)")
+    severities = args.severity or (SMOKE["severities"] if args.smoke else SEVERITIES)
+    max_images = args.max_images if args.max_images is not None else (SMOKE["images"] if args.smoke else 0)
+    stride = args.stride or (SMOKE["stride"] if args.smoke else OCCLUSION_STRIDE)
+    checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
+    run_main(lambda: robustness(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device, args.seed,
+                                list(dict.fromkeys(args.corruption)), list(dict.fromkeys(severities)), max_images,
+                                args.cifar10c_dir, args.patch, stride))

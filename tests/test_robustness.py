@@ -1,0 +1,136 @@
+"""The robustness stage: corrupted-set evaluation, flips, occlusion maps against a direct loop, and the
+stage end to end on generated data with untrained checkpoints."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from stresstest.cifar10c import corrupted_images
+from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from stresstest.robustness import occlusion_maps, set_metrics
+
+CHECKPOINT = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
+
+
+class CornerModel(nn.Module):
+    """Class 0's logit is the mean red of the top-left 8x8 corner: only that corner matters."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, x):
+        corner = x[:, 0, :8, :8].mean((1, 2))
+        return torch.stack([self.scale * corner] + [torch.zeros_like(corner)] * 9, 1)
+
+
+def occlusion_by_loop(model, image, target, patch, stride):
+    """One forward per patch position, the fall averaged per pixel: the plain way."""
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
+    fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8).view(3, 1, 1)
+    with torch.no_grad():
+        base = model(normalizer(image[None])).softmax(1)[0, target]
+        total, cover = torch.zeros(32, 32), torch.zeros(32, 32)
+        starts = sorted(set(range(0, 32 - patch + 1, stride)) | {32 - patch})
+        for top in starts:
+            for left in starts:
+                occluded = image.clone()
+                occluded[:, top:top + patch, left:left + patch] = fill
+                fall = base - model(normalizer(occluded[None])).softmax(1)[0, target]
+                total[top:top + patch, left:left + patch] += fall
+                cover[top:top + patch, left:left + patch] += 1
+    return (total / cover).numpy()
+
+
+@pytest.mark.parametrize("patch, stride", [(8, 2), (6, 4)])
+def test_batched_occlusion_equals_one_forward_per_position(patch, stride, tiny_data):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    images[:, 0, :8, :8] = 250  # a bright red corner: class 0 is likely, occluding the corner lowers it
+    model = CornerModel().eval()
+    maps = occlusion_maps(model, CHECKPOINT, images, np.zeros(3, int), patch, stride, "fp32")
+    for image, batched in zip(images, maps):
+        np.testing.assert_allclose(batched, occlusion_by_loop(model, image, 0, patch, stride), atol=1e-6)
+    assert (maps[:, 20:, 20:] == 0).all() and (maps[:, :4, :4] > 0).all()  # only the corner matters
+
+
+def test_set_metrics_count_flips():
+    labels = np.array([0, 1, 2, 3])
+    clean_pred = np.array([0, 1, 0, 0])          # right, right, wrong (a case), wrong
+    probs = np.eye(4)[[0, 2, 1, 0]] * 0.9 + 0.025
+    metrics = set_metrics(probs, labels, clean_pred, cases=np.array([2, 3]))
+    assert metrics["accuracy"] == 0.25 and metrics["correct_flipped"] == 1 and metrics["cases_flipped"] == 1
+
+
+def test_corrupted_sets_are_seeded_per_set(tiny_data):
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    first = corrupted_images(images, "gaussian_noise", 3, seed=0)
+    assert torch.equal(first, corrupted_images(images, "gaussian_noise", 3, seed=0))
+    assert not torch.equal(first, corrupted_images(images, "gaussian_noise", 3, seed=1))
+
+
+@pytest.fixture
+def explained_cases(tiny_data, tmp_path):
+    """Both untrained models, their failure cases and both models' Grad-CAM maps, on generated data."""
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
+    for stage, args in [("failure_analysis.py", ["--threshold", "0", "--max-cases", "4"]),
+                        ("explainability.py", []), ("explainability_improved.py", [])]:
+        result = run_stage_in_process(stage, "--data-dir", tiny_data, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_robustness_stage_on_generated_data(tiny_data, explained_cases):
+    args = ["--data-dir", tiny_data, "--corruption", "contrast", "fog", "--severity", "1", "3", "--max-images", "60",
+            "--stride", "8"]
+    result = run_stage_in_process("robustness.py", *args, cwd=explained_cases)
+    assert result.returncode == 0, result.stderr
+    out = explained_cases / "experiments" / "robustness"
+    table = pd.read_csv(out / "corruption_accuracy.csv")
+    assert len(table) == 2 * (1 + 2 * 2) and (table.images == 60).all()
+    clean = table[table.severity == 0]
+    assert list(clean.corruption) == ["clean", "clean"] and (clean.correct_flipped == 0).all()
+    summary = pd.read_csv(out / "robustness_summary.csv").set_index("model")
+    for model, group in table.groupby("model"):
+        assert summary.mean_corruption_accuracy[model] == pytest.approx(group[group.severity > 0].accuracy.mean(),
+                                                                        abs=1e-6)
+        assert summary.sets[model] == 4 and "CIFAR-10-C-style" in summary.source[model]
+    occlusion = pd.read_csv(out / "occlusion_gradcam.csv")
+    assert len(occlusion) == 8 and occlusion.spearman.dropna().between(-1, 1).all()
+    for case in sorted((explained_cases / "failure_cases" / "baseline").glob("case_*")):
+        assert (case / "occlusion_baseline.png").is_file() and (case / "occlusion_improved.png").is_file()
+    assert {p.name for p in out.iterdir()} >= {"accuracy_vs_severity.png", "corruption_examples.png"}
+
+
+@pytest.mark.slow
+def test_robustness_reads_the_published_layout_and_checks_its_labels(tiny_data, explained_cases, tmp_path):
+    exported = tmp_path / "c10c"
+    result = run_stage_in_process("make_cifar10c.py", "--data-dir", tiny_data, "--out-dir", exported,
+                                  "--corruption", "contrast", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    args = ["--data-dir", tiny_data, "--corruption", "contrast", "--severity", "2", "--stride", "8"]
+    result = run_stage_in_process("robustness.py", *args, "--cifar10c-dir", exported, cwd=explained_cases)
+    assert result.returncode == 0, result.stderr
+    from_files = pd.read_csv(explained_cases / "experiments" / "robustness" / "corruption_accuracy.csv")
+    result = run_stage_in_process("robustness.py", *args, cwd=explained_cases)  # computed here, same seed
+    computed = pd.read_csv(explained_cases / "experiments" / "robustness" / "corruption_accuracy.csv")
+    pd.testing.assert_frame_equal(from_files, computed)
+    labels = np.load(exported / "labels.npy")
+    np.save(exported / "labels.npy", (labels + 1) % 10)
+    result = run_stage_in_process("robustness.py", *args, "--cifar10c-dir", exported, cwd=explained_cases)
+    assert_user_error(result, "do not follow the test set of --data-dir")
+
+
+def test_robustness_needs_the_grad_cam_maps(tiny_data, tmp_path):
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0",
+                                  "--max-cases", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("robustness.py", "--data-dir", tiny_data, "--corruption", "contrast",
+                                  "--severity", "1", "--max-images", "20", cwd=tmp_path)
+    assert_user_error(result, "gradcam_baseline.npz not found: run explainability.py first")
