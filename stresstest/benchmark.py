@@ -88,8 +88,6 @@ PEER_LINE = re.compile(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)")
 
 
 def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int) -> dict:
-    if not peer.is_file():
-        raise UserError(f"peer benchmark {peer} not found; pass --peer PATH to peer_dataloader.py")
     command = [sys.executable, str(peer), str(data_dir / BATCHES_DIR), "--steps", str(steps), "--warmup",
                str(warmup), "--batch-size", str(batch_size), "--device", device.type]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -115,6 +113,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     def run():
+        if not args.skip_peer and not args.peer.is_file():
+            raise UserError(f"peer benchmark {args.peer} not found; pass --peer PATH to peer_dataloader.py "
+                            "or --skip-peer")
         device = resolve_device(args.device)
         torch.manual_seed(args.seed)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

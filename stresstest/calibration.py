@@ -52,11 +52,10 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
-    """Sum over bins of (share of images) * |accuracy - mean confidence|."""
-    table = reliability(confidence, correct, bins)
-    filled = table["count"] > 0
-    gaps = (table.accuracy - table.mean_confidence).abs()[filled]
-    return float((table["count"][filled] * gaps).sum() / len(confidence))
+    """Sum over bins of (share of images) * |accuracy - mean confidence| = sum |hits - confidences| / n."""
+    index = bin_index(confidence, bins)
+    gap = np.bincount(index, correct.astype(float), bins) - np.bincount(index, confidence, bins)
+    return float(np.abs(gap).sum() / len(confidence))
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:

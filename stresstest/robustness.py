@@ -22,7 +22,7 @@ from .errors import UserError
 from .plots import corruption_examples_figure, occlusion_figure, save, severity_figure
 from .predict import checkpoint_normalizer, inference_model, run_batched
 
-SMOKE = {"images": 200, "severities": [1, 3, 5], "stride": 4}
+SMOKE = {"images": 100, "severities": [1, 3, 5], "stride": 4}
 OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 2
 
 

@@ -1,19 +1,19 @@
 import pytest
 import torch
 
-from conftest import run_stage_in_process
+from conftest import run_stage_in_process, write_cifar
 from stresstest import benchmark
 
 
-def test_our_measurement_times_exactly_the_steps_asked_for(tiny_data):
-    # more steps than one epoch of the tiny data holds (360 / 32 = 11): the schedule must not run out
-    ours = benchmark.measure_ours(tiny_data, torch.device("cpu"), steps=12, warmup=2, batch_size=32,
-                                  compile_model=False)
+def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
+    data = write_cifar(tmp_path, per_batch=8, test_count=8)  # 36 training images: one step of 32 per epoch
+    ours = benchmark.measure_ours(data, torch.device("cpu"), steps=3, warmup=1, batch_size=32, compile_model=False)
     trainer = ours["trainer"]
-    assert trainer.scheduler.last_epoch == 14  # every optimizer step taken, warm-up included
+    assert trainer.steps_per_epoch == 1 and trainer.scheduler.last_epoch == 4  # the schedule did not run out
     assert ours["train"] > 0 and ours["eval"] > 0
 
 
+@pytest.mark.slow
 def test_the_peer_is_run_and_read(tiny_data):
     if not benchmark.DEFAULT_PEER.is_file():
         pytest.skip(f"peer benchmark not found at {benchmark.DEFAULT_PEER} (only in CI and on developer machines)")
