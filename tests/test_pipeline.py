@@ -36,7 +36,8 @@ def model_probs(checkpoint_path, data):
 def pipeline(subset_data, tmp_path_factory):
     """The smoke pipeline on the real subset, as a user runs it (about 3 minutes on 2 CPU cores)."""
     workdir = tmp_path_factory.mktemp("pipeline")
-    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir)
+    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir,
+                       timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("=== stage") == 8
     return workdir, load_cifar10(subset_data, quiet=True)
