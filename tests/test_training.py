@@ -76,7 +76,8 @@ def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data
     model, _ = load_classifier(out / "best_model.pth", "train.py", torch.device("cpu"))
     data = load_cifar10(tiny_data, quiet=True)
     logits = predict_logits(model, torch.from_numpy(data.test_images),
-                            Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu")), "bf16")
+                            Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu")),
+                            json.loads((out / "run_info.json").read_text())["precision"])  # as the run evaluated
     loss, accuracy = loss_and_accuracy(logits, torch.from_numpy(data.test_labels))
     assert round(accuracy, 5) == float(best_row["test_acc"])
     assert abs(loss - float(best_row["test_loss"])) < 1e-4
