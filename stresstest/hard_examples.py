@@ -84,7 +84,7 @@ def write_cross_model_table(out_dir: Path) -> None:
         merged[f"{name}_wrong"] = table.linear_wrong.values
     wrong = merged[[f"{name}_wrong" for name in tables]]
     merged["category"] = np.select(
-        [wrong.all(1)] + [wrong[f"{name}_wrong"] & (wrong.sum(1) == 1) for name in tables],
+        [wrong.all(axis=1)] + [wrong[f"{name}_wrong"] & (wrong.sum(axis=1) == 1) for name in tables],
         ["hard_for_all"] + [f"hard_for_{name}_only" for name in tables], default="easy_or_mixed")
     merged = merged.sort_values([f"{name}_true_class_probability" for name in tables], ignore_index=True)
     atomic.write_csv(out_dir / "hard_across_models.csv", merged.round(6).to_dict("records"), list(merged.columns))

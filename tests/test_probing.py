@@ -179,8 +179,8 @@ def test_cross_model_table_and_embedding_outputs(all_models_probed):
     across = pd.read_csv(root / "hard_across_models.csv")
     assert len(across) == 24
     wrong = across[[f"{model}_wrong" for model in BACKBONES]]
-    assert ((across.category == "hard_for_all") == wrong.all(1)).all()
-    assert ((across.category == "hard_for_resnet50_only") == (across.resnet50_wrong & (wrong.sum(1) == 1))).all()
+    assert ((across.category == "hard_for_all") == wrong.all(axis=1)).all()
+    assert ((across.category == "hard_for_resnet50_only") == (across.resnet50_wrong & (wrong.sum(axis=1) == 1))).all()
     for model in BACKBONES:
         similarity = pd.read_csv(root / model / "centroid_similarity.csv").set_index("class")
         matrix = similarity.to_numpy()
