@@ -102,6 +102,7 @@ def two_runs(tiny_data, tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_calibration_stage_on_generated_data(tiny_data, two_runs):
     result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=two_runs)
     assert result.returncode == 0, result.stderr

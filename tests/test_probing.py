@@ -24,7 +24,11 @@ def micro_data(tmp_path_factory):
     return write_cifar(tmp_path_factory.mktemp("micro"), per_batch=12, test_count=24, seed=3)
 
 
-@pytest.mark.parametrize("name, dim", [("resnet50", 2048), ("vit_b_16", 768), ("efficientnet_lite0", 1280)])
+SLOW_VIT = pytest.param("vit_b_16", marks=pytest.mark.slow)  # ViT-B/16 at 224x224 takes seconds per image on a CPU
+
+
+@pytest.mark.parametrize("name, dim", [("resnet50", 2048), pytest.param("vit_b_16", 768, marks=pytest.mark.slow),
+                                       ("efficientnet_lite0", 1280)])
 def test_features_have_the_penultimate_shape(name, dim):
     assert BACKBONES[name].feature_dim == dim
     model = load_backbone(name, "none", seed=0)
@@ -77,7 +81,7 @@ def test_knn_accuracy_equals_scikit_learn_on_the_same_features():
     assert (ours == theirs).mean() >= 0.99
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("name", [SLOW_VIT if name == "vit_b_16" else name for name in BACKBONES])
 def test_gradcam_maps_for_every_architecture(name, micro_data):
     dim = BACKBONES[name].feature_dim
     images = np.stack([np.asarray(Image.new("RGB", (32, 32), (40 * i, 90, 200 - 30 * i))) for i in range(3)])
