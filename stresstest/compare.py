@@ -14,6 +14,7 @@ from .device import pick_precision, resolve_device
 from .errors import UserError
 from .plots import confusion_figure
 from .predict import probabilities
+from .stats import mcnemar_exact, wilson_interval
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
@@ -104,6 +105,16 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
                 "change": round(float(impr_m[k] - base_m[k]), 6)} for k in base_m]
     summary += [{"metric": f"confident_failures_{status}", "baseline": "", "improved": "",
                  "change": int(counts.get(status, 0))} for status in ["fixed", "kept", "less_confident_wrong", "new"]]
+    base_right, impr_right = base_probs.argmax(1) == labels, impr_probs.argmax(1) == labels
+    intervals = {name: wilson_interval(right.sum(), len(labels)) for name, right in
+                 [("baseline", base_right), ("improved", impr_right)]}
+    summary += [{"metric": f"accuracy_wilson95_{side}", "baseline": round(intervals["baseline"][i], 6),
+                 "improved": round(intervals["improved"][i], 6), "change": ""}
+                for i, side in enumerate(["low", "high"])]
+    only_base, only_impr, p_value = mcnemar_exact(base_right, impr_right)
+    summary += [{"metric": "right_only_for_baseline", "baseline": "", "improved": "", "change": only_base},
+                {"metric": "right_only_for_improved", "baseline": "", "improved": "", "change": only_impr},
+                {"metric": "mcnemar_exact_p", "baseline": "", "improved": "", "change": round(p_value, 6)}]
     summary.append({"metric": "change", "baseline": "", "improved": "", "change": change})
     summary.append({"metric": "threshold", "baseline": "", "improved": "", "change": threshold})
     atomic.write_csv(out_dir / "test_set_summary.csv", summary, ["metric", "baseline", "improved", "change"])
@@ -113,7 +124,10 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
     print(f"change: {change}")
     print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after the change "
           f"-> {out_dir / 'comparison_results.csv'}")
-    print(f"test set ({len(labels)} images): accuracy {base_m['accuracy']:.4f} -> {impr_m['accuracy']:.4f}, "
+    print(f"test set ({len(labels)} images): accuracy {base_m['accuracy']:.4f} "
+          f"[{intervals['baseline'][0]:.4f}, {intervals['baseline'][1]:.4f}] -> {impr_m['accuracy']:.4f} "
+          f"[{intervals['improved'][0]:.4f}, {intervals['improved'][1]:.4f}] (Wilson 95%; McNemar exact p "
+          f"{p_value:.3g}: {only_base} right only before, {only_impr} only after), "
           f"NLL {base_m['nll']:.4f} -> {impr_m['nll']:.4f}; confident failures (>= {threshold}) "
           f"{base_m['confident_failures']} -> {impr_m['confident_failures']}: {counts.get('fixed', 0)} fixed, "
           f"{counts.get('kept', 0)} kept, {counts.get('less_confident_wrong', 0)} still wrong but less confident, "

@@ -246,6 +246,9 @@ def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_c
     assert len(table) == 5 and (table.baseline_pred != table.true_label).all()
     summary = pd.read_csv(workdir / "experiments" / "comparison" / "test_set_summary.csv").set_index("metric")
     assert summary.change["change"] == "label_smoothing None -> 0.1"  # read from the checkpoints' configs
+    low, high = float(summary.baseline["accuracy_wilson95_low"]), float(summary.baseline["accuracy_wilson95_high"])
+    assert low <= float(summary.baseline["accuracy"]) <= high
+    assert 0 <= float(summary.change["mcnemar_exact_p"]) <= 1
     assert float(summary.change["threshold"]) == 0.0  # the threshold stage 2 used, not a default
     wrong = len(pd.read_csv(workdir / "failure_cases" / "baseline" / "all_failures.csv"))
     assert float(summary.baseline["confident_failures"]) == wrong
@@ -314,3 +317,19 @@ def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
     np.testing.assert_allclose(batched, single, atol=1e-4)
     with torch.no_grad():
         np.testing.assert_allclose(probs, model(images).softmax(1).numpy(), atol=1e-5)
+
+
+def test_wilson_and_mcnemar_on_known_answers():
+    from stresstest.stats import mcnemar_exact, wilson_interval
+
+    low, high = wilson_interval(0, 10)
+    assert low == pytest.approx(0, abs=1e-12) and high == pytest.approx(0.2775, abs=1e-4)
+    z = 1.959963984540054  # the Wilson formula itself, for 37 of 50
+    p, n = 37 / 50, 50
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert wilson_interval(37, 50) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    first = np.array([True] * 5 + [False] * 10 + [True] * 20)
+    second = np.array([True] * 5 + [True] * 10 + [True] * 20)
+    assert mcnemar_exact(first, second) == (0, 10, pytest.approx(2 * 0.5 ** 10))
+    assert mcnemar_exact(first, first) == (0, 0, 1.0)
