@@ -1,4 +1,5 @@
 """The training stage shared by train.py (baseline) and improvement.py (label smoothing 0.1)."""
+import argparse
 import dataclasses
 import json
 import math
@@ -34,8 +35,9 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1                # peak of the one-cycle schedule
     warmup_fraction: float = 0.15  # share of steps spent rising to the peak
-    momentum: float = 0.9          # SGD with Nesterov momentum, held fixed (see cycle_momentum)
-    cycle_momentum: bool = False   # True: one-cycle momentum 0.95 -> 0.85 -> 0.95 (torch's default) instead
+    momentum: float = 0.9          # SGD with Nesterov momentum; used as is only when cycle_momentum is off
+    cycle_momentum: bool = True    # one-cycle momentum 0.95 -> 0.85 -> 0.95 against the lr (chosen on validation,
+                                   # README "Momentum"); off: held at `momentum`
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     val_fraction: float = 0.1      # stratified hold-out for checkpoint selection
@@ -275,9 +277,9 @@ def training_cli(description: str, tag: str, label_smoothing: float, argv=None) 
     parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default "
                         f"{defaults.lr}; --smoke: {SMOKE_PRESET['lr']})")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")
-    parser.add_argument("--cycle-momentum", action="store_true",
+    parser.add_argument("--cycle-momentum", action=argparse.BooleanOptionalAction, default=defaults.cycle_momentum,
                         help="cycle SGD momentum 0.95 -> 0.85 -> 0.95 against the learning rate (torch's OneCycleLR "
-                             f"default) instead of holding it at {defaults.momentum}")
+                             f"default, on by default); --no-cycle-momentum holds it at {defaults.momentum}")
     parser.add_argument("--label-smoothing", type=unit_interval, default=label_smoothing,
                         help="label smoothing in [0, 1)")
     parser.add_argument("--val-fraction", type=open_fraction, default=defaults.val_fraction,
