@@ -167,14 +167,16 @@ def test_rerun_replaces_cases_cleanly(pipeline, subset_data, tmp_path):
     shutil.copytree(workdir / "experiments" / "baseline", tmp_path / "experiments" / "baseline")
     shutil.copytree(workdir / "failure_cases", tmp_path / "failure_cases")
     before = len(list((tmp_path / "failure_cases" / "baseline").glob("case_*")))
-    result = run_stage_in_process("failure_analysis.py", "--data-dir", subset_data, "--threshold", "0.7",
+    failures = pd.read_csv(tmp_path / "failure_cases" / "baseline" / "all_failures.csv")
+    threshold = float(np.floor(failures.confidence.iloc[2] * 100) / 100)  # at least three failures reach it
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", subset_data, "--threshold", threshold,
                                   "--max-cases", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "failure_cases" / "baseline"
     after = sorted(p.name for p in folder.glob("case_*"))
     assert before > 2 and after == ["case_00", "case_01"]
     assert not list(folder.rglob("gradcam_*")) and not list((tmp_path / "failure_cases").glob(".*"))
-    assert json.loads((folder / "summary.json").read_text())["threshold"] == 0.7
+    assert json.loads((folder / "summary.json").read_text())["threshold"] == threshold
 
 
 # -- stage order and bad input, on generated data with random-init checkpoints (no training needed) --------
