@@ -6,17 +6,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
-from .data import BATCHES_DIR
+from .data import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
 from .device import pick_precision, resolve_device, synchronize
 from .errors import UserError
 from .predict import predict_logits
 from .training import TrainConfig, Trainer
 
 DEFAULT_PEER = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_dataloader.py"
-TARGETS = {"cpu": {"train": 2.0, "eval": 3.0}, "cuda": {"train": 5.0}}
+TARGETS = {"cpu": {"train": 2.0, "eval": 3.0, "corruptions": 5.0}, "cuda": {"train": 5.0}}
+OCCLUSION = {"patch": 8, "stride": 2, "severity": 3}
 
 
 def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, batch_size: int,
@@ -84,6 +86,72 @@ def measure_feature_extraction(device: torch.device, count: int) -> dict:
     return rates
 
 
+def measure_corruptions(images: torch.Tensor, reference_count: int, severity: int) -> dict:
+    """Images/s of every corruption here (the whole uint8 batch on its device) and of the per-image numpy/PIL
+    reference (reference_corruptions.py) on the first `reference_count` images, at one severity."""
+    from .corruptions import NAMES, PARAMETERS, corrupt, severity_generator
+    from .reference_corruptions import corrupt_one_by_one
+
+    on_cpu = images[:reference_count].permute(0, 2, 3, 1).cpu().numpy()
+    rates = {}
+    for name in NAMES:
+        generator = severity_generator(0, name, severity, images.device)
+        corrupt(images[:8], name, severity, generator)  # warm-up
+        synchronize(images.device)
+        started = time.perf_counter()
+        corrupt(images, name, severity, generator)
+        synchronize(images.device)
+        ours = len(images) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        corrupt_one_by_one(on_cpu, name, PARAMETERS[name][severity - 1])
+        rates[name] = {"ours": ours, "reference": len(on_cpu) / (time.perf_counter() - started)}
+    return rates
+
+
+def occlusion_by_position(model: torch.nn.Module, normalizer: Normalizer, fill: torch.Tensor, image: torch.Tensor,
+                          target: int, patch: int, stride: int) -> np.ndarray:
+    """Occlusion sensitivity the plain way: one forward per patch position, the fall averaged per pixel."""
+    from .robustness import patch_starts
+
+    size = image.shape[-1]
+    with torch.no_grad():
+        base = model(normalizer(image[None])).softmax(1)[0, target]
+        total = torch.zeros(size, size, device=image.device)
+        cover = torch.zeros(size, size, device=image.device)
+        for top in patch_starts(size, patch, stride):
+            for left in patch_starts(size, patch, stride):
+                occluded = image.clone()
+                occluded[:, top:top + patch, left:left + patch] = fill
+                occluded_prob = model(normalizer(occluded[None])).softmax(1)[0, target]
+                total[top:top + patch, left:left + patch] += base - occluded_prob
+                cover[top:top + patch, left:left + patch] += 1
+    return (total / cover).cpu().numpy()
+
+
+def measure_occlusion(model: torch.nn.Module, images: torch.Tensor, single_count: int) -> dict:
+    """Occlusion maps/s: robustness.py's batched pass over all positions of all images, versus one forward per
+    position (fp32 both, so that only the batching differs)."""
+    from .robustness import occlusion_maps
+
+    model = model.eval()
+    device = images.device
+    checkpoint = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
+    classes = np.zeros(len(images), dtype=int)
+    occlusion_maps(model, checkpoint, images[:1], classes[:1], OCCLUSION["patch"], 8, "fp32")  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    occlusion_maps(model, checkpoint, images, classes, OCCLUSION["patch"], OCCLUSION["stride"], "fp32")
+    synchronize(device)
+    batched = len(images) / (time.perf_counter() - started)
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
+    fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8, device=device).view(3, 1, 1)
+    started = time.perf_counter()
+    for image in images[:single_count]:
+        occlusion_by_position(model, normalizer, fill, image, 0, OCCLUSION["patch"], OCCLUSION["stride"])
+    synchronize(device)
+    return {"batched": batched, "single": single_count / (time.perf_counter() - started), "count": len(images)}
+
+
 PEER_LINE = re.compile(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)")
 
 
@@ -110,6 +178,13 @@ def main(argv=None) -> None:
                         help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
     parser.add_argument("--feature-images", type=non_negative_int, default=64,
                         help="images per backbone for the study B feature-extraction measurement (0: skip)")
+    parser.add_argument("--corruption-images", type=non_negative_int, default=500,
+                        help="test images per corruption for the corruption measurement (0: skip)")
+    parser.add_argument("--reference-images", type=positive_int, default=50,
+                        help="of those, how many go through the per-image numpy/PIL reference")
+    parser.add_argument("--occlusion-images", type=non_negative_int, default=8,
+                        help=f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride "
+                             f"{OCCLUSION['stride']}; one forward per position on an eighth of them; 0: skip)")
     args = parser.parse_args(argv)
 
     def run():
@@ -129,6 +204,23 @@ def main(argv=None) -> None:
         if args.feature_images > 0:
             for name, rate in measure_feature_extraction(device, args.feature_images).items():
                 print(f"ours  {name} features {rate:8.1f} img/s at 224x224", flush=True)
+        if args.corruption_images > 0:
+            images = ours["trainer"].test_images[:args.corruption_images]
+            rates = measure_corruptions(images, min(args.reference_images, len(images)), OCCLUSION["severity"])
+            for name, rate in rates.items():
+                print(f"ours  {name:18s} {rate['ours']:9.1f} img/s, per-image reference {rate['reference']:8.1f} "
+                      f"img/s ({rate['ours'] / rate['reference']:6.1f}x)", flush=True)
+            # all 15 types on the same images: total seconds per image, ours versus the reference
+            overall = sum(1 / r["reference"] for r in rates.values()) / sum(1 / r["ours"] for r in rates.values())
+            target = TARGETS.get(device.type, {}).get("corruptions")
+            print(f"ratio corruptions {overall:5.1f}x over all 15 types at severity {OCCLUSION['severity']}, "
+                  f"{len(images)} images" + (f" (target {target:.0f}x)" if target else ""), flush=True)
+        if args.occlusion_images > 0:
+            occlusion = measure_occlusion(ours["trainer"].model, ours["trainer"].test_images[:args.occlusion_images],
+                                          max(1, args.occlusion_images // 8))
+            print(f"ours  occlusion {occlusion['batched']:8.2f} maps/s batched over {occlusion['count']} images, "
+                  f"{occlusion['single']:.2f} maps/s one forward per position "
+                  f"({occlusion['batched'] / occlusion['single']:.1f}x)", flush=True)
         if args.skip_peer:
             return
         peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)

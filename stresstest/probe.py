@@ -27,6 +27,11 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07           # the DINO protocol
 LINEAR_C = 1.0                              # inverse L2 strength of the logistic-regression head
 
 
+def feature_batch_size(device: torch.device) -> int:
+    """Images per feature-extraction batch at 224x224 (study A's 32x32 batches would not fit)."""
+    return 32 if device.type == "cpu" else 256
+
+
 @dataclass
 class Probe:
     """One backbone's cached features on (a prefix of) CIFAR-10, with what the stages need beside them."""
@@ -83,7 +88,7 @@ def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, dev
                 **feature_code_identity(model_name)}
     model_dir = atomic.ensure_writable_dir(Path(out_dir) / model_name)
     cache = model_dir / "features.pt"
-    batch_size = batch_size or (32 if device.type == "cpu" else 256)
+    batch_size = batch_size or feature_batch_size(device)
 
     def compute() -> dict:
         if cached_only:

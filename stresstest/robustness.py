@@ -1,6 +1,8 @@
 """Study C, stage 8 (robustness.py): both study A models on clean and corrupted test images (CIFAR-10-C-style
-sets computed on the device, or the published CIFAR-10-C files), and occlusion sensitivity of every saved
-failure case beside its Grad-CAM."""
+sets computed on the device, or the published CIFAR-10-C files), optionally study B's frozen backbones with
+their linear heads on the same images, and occlusion sensitivity of every saved failure case beside its
+Grad-CAM."""
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from . import atomic, paths
+from .backbones import BACKBONES, data_fingerprint, extract_features, load_backbone
 from .calibration import expected_calibration_error, negative_log_likelihood
 from .cases import read_cases
 from .checkpoint import load_classifier
@@ -21,9 +24,11 @@ from .device import pick_precision, resolve_device
 from .errors import UserError
 from .plots import corruption_examples_figure, occlusion_figure, save, severity_figure
 from .predict import checkpoint_normalizer, inference_model, run_batched
+from .probe import cached, feature_batch_size, heads, load_probe
 
 SMOKE = {"images": 100, "severities": [1, 3, 5], "stride": 4}
 OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 2
+BACKBONE_SEVERITIES = [1, 3, 5]  # one 224x224 feature pass per set: a backbone gets fewer sets by default
 
 
 def evaluation_sets(images: torch.Tensor, labels: np.ndarray, names: list[str], severities: list[int], seed: int,
@@ -40,6 +45,39 @@ def evaluation_sets(images: torch.Tensor, labels: np.ndarray, names: list[str], 
                 raise UserError(f"the CIFAR-10-C files in {cifar10c_dir} do not follow the test set of --data-dir "
                                 "(their labels differ); pass the full official CIFAR-10 as --data-dir")
             yield name, severity, torch.from_numpy(published[:len(labels)]).to(images.device), labels
+
+
+class BackboneProbe:
+    """A study B backbone with its linear head (fitted on clean training features, study B's cache), giving
+    probabilities on any uint8 test images; features of each corrupted set are cached beside study B's."""
+
+    def __init__(self, data_dir: Path, name: str, weights: str, probing_dir: Path, device_name: str, seed: int,
+                 smoke: bool):
+        self.probe = load_probe(data_dir, name, weights, probing_dir, device_name, seed, smoke)
+        self.head = heads(self.probe)["head"]
+        self.precision = self.probe.settings["precision"]
+        # the key of a set's features: the backbone's own key, with the set's pixels in place of the data
+        self.settings = {key: value for key, value in self.probe.settings.items()
+                         if key not in ("train_images", "test_images", "data")}
+
+    @functools.cached_property
+    def backbone(self) -> torch.nn.Module:  # built only when some set is not cached yet
+        backbone = load_backbone(self.probe.model_name, self.probe.weights, self.probe.seed)
+        return backbone.to(self.probe.device, memory_format=torch.channels_last)
+
+    def probabilities(self, images: torch.Tensor, name: str, severity: int) -> np.ndarray:
+        if severity == 0 and len(images) <= len(self.probe.test_features):  # the clean test prefix
+            features = self.probe.test_features[:len(images)]
+        else:
+            settings = {**self.settings, "data": data_fingerprint(images.cpu().numpy())}
+            cache = self.probe.out_dir / "corrupted" / f"{name}_{severity}.pt"
+            atomic.ensure_writable_dir(cache.parent)
+            features = cached(cache, settings, lambda: {"features": extract_features(
+                self.backbone, self.probe.model_name, images.to(self.probe.device), self.precision,
+                feature_batch_size(self.probe.device), f"{self.probe.model_name} {name} {severity}")}
+            )["features"]
+        with torch.no_grad():
+            return self.head(features.float()).softmax(1).double().numpy()
 
 
 def set_metrics(probs: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray, cases: np.ndarray) -> dict:
@@ -70,13 +108,18 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def patch_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Where an occluding patch starts along one side: every `stride` pixels, and flush with the far edge."""
+    return sorted(set(range(0, size - patch + 1, stride)) | {size - patch})
+
+
 def occlusion_maps(model: torch.nn.Module, checkpoint: dict, images: torch.Tensor, classes: np.ndarray,
                    patch: int, stride: int, precision: str) -> np.ndarray:
     """Occlusion sensitivity (Zeiler & Fergus 2014): for every position of a patch of the training mean colour,
     how much the probability of `classes` falls; each pixel gets the mean fall over the patches covering it.
     Every position of every image goes through the model in one batched pass. (N, 32, 32)."""
     size = images.shape[-1]
-    starts = sorted(set(range(0, size - patch + 1, stride)) | {size - patch})
+    starts = patch_starts(size, patch, stride)
     positions = [(top, left) for top in starts for left in starts]
     fill = torch.tensor([round(255 * m) for m in checkpoint["normalization"]["mean"]], dtype=torch.uint8,
                         device=images.device).view(3, 1, 1)
@@ -133,7 +176,9 @@ def occlusion_report(cases_dir: Path, models: dict, precision: str, patch: int, 
 
 def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path, device_name: str, seed: int,
                names: list[str], severities: list[int], max_images: int, cifar10c_dir: Path | None,
-               patch: int, stride: int) -> None:
+               patch: int, stride: int, backbones: list[str] = (), backbone_weights: str = "default",
+               backbone_severities: list[int] = BACKBONE_SEVERITIES, probing_dir: Path = paths.PROBING_DIR,
+               smoke: bool = False) -> None:
     device = resolve_device(device_name)
     cases = read_cases(cases_dir)
     data = load_cifar10(data_dir)
@@ -146,19 +191,28 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
     case_index = case_index[case_index < count]
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
     fused = {tag: inference_model(model) for tag, (model, _) in models.items()}
+    probes = {name: BackboneProbe(data_dir, name, backbone_weights, probing_dir, device_name, seed, smoke)
+              for name in backbones}
     rows, clean_pred, examples = [], {}, {}
-    for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, severities, seed,
+    all_severities = sorted(set(severities) | (set(backbone_severities) if probes else set()))
+    for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, all_severities, seed,
                                                                    cifar10c_dir):
-        if severity:
+        if severity in severities:
             examples[name, severity] = set_images[0].permute(1, 2, 0).cpu().numpy()
-        for tag, (_, checkpoint) in models.items():
-            probs = run_batched(fused[tag], set_images, checkpoint_normalizer(checkpoint, device),
-                                precision).softmax(1).double().cpu().numpy()
-            clean_pred.setdefault(tag, probs.argmax(1))
-            rows.append({"model": tag, "corruption": name, "severity": severity,
-                         **set_metrics(probs, set_labels, clean_pred[tag], case_index)})
+        set_probs = {}
+        if severity == 0 or severity in severities:
+            for tag, (_, checkpoint) in models.items():
+                set_probs[tag] = run_batched(fused[tag], set_images, checkpoint_normalizer(checkpoint, device),
+                                             precision).softmax(1).double().cpu().numpy()
+        if severity == 0 or severity in backbone_severities:
+            for backbone, probe in probes.items():
+                set_probs[backbone] = probe.probabilities(set_images, name, severity)
+        for model, probs in set_probs.items():
+            clean_pred.setdefault(model, probs.argmax(1))
+            rows.append({"model": model, "corruption": name, "severity": severity,
+                         **set_metrics(probs, set_labels, clean_pred[model], case_index)})
         if severity:
-            last = {row["model"]: row["accuracy"] for row in rows[-len(models):]}
+            last = {row["model"]: row["accuracy"] for row in rows[-len(set_probs):]}
             print(f"{name} {severity}: " + ", ".join(f"{tag} {acc:.3f}" for tag, acc in last.items()), flush=True)
     table = pd.DataFrame(rows)
     source = "CIFAR-10-C (published files)" if cifar10c_dir else f"CIFAR-10-C-style (computed here, seed {seed})"
@@ -171,6 +225,9 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
         data.test_images[0].transpose(1, 2, 0), examples, names, severities, f"test image 0, {source}"))
     occlusion = occlusion_report(cases_dir, models, precision, patch, stride)
     atomic.write_csv(out_dir / "occlusion_gradcam.csv", occlusion.to_dict("records"), list(occlusion.columns))
+    if probes:
+        print("backbones and study A models were evaluated on different sets: compare them per severity "
+              "(robustness_summary.csv, severity_<s>_accuracy)")
     for row in summary.itertuples():
         print(f"{row.model}: clean {row.clean_accuracy:.4f}, mean over {row.sets} corrupted sets "
               f"{row.mean_corruption_accuracy:.4f} (relative drop {row.relative_drop:.1%}), n={count} per set")
@@ -201,6 +258,17 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--patch", type=positive_int, default=OCCLUSION_PATCH, help="occlusion patch side, pixels")
     parser.add_argument("--stride", type=positive_int,
                         help=f"occlusion patch stride, pixels (default {OCCLUSION_STRIDE}; --smoke: {SMOKE['stride']})")
+    parser.add_argument("--backbone", nargs="+", choices=list(BACKBONES), default=[], metavar="MODEL",
+                        help="also evaluate these frozen study B backbones with their linear heads on the same "
+                             f"images, resized to 224 as study B does ({', '.join(BACKBONES)}; default none: each "
+                             "set costs one feature pass at 224x224)")
+    parser.add_argument("--backbone-weights", default="default",
+                        help="weights of the backbones, as study B's --weights ('default', 'none' or a FILE)")
+    parser.add_argument("--backbone-severity", nargs="+", type=int, choices=SEVERITIES, default=BACKBONE_SEVERITIES,
+                        help=f"severities for the backbones (default {' '.join(map(str, BACKBONE_SEVERITIES))})")
+    parser.add_argument("--probing-dir", type=Path, default=paths.PROBING_DIR,
+                        help="study B's feature caches (<dir>/<model>/); the backbones' corrupted-set features "
+                             "are cached in <dir>/<model>/corrupted/")
     parser.add_argument("--smoke", action="store_true", help="fewer images, severities and occlusion positions")
     args = parser.parse_args(argv)
     if args.patch > 32:
@@ -211,4 +279,6 @@ def main(description: str, argv=None) -> None:
     checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
     run_main(lambda: robustness(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device, args.seed,
                                 list(dict.fromkeys(args.corruption)), list(dict.fromkeys(severities)), max_images,
-                                args.cifar10c_dir, args.patch, stride))
+                                args.cifar10c_dir, args.patch, stride, list(dict.fromkeys(args.backbone)),
+                                args.backbone_weights, list(dict.fromkeys(args.backbone_severity)),
+                                args.probing_dir, args.smoke))

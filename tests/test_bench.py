@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from conftest import run_stage_in_process, write_cifar
+from models import build_model
 from stresstest import benchmark
+from stresstest.corruptions import NAMES
 
 
 def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
@@ -25,5 +27,16 @@ def test_the_peer_is_run_and_read(tiny_data):
 def test_benchmark_without_the_peer_file_says_where_it_is_expected(tiny_data, tmp_path):
     result = run_stage_in_process("bench.py", "--data-dir", tiny_data, "--device", "cpu", "--steps", "1", "--warmup",
                                   "1", "--batch-size", "16", "--gradcam-images", "8", "--feature-images", "0",
+                                  "--corruption-images", "0", "--occlusion-images", "0",
                                   "--peer", tmp_path / "missing.py", cwd=tmp_path)
     assert result.returncode == 2 and "missing.py not found" in result.stderr
+
+
+def test_corruption_and_occlusion_measurements_time_every_type():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    rates = benchmark.measure_corruptions(images, reference_count=2, severity=1)
+    assert list(rates) == NAMES and all(r["ours"] > 0 and r["reference"] > 0 for r in rates.values())
+    torch.manual_seed(0)
+    occlusion = benchmark.measure_occlusion(build_model("resnet18", 10), images[:2], single_count=1)
+    assert occlusion["count"] == 2 and occlusion["batched"] > 0 and occlusion["single"] > 0
+

@@ -1,14 +1,18 @@
 """The robustness stage: corrupted-set evaluation, flips, occlusion maps against a direct loop, and the
 stage end to end on generated data with untrained checkpoints."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from conftest import assert_user_error, run_stage_in_process, write_checkpoint, write_cifar
+from stresstest.benchmark import occlusion_by_position
 from stresstest.cifar10c import corrupted_images
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from stresstest.probe import heads, load_probe
 from stresstest.robustness import occlusion_maps, set_metrics
 
 CHECKPOINT = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
@@ -26,24 +30,6 @@ class CornerModel(nn.Module):
         return torch.stack([self.scale * corner] + [torch.zeros_like(corner)] * 9, 1)
 
 
-def occlusion_by_loop(model, image, target, patch, stride):
-    """One forward per patch position, the fall averaged per pixel: the plain way."""
-    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
-    fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8).view(3, 1, 1)
-    with torch.no_grad():
-        base = model(normalizer(image[None])).softmax(1)[0, target]
-        total, cover = torch.zeros(32, 32), torch.zeros(32, 32)
-        starts = sorted(set(range(0, 32 - patch + 1, stride)) | {32 - patch})
-        for top in starts:
-            for left in starts:
-                occluded = image.clone()
-                occluded[:, top:top + patch, left:left + patch] = fill
-                fall = base - model(normalizer(occluded[None])).softmax(1)[0, target]
-                total[top:top + patch, left:left + patch] += fall
-                cover[top:top + patch, left:left + patch] += 1
-    return (total / cover).numpy()
-
-
 @pytest.mark.parametrize("patch, stride", [(8, 2), (6, 4)])
 def test_batched_occlusion_equals_one_forward_per_position(patch, stride, tiny_data):
     torch.manual_seed(0)
@@ -51,8 +37,11 @@ def test_batched_occlusion_equals_one_forward_per_position(patch, stride, tiny_d
     images[:, 0, :8, :8] = 250  # a bright red corner: class 0 is likely, occluding the corner lowers it
     model = CornerModel().eval()
     maps = occlusion_maps(model, CHECKPOINT, images, np.zeros(3, int), patch, stride, "fp32")
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
+    fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8).view(3, 1, 1)
     for image, batched in zip(images, maps):
-        np.testing.assert_allclose(batched, occlusion_by_loop(model, image, 0, patch, stride), atol=1e-6)
+        plain = occlusion_by_position(model, normalizer, fill, image, 0, patch, stride)
+        np.testing.assert_allclose(batched, plain, atol=1e-6)
     assert (maps[:, 20:, 20:] == 0).all() and (maps[:, :4, :4] > 0).all()  # only the corner matters
 
 
@@ -71,16 +60,20 @@ def test_corrupted_sets_are_seeded_per_set(tiny_data):
     assert not torch.equal(first, corrupted_images(images, "gaussian_noise", 3, seed=1))
 
 
-@pytest.fixture
-def explained_cases(tiny_data, tmp_path):
-    """Both untrained models, their failure cases and both models' Grad-CAM maps, on generated data."""
-    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
-    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
+def explain_cases(data: Path, folder: Path) -> Path:
+    """Both untrained models, their failure cases and both models' Grad-CAM maps in `folder`."""
+    write_checkpoint(folder / "experiments" / "baseline" / "best_model.pth", seed=0)
+    write_checkpoint(folder / "experiments" / "improved" / "best_model.pth", seed=1)
     for stage, args in [("failure_analysis.py", ["--threshold", "0", "--max-cases", "4"]),
                         ("explainability.py", []), ("explainability_improved.py", [])]:
-        result = run_stage_in_process(stage, "--data-dir", tiny_data, *args, cwd=tmp_path)
+        result = run_stage_in_process(stage, "--data-dir", data, *args, cwd=folder)
         assert result.returncode == 0, result.stderr
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def explained_cases(tiny_data, tmp_path):
+    return explain_cases(tiny_data, tmp_path)
 
 
 @pytest.mark.slow
@@ -134,3 +127,30 @@ def test_robustness_needs_the_grad_cam_maps(tiny_data, tmp_path):
     result = run_stage_in_process("robustness.py", "--data-dir", tiny_data, "--corruption", "contrast",
                                   "--severity", "1", "--max-images", "20", cwd=tmp_path)
     assert_user_error(result, "gradcam_baseline.npz not found: run explainability.py first")
+
+
+@pytest.mark.slow
+def test_backbones_join_the_table_with_cached_features(tmp_path):
+    """EfficientNet-Lite0 (real ImageNet weights, offline) with study B's linear head on the same sets: its clean
+    row is study B's linear-head accuracy, and a second run reuses every set's cached features."""
+    data = write_cifar(tmp_path / "micro", per_batch=12, test_count=24, seed=3)
+    folder = explain_cases(data, tmp_path / "work")
+    args = ["--data-dir", data, "--corruption", "contrast", "gaussian_noise", "--severity", "1",
+            "--backbone", "efficientnet_lite0", "--backbone-severity", "3", "--stride", "8", "--device", "cpu"]
+    result = run_stage_in_process("robustness.py", *args, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(folder / "experiments" / "robustness" / "corruption_accuracy.csv")
+    backbone = table[table.model == "efficientnet_lite0"].set_index(["corruption", "severity"])
+    assert sorted(backbone.index) == [("clean", 0), ("contrast", 3), ("gaussian_noise", 3)]
+    assert sorted(table[table.model == "baseline"].severity) == [0, 1, 1]
+    probe = load_probe(data, "efficientnet_lite0", "default", folder / "experiments" / "probing", "cpu")
+    linear = heads(probe)["linear"]
+    assert backbone.accuracy["clean", 0] == pytest.approx((linear.argmax(1) == probe.test_labels).mean(), abs=1e-6)
+    corrupted_cache = folder / "experiments" / "probing" / "efficientnet_lite0" / "corrupted"
+    cached_sets = sorted(p.name for p in corrupted_cache.iterdir())
+    assert cached_sets == ["contrast_3.pt", "gaussian_noise_3.pt"]
+    result = run_stage_in_process("robustness.py", *args, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("cache: reusing") == 2 + 2  # features and heads, then both sets
+    again = pd.read_csv(folder / "experiments" / "robustness" / "corruption_accuracy.csv")
+    pd.testing.assert_frame_equal(table, again)
