@@ -335,3 +335,25 @@ def test_wilson_and_mcnemar_on_known_answers():
     second = np.array([True] * 5 + [True] * 10 + [True] * 20)
     assert mcnemar_exact(first, second) == (0, 10, pytest.approx(2 * 0.5 ** 10))
     assert mcnemar_exact(first, first) == (0, 0, 1.0)
+
+
+def test_most_confident_count_ignores_the_scale_of_the_confidences():
+    """Confidences raised by a monotone map (the same ranking, another scale) change the count at a fixed
+    threshold, not the count among each model's most confident answers."""
+    from stresstest.compare import wrong_among_most_confident
+
+    rng = np.random.default_rng(0)
+    predicted, top = rng.integers(0, 10, 200), rng.uniform(0.3, 0.95, 200)
+    labels = np.where(rng.random(200) < 0.7, predicted, rng.integers(0, 10, 200))
+
+    def probabilities(confidence):
+        probs = np.repeat(((1 - confidence) / 9)[:, None], 10, axis=1)
+        probs[np.arange(200), predicted] = confidence
+        return probs
+
+    soft, sharp = probabilities(top), probabilities(top ** 0.25)
+    wrong = predicted != labels
+    assert ((sharp.max(1) >= 0.9) & wrong).sum() > ((soft.max(1) >= 0.9) & wrong).sum()
+    for count in [10, 50, 200]:
+        assert wrong_among_most_confident(soft, labels, count) == wrong_among_most_confident(sharp, labels, count)
+    assert wrong_among_most_confident(soft, labels, 50) == wrong[np.argsort(-top)[:50]].sum()
