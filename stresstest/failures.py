@@ -13,6 +13,7 @@ from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_ma
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
 from .errors import UserError
+from .label_issues import describe, flag_label_issues, ranked_issues
 from .predict import probabilities
 from .scores import top_two_margin
 
@@ -83,6 +84,8 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
     probs = probabilities(model, checkpoint, torch.from_numpy(data.test_images).to(device), precision)
     probs = probs.cpu().double().numpy()
     failures = failure_table(probs, data.test_labels, data.class_names)
+    flags = flag_label_issues(probs, data.test_labels, data.class_names)
+    failures["label_issue"] = flags.label_issue.to_numpy()[failures.test_index]
     accuracy = float((probs.argmax(1) == data.test_labels).mean())
     if not (failures.confidence >= threshold).any():
         highest = f", the most confident at {failures.confidence.max():.3f}" if len(failures) else ""
@@ -98,13 +101,18 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
     def build(folder: Path) -> None:
         atomic.write_csv(folder / "all_failures.csv", failures.round(6).to_dict("records"), list(failures.columns))
         atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
+        issues = ranked_issues(flags)
+        atomic.write_csv(folder / "label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
         summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
                    "test_images": len(data.test_labels), "test_accuracy": round(accuracy, 6),
                    "wrong_predictions": len(failures), "threshold": threshold,
                    "confident_failures": confident, "saved_cases": len(cases),
                    "representative_cases": [cases.case[i] for i in representative],
                    "representative_rule": "most confident first; distinct true and predicted classes, then "
-                                          "distinct confusion pairs, then confidence"}
+                                          "distinct confusion pairs, then confidence",
+                   "label_issues": int(flags.label_issue.sum()),
+                   "label_issue_rule": "cleanlab find_label_issues (prune_by_noise_rate) on this model's test-set "
+                                       "probabilities; label_issues.csv ranks them by self-confidence"}
         atomic.write_json(folder / paths.CASES_SUMMARY, summary)
         for position, row in cases.iterrows():
             case_dir = folder / row.case
@@ -115,11 +123,14 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
                 "predicted_label": row.predicted_label, "confidence": f"{row.confidence:.6f}",
                 "margin": f"{row.margin:.6f}", "true_class_probability": f"{row.true_class_probability:.6f}",
                 "true_class_rank": row.true_class_rank, "representative": "yes" if row.representative else "no",
+                "label_issue": "yes" if row.label_issue else "no",
                 "threshold": threshold, "checkpoint": checkpoint_path}))
 
     replace_folder(cases_dir, build)
     print(f"test accuracy {accuracy:.4f}: {len(failures)} wrong, {confident} at confidence >= {threshold}; "
           f"saved {len(cases)} cases to {cases_dir}")
+    print(f"{describe(flags)}; {int(cases.label_issue.sum())} of the saved cases are flagged -> "
+          f"{cases_dir / 'label_issues.csv'}")
     if representative:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"

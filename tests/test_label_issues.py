@@ -1,0 +1,71 @@
+"""Label issues: the published list of confirmed CIFAR-10 test label errors, cleanlab's flags on probabilities
+with planted label errors, and the columns the failure analysis writes."""
+import numpy as np
+import pandas as pd
+
+from conftest import CLASS_NAMES, run_stage_in_process, write_checkpoint
+from stresstest.data import load_cifar10
+from stresstest.label_issues import confirmed_label_errors, describe, flag_label_issues, on_published_list
+
+SUBSET_FIRST_TEST_INDEX = 517  # ../shared/data/cifar10-subset holds official test images 517-1016 (its README)
+
+
+def test_the_published_list_has_its_54_errors_and_matches_real_labels(subset_data):
+    errors = confirmed_label_errors()
+    assert len(errors) == 54 and all(0 <= i < 10_000 and 0 <= c < 10 for i, c in errors.items())
+    labels = load_cifar10(subset_data, quiet=True).test_labels
+    inside = {i: c for i, c in errors.items() if SUBSET_FIRST_TEST_INDEX <= i < SUBSET_FIRST_TEST_INDEX + len(labels)}
+    assert inside == {792: 3, 882: 3}  # two cats in the subset's range, given label as in the official files
+    assert all(labels[i - SUBSET_FIRST_TEST_INDEX] == c for i, c in inside.items())
+    assert on_published_list(labels) is None  # a subset: the official indices do not apply
+
+
+def planted_errors(count: int = 1000, flipped: int = 40, seed: int = 0):
+    """Probabilities of a model right about 90% of the time about the true classes, and labels of which
+    `flipped` were changed to another class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 10, count)
+    logits = rng.normal(size=(count, 10))
+    logits[np.arange(count), true] += 4
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = true.copy()
+    changed = rng.choice(count, flipped, replace=False)
+    labels[changed] = (true[changed] + rng.integers(1, 10, flipped)) % 10
+    return probs, labels, changed
+
+
+def test_cleanlab_finds_planted_label_errors():
+    probs, labels, changed = planted_errors()
+    flags = flag_label_issues(probs, labels, CLASS_NAMES)
+    flagged = set(flags.test_index[flags.label_issue])
+    recall = len(flagged & set(changed)) / len(changed)
+    precision = len(flagged & set(changed)) / len(flagged)
+    assert recall > 0.8 and precision > 0.5, (recall, precision)
+    assert flags.label_quality[changed].mean() < flags.label_quality.drop(changed).mean()
+    assert "(the published list" in describe(flags)
+
+
+def test_official_sized_test_set_is_checked_against_the_list():
+    errors = confirmed_label_errors()
+    labels = np.zeros(10_000, dtype=int)
+    labels[list(errors)] = list(errors.values())
+    marked = on_published_list(labels)
+    assert marked.sum() == 54 and marked[list(errors)].all()
+    labels[165] = (labels[165] + 1) % 10  # not the official labels: no claim about the list
+    assert on_published_list(labels) is None
+
+
+def test_failure_analysis_marks_label_issues(tiny_data, tmp_path):
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0",
+                                  "--max-cases", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cleanlab flags" in result.stdout
+    folder = tmp_path / "failure_cases" / "baseline"
+    failures, cases = pd.read_csv(folder / "all_failures.csv"), pd.read_csv(folder / "cases.csv")
+    issues = pd.read_csv(folder / "label_issues.csv")
+    assert len(issues) > 0 and issues.label_quality.is_monotonic_increasing and issues.label_issue.all()
+    assert set(failures.test_index[failures.label_issue]) == set(issues.test_index) & set(failures.test_index)
+    for row in cases.itertuples():
+        meta = (folder / row.case / "meta.txt").read_text()
+        assert f"label_issue: {'yes' if row.label_issue else 'no'}" in meta
