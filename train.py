@@ -2,4 +2,4 @@
 from stresstest.training import training_cli
 
 if __name__ == "__main__":
-    training_cli(__doc__, tag="baseline", label_smoothing=0.0)
+    training_cli(__doc__, tag="baseline")

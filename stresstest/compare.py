@@ -16,6 +16,7 @@ from .errors import UserError
 from .plots import confusion_figure
 from .predict import probabilities
 from .stats import mcnemar_exact, wilson_interval
+from .training import RUN_ONLY_SETTINGS
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
@@ -26,9 +27,6 @@ def check_compatible(baseline: dict, improved: dict, files: tuple[Path, Path]) -
         if baseline[key] != improved[key]:
             raise UserError(f"{files[0]} and {files[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
                             "the comparison needs the same architecture and classes: retrain one of them")
-
-
-RUN_ONLY_SETTINGS = {"compile", "eval_batch_size"}  # config keys that do not change the trained model
 
 
 def describe_change(baseline_config: dict, improved_config: dict) -> str:

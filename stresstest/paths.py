@@ -19,6 +19,7 @@ EXPLAINERS = {"baseline": "explainability.py", "improved": "explainability_impro
 COMPARISON_DIR = EXPERIMENTS / "comparison"
 CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
 ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
+SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

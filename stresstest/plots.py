@@ -263,3 +263,29 @@ def occlusion_figure(image: np.ndarray, occlusion: np.ndarray, cam: np.ndarray, 
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
     return figure
+
+
+def seeds_figure(per_seed, summary, metrics: list[str], count: int):
+    """One panel per metric: each seed's value per model (points) and the mean with its 95% t-interval."""
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.8), dpi=100, squeeze=False)
+    models = list(dict.fromkeys(per_seed.model))
+    for axis, metric in zip(axes[0], metrics):
+        for x, model in enumerate(models):
+            values = per_seed[per_seed.model == model][metric]
+            axis.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=18,
+                         color=plt.cm.tab10(x), alpha=0.7)
+            row = summary[(summary.model == model) & (summary.metric == metric)].iloc[0]
+            if np.isfinite(float(row.t95_low)):
+                axis.errorbar(x + 0.3, row["mean"], yerr=[[row["mean"] - row.t95_low], [row.t95_high - row["mean"]]],
+                              fmt="o", color="black", capsize=4)
+            else:
+                axis.plot(x + 0.3, row["mean"], "o", color="black")
+        axis.set_xticks(range(len(models)), models)
+        axis.set_xlim(-0.5, len(models) - 0.3)
+        axis.set_title(metric.replace("_", " "), fontsize=9)
+        axis.grid(alpha=0.3, axis="y")
+    seeds = per_seed.seed.nunique()
+    figure.suptitle(f"{seeds} seeds per model (points), mean and 95% t-interval (black); n={count} test images",
+                    fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -39,7 +39,7 @@ def pipeline(subset_data, tmp_path_factory):
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 8
+    assert result.stdout.count("=== stage") == 9
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
@@ -51,6 +51,9 @@ def test_every_contract_file_is_there(pipeline):
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
     assert (workdir / "experiments" / "comparison" / "comparison_results.csv").is_file()
     assert (workdir / "experiments" / "calibration" / "calibration_metrics.csv").is_file()
+    seeds = pd.read_csv(workdir / "experiments" / "seeds" / "per_seed.csv")
+    assert sorted(seeds.seed.unique()) == [0, 1]
+    assert set(seeds[seeds.seed == 0].run) == {"experiments/baseline", "experiments/improved"}  # seed 0 reused
     cases = sorted((workdir / "failure_cases" / "baseline").glob("case_*"))
     assert len(cases) >= 3
     for case in cases:
@@ -303,7 +306,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/8 failure_analysis.py failed" in result.stderr
+    assert "stage 2/9 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):

@@ -1,0 +1,198 @@
+"""Study C (seeds.py): both study A models trained over several seeds, then every comparison with its spread.
+
+Per model: mean, standard deviation and a 95% t-interval over seeds of test accuracy, NLL, ECE and confident
+failures; the paired baseline-minus-improved difference per seed with its t-interval; McNemar's exact test
+for each seed's pair; and how stable the confident-failure set is across seeds."""
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import t as student_t
+
+from . import atomic, paths
+from .calibration import expected_calibration_error, negative_log_likelihood
+from .cases import read_case_summary
+from .checkpoint import load_classifier
+from .cli import add_common_args, make_parser, run_main
+from .compare import wrong_among_most_confident
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
+from .errors import UserError
+from .plots import save, seeds_figure
+from .predict import probabilities
+from .stats import mcnemar_exact
+from .training import LABEL_SMOOTHING, RUN_ONLY_SETTINGS, SMOKE_PRESET, TrainConfig, train
+
+DEFAULT_SEEDS = [0, 1, 2, 3, 4]
+SMOKE_SEEDS = [0, 1]
+METRICS = ["accuracy", "nll", "ece", "confident_failures", "wrong_among_most_confident"]
+
+
+def seed_config(tag: str, seed: int, smoke: bool) -> TrainConfig:
+    """The training stage's own config for this model (its label smoothing, its smoke preset) and seed."""
+    config = TrainConfig(label_smoothing=LABEL_SMOOTHING[tag], seed=seed)
+    return dataclasses.replace(config, **SMOKE_PRESET) if smoke else config
+
+
+def model_settings(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key not in RUN_ONLY_SETTINGS}
+
+
+def saved_config(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / paths.CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished(folder: Path, config: TrainConfig) -> bool:
+    """Whether `folder` holds a finished run of exactly this config (every epoch in metrics.csv)."""
+    if saved_config(folder) is None or model_settings(saved_config(folder)) != model_settings(
+            dataclasses.asdict(config)) or not (folder / paths.BEST_MODEL).is_file():
+        return False
+    try:
+        return len(pd.read_csv(folder / "metrics.csv")) >= config.epochs
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_run(tag: str, config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str) -> Path:
+    """The folder of a finished run of `config`: the usual run folder when it is exactly this run (the study A
+    stages' seed), else out_dir/<model>/seed_<k>, trained or resumed now; finished seeds are not retrained."""
+    folder = out_dir / tag / f"seed_{config.seed}"
+    for candidate in [paths.run_dir(tag), folder]:
+        if finished(candidate, config):
+            print(f"{tag} seed {config.seed}: finished run in {candidate}", flush=True)
+            return candidate
+    saved = saved_config(folder)
+    if saved is not None and model_settings(saved) != model_settings(dataclasses.asdict(config)):
+        changed = sorted(k for k in model_settings(saved) if saved.get(k) != dataclasses.asdict(config).get(k))
+        raise UserError(f"{folder} holds a run with other settings ({', '.join(changed)}); remove it or choose "
+                        "another --out-dir")
+    train(config, data_dir, folder, device_name, resume=True)
+    return folder
+
+
+def t_interval(values) -> tuple[float, float, float, float]:
+    """Mean, sample standard deviation and the 95% Student-t interval of the mean (nan below two values)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    std = float(values.std(ddof=1))
+    half = float(student_t.ppf(0.975, len(values) - 1)) * std / np.sqrt(len(values))
+    return mean, std, mean - half, mean + half
+
+
+def run_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float, most_confident: int) -> dict:
+    predicted = probs.argmax(1)
+    return {"accuracy": float((predicted == labels).mean()), "nll": negative_log_likelihood(probs, labels),
+            "ece": expected_calibration_error(probs.max(1), predicted == labels),
+            "confident_failures": int(((predicted != labels) & (probs.max(1) >= threshold)).sum()),
+            "wrong_among_most_confident": wrong_among_most_confident(probs, labels, most_confident)}
+
+
+def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per model and for the paired difference (baseline minus improved, seed by seed): mean, std, t-interval."""
+    rows = []
+    by_model = {tag: group.set_index("seed") for tag, group in per_seed.groupby("model", sort=False)}
+    difference = by_model["baseline"][METRICS] - by_model["improved"][METRICS]
+    for name, table in [*by_model.items(), ("baseline_minus_improved", difference.dropna())]:
+        for metric in METRICS:
+            mean, std, low, high = t_interval(table[metric])
+            rows.append({"model": name, "metric": metric, "seeds": len(table), "mean": round(mean, 6),
+                         "std": round(std, 6), "t95_low": round(low, 6), "t95_high": round(high, 6)})
+    return pd.DataFrame(rows)
+
+
+def jaccard(first: set, second: set) -> float:
+    return len(first & second) / len(first | second) if first | second else 1.0
+
+
+def stability(failure_sets: dict) -> tuple[pd.DataFrame, dict]:
+    """How often each test image is a confident failure over seeds, and the mean pairwise Jaccard overlap of the
+    seeds' confident-failure sets per model. failure_sets: {model: {seed: set of test indices}}."""
+    images = sorted(set().union(*(s for sets in failure_sets.values() for s in sets.values())))
+    table = pd.DataFrame({"test_index": images})
+    overlap = {}
+    for tag, sets in failure_sets.items():
+        table[f"{tag}_seeds"] = [sum(i in s for s in sets.values()) for i in images]
+        pairs = [jaccard(a, b) for a, b in itertools.combinations(sets.values(), 2)]
+        overlap[tag] = float(np.mean(pairs)) if pairs else float("nan")
+    return table, overlap
+
+
+def seeds_study(data_dir: Path, seeds: list[int], out_dir: Path, cases_dir: Path, device_name: str,
+                smoke: bool) -> None:
+    threshold = float(read_case_summary(cases_dir)["threshold"])  # decided by the failure analysis
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    folders = {(tag, seed): ensure_run(tag, seed_config(tag, seed, smoke), data_dir, out_dir, device_name)
+               for tag in paths.RUNS for seed in seeds}
+    device = resolve_device(device_name)
+    data = load_cifar10(data_dir)
+    labels = data.test_labels
+    images = torch.from_numpy(data.test_images).to(device)
+    probs = {}
+    for (tag, seed), folder in folders.items():
+        model, checkpoint = load_classifier(folder / paths.BEST_MODEL, paths.producer(tag), device)
+        probs[tag, seed] = probabilities(model, checkpoint, images, pick_precision(device)).double().cpu().numpy()
+    rows, tests, failure_sets = [], [], {tag: {} for tag in paths.RUNS}
+    for seed in seeds:
+        # the fair count: each model's most confident answers, as many as this seed's baseline gives at threshold
+        most_confident = int((probs["baseline", seed].max(1) >= threshold).sum())
+        for tag in paths.RUNS:
+            p = probs[tag, seed]
+            rows.append({"model": tag, "seed": seed, "run": str(folders[tag, seed]), "images": len(labels),
+                         "most_confident_answers": most_confident,
+                         **run_metrics(p, labels, threshold, most_confident)})
+            failure_sets[tag][seed] = set(np.flatnonzero((p.argmax(1) != labels) & (p.max(1) >= threshold)))
+        base_right, impr_right = (probs[tag, seed].argmax(1) == labels for tag in paths.RUNS)
+        only_base, only_impr, p_value = mcnemar_exact(base_right, impr_right)
+        tests.append({"seed": seed, "right_only_for_baseline": only_base, "right_only_for_improved": only_impr,
+                      "mcnemar_exact_p": round(p_value, 6)})
+    per_seed = pd.DataFrame(rows)
+    summary = summarise(per_seed)
+    images_table, overlap = stability(failure_sets)
+    images_table.insert(1, "true_label", [data.class_names[labels[i]] for i in images_table.test_index])
+    overlap_rows = pd.DataFrame([{"model": tag, "metric": "confident_failure_set_jaccard", "seeds": len(seeds),
+                                  "mean": round(value, 6)} for tag, value in overlap.items()])
+    summary = pd.concat([summary, overlap_rows], ignore_index=True)  # a mean over seed pairs: no interval
+    summary.insert(3, "threshold", threshold)
+    for name, table in [("per_seed.csv", per_seed), ("summary.csv", summary), ("mcnemar.csv", pd.DataFrame(tests)),
+                        ("failure_stability.csv", images_table)]:
+        atomic.write_csv(out_dir / name, table.to_dict("records"), list(table.columns))
+    save(out_dir / "seeds.png", seeds_figure(per_seed, summary, METRICS, len(labels)))
+
+    print(f"{len(seeds)} seeds per model, {len(labels)} test images, confident failures at >= {threshold}:")
+    for row in summary[summary.metric.isin(METRICS)].itertuples():
+        print(f"  {row.model:24s} {row.metric:27s} {row.mean:9.4f}  95% t-interval [{row.t95_low:.4f}, "
+              f"{row.t95_high:.4f}]")
+    for test in tests:
+        print(f"  seed {test['seed']}: McNemar exact p {test['mcnemar_exact_p']:.3g} "
+              f"({test['right_only_for_baseline']} right only for the baseline, "
+              f"{test['right_only_for_improved']} only for the improved model)")
+    print("  confident-failure sets, mean pairwise Jaccard overlap between seeds: "
+          + ", ".join(f"{tag} {value:.2f}" for tag, value in overlap.items()) + f" -> {out_dir}")
+
+
+def main(description: str, argv=None) -> None:
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="unused: the seeds are --seeds")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help=f"training seeds of both models (default {' '.join(map(str, DEFAULT_SEEDS))}; --smoke: "
+                             f"{' '.join(map(str, SMOKE_SEEDS))}); a seed whose run already finished is not retrained")
+    parser.add_argument("--out-dir", type=Path, default=paths.SEEDS_DIR,
+                        help="run folders <model>/seed_<k>/ and the tables and figure")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+                        help=f"{paths.CASES_SUMMARY} of {paths.CASES_PRODUCER}: its confidence threshold is used")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"seeds {' '.join(map(str, SMOKE_SEEDS))} with the training stages' smoke preset")
+    args = parser.parse_args(argv)
+    seeds = list(dict.fromkeys(args.seeds or (SMOKE_SEEDS if args.smoke else DEFAULT_SEEDS)))
+    if any(seed < 0 for seed in seeds):
+        parser.error("argument --seeds: seeds are non-negative integers")
+    run_main(lambda: seeds_study(args.data_dir, seeds, args.out_dir, args.cases_dir, args.device, args.smoke))
