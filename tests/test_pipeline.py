@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ def pipeline(subset_data, tmp_path_factory):
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 9
+    assert result.stdout.count("=== stage") == 10
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
@@ -306,7 +307,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/9 failure_analysis.py failed" in result.stderr
+    assert "stage 2/10 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
@@ -360,3 +361,22 @@ def test_most_confident_count_ignores_the_scale_of_the_confidences():
     for count in [10, 50, 200]:
         assert wrong_among_most_confident(soft, labels, count) == wrong_among_most_confident(sharp, labels, count)
     assert wrong_among_most_confident(soft, labels, 50) == wrong[np.argsort(-top)[:50]].sum()
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_a_real_browser(pipeline, tmp_path):
+    """experiments/report/index.html opened by headless Chromium (Debian's package, when installed): the page
+    loads its images from their relative paths and renders to a non-blank screenshot."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    workdir, _ = pipeline
+    page = workdir / "experiments" / "report" / "index.html"
+    screenshot = tmp_path / "report.png"
+    result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000",
+                             f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert screenshot.is_file(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=float)
+    assert pixels.std() > 10  # text, tables and figures, not an empty page

@@ -48,7 +48,8 @@ def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path, monkeypatch):
     assert {tuple(r) for r in per_seed[["model", "seed"]].to_numpy()} == {(m, s) for m in ["baseline", "improved"]
                                                                           for s in [0, 1]}
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary.model) == {"baseline", "improved", "baseline_minus_improved"} and (summary.threshold == 0.1).all()
+    assert set(summary.model) == {"baseline", "improved", "baseline_minus_improved"}
+    assert (summary.threshold == 0.1).all()
     tests = pd.read_csv(out / "mcnemar.csv")
     assert len(tests) == 2 and tests.mcnemar_exact_p.between(0, 1).all()
     for folder in ["baseline/seed_0", "improved/seed_1"]:

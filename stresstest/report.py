@@ -1,0 +1,254 @@
+"""The last stage (report.py): experiments/report/index.html, one static page that gathers every stage's
+tables and figures (images by relative path, no server, no network). A section whose stage has not run says
+which command makes it."""
+import html
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import atomic, paths
+from .cli import SEED_UNUSED, add_common_args, make_parser, run_main
+
+REPORT_DIR = paths.EXPERIMENTS / "report"
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.5rem; }
+table { border-collapse: collapse; margin: 0.6rem 0; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.3rem 0; }
+.missing { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5rem 1rem; }
+.cases { display: grid; grid-template-columns: 1fr; gap: 1rem; }
+.case { border: 1px solid #ddd; padding: 0.6rem; } .flag { color: #b00; font-weight: bold; }
+.note { color: #555; font-size: 0.9rem; }
+"""
+
+
+class Page:
+    """An HTML page built from sections; images and links are made relative to the page's folder."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.parts: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.add(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def paragraph(self, text: str, css: str = "") -> None:
+        self.add(f"<p class='{css}'>{html.escape(text)}</p>" if css else f"<p>{html.escape(text)}</p>")
+
+    def missing(self, what: str, command: str) -> None:
+        self.add(f"<div class='missing'>Not run yet: {html.escape(what)}. Run <code>{html.escape(command)}</code>."
+                 "</div>")
+
+    def image(self, path: Path, alt: str, width: str = "") -> bool:
+        if not Path(path).is_file():
+            return False
+        source = html.escape(os.path.relpath(Path(path).resolve(), self.out_dir.resolve()))
+        style = f" style='max-width:{width}'" if width else ""
+        self.add(f"<img src='{source}' alt='{html.escape(alt)}'{style}>")
+        return True
+
+    def table(self, frame: pd.DataFrame) -> None:
+        self.add(frame.to_html(index=False, border=0, float_format=lambda x: f"{x:.4g}", na_rep=""))
+
+    def render(self, title: str) -> str:
+        body = "\n".join(self.parts)
+        return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def read_csv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError):
+        return None
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def runs_section(page: Page) -> None:
+    page.heading("Training runs (study A)")
+    rows = []
+    for tag in paths.RUNS:
+        folder = paths.run_dir(tag)
+        config, info = read_json(folder / paths.CONFIG), read_json(folder / "run_info.json")
+        metrics = read_csv(folder / "metrics.csv")
+        if config is None or metrics is None:
+            page.missing(f"the {tag} run", f"python {paths.producer(tag)}")
+            continue
+        best = metrics[metrics.best.astype(bool)].iloc[-1]
+        rows.append({"run": tag, "label smoothing": config["label_smoothing"], "seed": config["seed"],
+                     "epochs": config["epochs"], "best epoch": int(best.epoch), "val acc": best.val_acc,
+                     "test acc (best)": best.test_acc, "device": (info or {}).get("device_name", ""),
+                     "precision": (info or {}).get("precision", ""),
+                     "split train/val/test": "/".join(str(v) for v in (info or {}).get("split_sizes", {}).values())})
+    if rows:
+        page.table(pd.DataFrame(rows))
+    for tag in paths.RUNS:
+        for name in ["accuracy_curve.png", "loss_curve.png"]:
+            page.image(paths.run_dir(tag) / name, f"{tag} {name}", "48%")
+
+
+def results_section(page: Page) -> None:
+    page.heading("Results on the test set: baseline against label smoothing")
+    summary = read_csv(paths.COMPARISON_DIR / "test_set_summary.csv")
+    if summary is None:
+        page.missing("the comparison", "python compare_models.py")
+        return
+    page.paragraph("One seed per model (the seeds section below has the spread over seeds). Accuracy with its "
+                   "Wilson 95% interval; McNemar's exact test on the paired predictions; confident failures both at "
+                   "the failure analysis's threshold and, fair to label smoothing (its target is 0.91), among each "
+                   "model's most confident answers, as many as the baseline gives at the threshold.", "note")
+    page.table(summary)
+    page.image(paths.COMPARISON_DIR / "confusion_matrices.png", "confusion matrices")
+
+
+def cases_section(page: Page) -> None:
+    page.heading("Confident failures of the baseline, explained by both models")
+    cases = read_csv(paths.CASES_DIR / "cases.csv")
+    summary = read_json(paths.CASES_DIR / paths.CASES_SUMMARY)
+    if cases is None or summary is None:
+        page.missing("the failure analysis", f"python {paths.CASES_PRODUCER}")
+        return
+    page.paragraph(f"{summary['confident_failures']} wrong answers at confidence >= {summary['threshold']} of "
+                   f"{summary['test_images']} test images (accuracy {summary['test_accuracy']:.4f}); "
+                   f"{len(cases)} saved; representative: {', '.join(summary['representative_cases'])} "
+                   f"({summary['representative_rule']}). Label issues: {summary.get('label_issues', 'n/a')} test "
+                   f"images flagged by cleanlab ({summary.get('label_issue_rule', '')}).", "note")
+    comparison = read_csv(paths.COMPARISON_DIR / "comparison_results.csv")
+    improved = {} if comparison is None else comparison.set_index("case").to_dict("index")
+    page.add("<div class='cases'>")
+    for row in cases.itertuples():
+        folder = paths.CASES_DIR / row.case
+        after = improved.get(row.case)
+        flag = " <span class='flag'>possible label error (cleanlab)</span>" if getattr(row, "label_issue", False) \
+            else ""
+        text = (f"{row.case} (test #{row.test_index}): true {row.true_label}, baseline {row.predicted_label} "
+                f"({row.confidence:.3f})")
+        if after:
+            text += f"; improved {after['improved_pred']} ({after['improved_confidence']:.3f})"
+        page.add(f"<div class='case'><b>{html.escape(text)}</b>{flag}<br>")
+        page.image(folder / "image.png", f"{row.case} image", "96px")
+        if not page.image(folder / "gradcam_side_by_side.png", f"{row.case} Grad-CAM side by side"):
+            for tag, explainer in paths.EXPLAINERS.items():
+                if not page.image(folder / f"gradcam_{tag}.png", f"{row.case} Grad-CAM {tag}", "48%"):
+                    page.missing(f"the {tag} model's Grad-CAM", f"python {explainer}")
+        for tag in paths.RUNS:
+            page.image(folder / f"occlusion_{tag}.png", f"{row.case} occlusion {tag}", "48%")
+        page.add("</div>")
+    page.add("</div>")
+    issues = read_csv(paths.CASES_DIR / "label_issues.csv")
+    if issues is not None and len(issues):
+        page.heading("Most suspicious test labels (cleanlab, lowest label quality first)", 3)
+        page.table(issues.head(15))
+
+
+def calibration_section(page: Page) -> None:
+    page.heading("Calibration and selective prediction")
+    metrics = read_csv(paths.CALIBRATION_DIR / "calibration_metrics.csv")
+    if metrics is None:
+        page.missing("calibration", "python calibration.py")
+        return
+    page.table(metrics)
+    selective = read_csv(paths.CALIBRATION_DIR / "selective_prediction.csv")
+    if selective is not None:
+        page.table(selective)
+    page.image(paths.CALIBRATION_DIR / "reliability_diagrams.png", "reliability diagrams")
+    page.image(paths.CALIBRATION_DIR / "risk_coverage.png", "risk-coverage curves")
+
+
+def robustness_section(page: Page) -> None:
+    page.heading("Corruptions and occlusion")
+    summary = read_csv(paths.ROBUSTNESS_DIR / "robustness_summary.csv")
+    if summary is None:
+        page.missing("the robustness stage", "python robustness.py")
+        return
+    page.table(summary)
+    page.image(paths.ROBUSTNESS_DIR / "accuracy_vs_severity.png", "accuracy against severity")
+    page.image(paths.ROBUSTNESS_DIR / "corruption_examples.png", "corruption examples")
+    occlusion = read_csv(paths.ROBUSTNESS_DIR / "occlusion_gradcam.csv")
+    if occlusion is not None and len(occlusion):
+        agreement = occlusion.groupby("model").spearman.agg(["count", "median", "mean"]).reset_index()
+        page.paragraph("Occlusion sensitivity against Grad-CAM, Spearman rank correlation over the saved cases:",
+                       "note")
+        page.table(agreement)
+
+
+def seeds_section(page: Page) -> None:
+    page.heading("Several seeds: intervals and tests")
+    summary = read_csv(paths.SEEDS_DIR / "summary.csv")
+    if summary is None:
+        page.missing("the seeds study", "python seeds.py")
+        return
+    page.table(summary)
+    tests = read_csv(paths.SEEDS_DIR / "mcnemar.csv")
+    if tests is not None:
+        page.table(tests)
+    page.image(paths.SEEDS_DIR / "seeds.png", "seeds")
+
+
+def explanation_checks_section(page: Page) -> None:
+    page.heading("Explanation checks")
+    if not paths.EXPLANATIONS_DIR.is_dir():
+        page.add("<div class='missing'>Not available yet: ROAD, the model-randomisation check and map agreement "
+                 "(issue 9, part 3) have no stage in this version.</div>")
+        return
+    for table in sorted(paths.EXPLANATIONS_DIR.glob("*.csv")):
+        page.heading(table.stem.replace("_", " "), 3)
+        page.table(read_csv(table))
+    for figure in sorted(paths.EXPLANATIONS_DIR.glob("*.png")):
+        page.image(figure, figure.stem)
+
+
+def probing_section(page: Page) -> None:
+    page.heading("Study B: frozen pretrained backbones")
+    folders = sorted(p for p in paths.PROBING_DIR.glob("*") if (p / "probe_accuracy.csv").is_file()) \
+        if paths.PROBING_DIR.is_dir() else []
+    if not folders:
+        page.missing("study B", "python probing/baseline_knn.py --model efficientnet_lite0")
+        return
+    rows = []
+    for folder in folders:
+        for row in read_csv(folder / "probe_accuracy.csv").itertuples():
+            rows.append({"model": folder.name, "head": row.head, "accuracy": row.accuracy, "n": row.test_images})
+    page.table(pd.DataFrame(rows))
+    for folder in folders:
+        for name in ["confusion_matrices.png", "centroid_similarity.png", "tsne.png"]:
+            page.image(folder / name, f"{folder.name} {name}", "48%")
+
+
+SECTIONS = [runs_section, results_section, cases_section, calibration_section, robustness_section, seeds_section,
+            explanation_checks_section, probing_section]
+
+
+def write_report(out_dir: Path) -> Path:
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    page = Page(out_dir)
+    page.heading("cnn-stress-testing report", 1)
+    page.paragraph(f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files under {Path.cwd()}. Every number "
+                   "comes with its n; single-seed differences are called so.", "note")
+    for section in SECTIONS:
+        section(page)
+    target = out_dir / "index.html"
+    atomic.write_text(target, page.render("cnn-stress-testing report"))
+    return target
+
+
+def main(description: str, argv=None) -> None:
+    parser = make_parser(description)
+    add_common_args(parser, seed_help=SEED_UNUSED)
+    parser.add_argument("--out-dir", type=Path, default=REPORT_DIR, help="where index.html goes")
+    args = parser.parse_args(argv)
+    run_main(lambda: print(f"report -> {write_report(args.out_dir)}"))

@@ -1,0 +1,41 @@
+"""The report page: every section says how to make it when its stage has not run, and every image it shows
+exists (relative paths from experiments/report/)."""
+import re
+from pathlib import Path
+
+from conftest import run_stage_in_process, write_checkpoint
+
+
+def image_sources(page: Path) -> list[str]:
+    return re.findall(r"<img src='([^']+)'", page.read_text())
+
+
+def test_report_of_nothing_names_every_missing_stage(tmp_path):
+    result = run_stage_in_process("report.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "experiments" / "report" / "index.html").read_text()
+    for command in ["python train.py", "python improvement.py", "python compare_models.py",
+                    "python failure_analysis.py", "python calibration.py", "python robustness.py", "python seeds.py",
+                    "python probing/baseline_knn.py"]:
+        assert f"<code>{command}" in text, command
+    assert image_sources(tmp_path / "experiments" / "report" / "index.html") == []
+
+
+def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
+    for stage, args in [("failure_analysis.py", ["--threshold", "0", "--max-cases", "3"]), ("explainability.py", []),
+                        ("explainability_improved.py", []), ("compare_models.py", [])]:
+        result = run_stage_in_process(stage, "--data-dir", tiny_data, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("report.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = tmp_path / "experiments" / "report" / "index.html"
+    sources = image_sources(page)
+    assert all((page.parent / source).is_file() for source in sources)
+    for case in ["case_00", "case_01", "case_02"]:
+        assert f"../../failure_cases/baseline/{case}/image.png" in sources
+        assert f"../../failure_cases/baseline/{case}/gradcam_side_by_side.png" in sources
+    assert "../comparison/confusion_matrices.png" in sources
+    text = page.read_text()
+    assert "McNemar" in text and "<code>python calibration.py" in text
