@@ -1,7 +1,8 @@
 """Studies A and C in one command: the stages in order, stopping at the first that fails.
 
 train.py -> failure_analysis.py -> explainability.py -> improvement.py -> compare_models.py
--> explainability_improved.py (study A) -> calibration.py -> robustness.py -> seeds.py (study C)
+-> explainability_improved.py (study A) -> calibration.py -> robustness.py -> explanation_checks.py -> seeds.py
+(study C)
 -> report.py (experiments/report/index.html). Each stage reads the files of the stages before it.
 """
 import subprocess
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parent
 # (script, whether it has a --smoke preset)
 STAGES = [("train.py", True), ("failure_analysis.py", True), ("explainability.py", False),
           ("improvement.py", True), ("compare_models.py", False), ("explainability_improved.py", False),
-          ("calibration.py", False), ("robustness.py", True), ("seeds.py", True),
+          ("calibration.py", False), ("robustness.py", True), ("explanation_checks.py", True),
+          ("seeds.py", True),
           ("report.py", False)]
 NAMES = [name for name, _ in STAGES]
 

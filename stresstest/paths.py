@@ -20,7 +20,7 @@ COMPARISON_DIR = EXPERIMENTS / "comparison"
 CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
 ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
 SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
-EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation checks (not yet a stage)
+EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation_checks.py
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

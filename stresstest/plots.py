@@ -289,3 +289,19 @@ def seeds_figure(per_seed, summary, metrics: list[str], count: int):
                     fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def randomisation_figure(image: np.ndarray, cascade: dict, title: str):
+    """One row per model: the original Grad-CAM, then the map after each step of the re-initialisation cascade.
+    cascade: {model: {step: cam}}."""
+    steps = list(next(iter(cascade.values())))
+    figure, axes = plt.subplots(len(cascade), len(steps), figsize=(2.4 * len(steps), 2.7 * len(cascade)), dpi=100,
+                                squeeze=False)
+    for row, (model, maps) in enumerate(cascade.items()):
+        for column, step in enumerate(steps):
+            axes[row, column].imshow(overlay(image, maps[step]))
+            axes[row, column].set_title(f"{model}\n{step}" if column == 0 else step, fontsize=9)
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

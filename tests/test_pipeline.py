@@ -40,7 +40,7 @@ def pipeline(subset_data, tmp_path_factory):
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 10
+    assert result.stdout.count("=== stage") == 11
     return workdir, load_cifar10(subset_data, quiet=True)
 
 
@@ -307,7 +307,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/10 failure_analysis.py failed" in result.stderr
+    assert "stage 2/11 failure_analysis.py failed" in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):

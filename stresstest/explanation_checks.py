@@ -1,0 +1,190 @@
+"""Study C (explanation_checks.py): is Grad-CAM faithful? Measured on the saved failure cases and a random
+sample of test images both models get right, for both models, at the layer the explanation stages used:
+
+- ROAD (Rong et al. 2022) through pytorch_grad_cam.metrics.road: the fall of the explained class's probability
+  when the most relevant pixels are imputed (MoRF) against when the least relevant are (LeRF), averaged over
+  percentiles; combined = (LeRF - MoRF) / 2, higher is more faithful, beside the same score of random maps.
+- The model-randomisation sanity check (Adebayo et al. 2018): layers re-initialised cascading from the head
+  down; Spearman rank correlation of each image's map with its original (a faithful method decorrelates).
+- Agreement of the two models' maps of the same image and class (the true class): Spearman and the overlap
+  (IoU) of their top 20% pixels, against pairs of different images (CIFAR maps share a centre bias)."""
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_grad_cam.metrics.road import ROADCombined
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+from scipy.stats import spearmanr
+
+from . import atomic, paths
+from .cases import read_cases
+from .checkpoint import load_classifier
+from .cli import add_common_args, make_parser, non_negative_int, run_main
+from .data import load_cifar10
+from .device import pick_precision, resolve_device
+from .errors import UserError
+from .gradcam import gradcam_on_device
+from .plots import randomisation_figure, save
+from .predict import checkpoint_normalizer, probabilities
+
+PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]  # the package's defaults
+CORRECT_IMAGES = 100
+TOP_SHARE = 0.2
+SMOKE = {"correct_images": 16, "percentiles": [20, 50, 80]}
+CASCADE = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]  # head first; conv1 with its bn1
+
+
+def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of each pair of maps (N, H, W); nan where a map is flat."""
+    return np.array([spearmanr(a.ravel(), b.ravel())[0] if np.ptp(a) and np.ptp(b) else np.nan
+                     for a, b in zip(first, second)])
+
+
+def top_overlap(first: np.ndarray, second: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
+    """IoU of the top `share` pixels of each pair of maps."""
+    def top(maps):
+        flat = maps.reshape(len(maps), -1)
+        cut = np.quantile(flat, 1 - share, axis=1, keepdims=True)
+        return flat >= cut
+    a, b = top(first), top(second)
+    return (a & b).sum(1) / np.maximum((a | b).sum(1), 1)
+
+
+def mean_interval(values: np.ndarray, rng: np.random.Generator, resamples: int = 1000) -> tuple[float, float, float]:
+    """Mean and 95% bootstrap percentile interval, ignoring nan."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = rng.choice(values, (resamples, len(values))).mean(1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def road_scores(model, inputs: torch.Tensor, maps: np.ndarray, classes: np.ndarray, percentiles: list[int],
+                seed: int) -> np.ndarray:
+    """ROAD combined score per image (the package's classes; its imputation noise drawn from `seed`)."""
+    torch.manual_seed(seed)
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the package's np.float32 over tensors (numpy 2)
+        return ROADCombined(percentiles=percentiles)(inputs, maps, targets, model)
+
+
+def randomised(model: torch.nn.Module, layers: list[str], seed: int) -> torch.nn.Module:
+    """A copy of `model` whose `layers` (and conv1's bn1) are re-initialised."""
+    copy_ = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for name in layers:
+        for module_name in [name, "bn1"] if name == "conv1" else [name]:
+            for module in copy_.get_submodule(module_name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
+    return copy_.eval()
+
+
+def explanation_checks(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path, device_name: str,
+                       seed: int, correct_count: int, percentiles: list[int]) -> None:
+    device = resolve_device(device_name)
+    cases = read_cases(cases_dir)
+    maps_file = cases[0]["path"] / f"gradcam_{next(iter(paths.RUNS))}.npz"
+    if not maps_file.is_file():
+        raise UserError(f"{maps_file} not found: run {paths.EXPLAINERS[next(iter(paths.RUNS))]} first")
+    with np.load(maps_file) as stored:
+        layer = str(stored["layer"])  # decided by the explanation stage
+    data = load_cifar10(data_dir)
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
+    images = torch.from_numpy(data.test_images).to(device)
+    labels = data.test_labels
+    precision = pick_precision(device)
+    predicted = {tag: probabilities(model, ckpt, images, precision).argmax(1).cpu().numpy()
+                 for tag, (model, ckpt) in models.items()}
+    case_index = np.array([int(case["test_index"]) for case in cases])
+    right_for_both = np.flatnonzero(np.logical_and.reduce([p == labels for p in predicted.values()]))
+    rng = np.random.default_rng(seed)
+    correct_index = np.sort(rng.choice(right_for_both, min(correct_count, len(right_for_both)), replace=False))
+    sets = {name: index for name, index in [("failure_cases", case_index), ("correct", correct_index)] if len(index)}
+    print(f"Grad-CAM on {layer}: {len(case_index)} saved cases and {len(correct_index)} test images both models "
+          f"get right", flush=True)
+
+    road_rows, cascade_rows, agreement_rows, true_maps, cascade_maps = [], [], [], {}, {}
+    for tag, (model, checkpoint) in models.items():
+        normalize = checkpoint_normalizer(checkpoint, device)
+        target_layer = model.get_submodule(layer)
+        for set_name, index in sets.items():
+            inputs = normalize(images[index])
+            classes = predicted[tag][index]
+            maps, _ = gradcam_on_device(model, inputs, classes, target_layer, 128)
+            random_maps = rng.random(maps.shape).astype(np.float32)
+            for kind, kind_maps in [("gradcam", maps), ("random", random_maps)]:
+                scores = road_scores(model, inputs, kind_maps, classes, percentiles, seed)
+                mean, low, high = mean_interval(scores, rng)
+                road_rows.append({"model": tag, "images": set_name, "map": kind, "n": len(index),
+                                  "road_combined": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
+            # the cascade on every image of this set, explaining the original model's prediction
+            steps = {"original": maps}
+            for depth in range(1, len(CASCADE) + 1):
+                broken = randomised(model, CASCADE[:depth], seed)
+                steps[f"up to {CASCADE[depth - 1]}"], _ = gradcam_on_device(
+                    broken, inputs, classes, broken.get_submodule(layer), 128)
+            for step, step_maps in list(steps.items())[1:]:
+                mean, low, high = mean_interval(rank_correlations(maps, step_maps), rng)
+                cascade_rows.append({"model": tag, "images": set_name, "randomised": step, "n": len(index),
+                                     "spearman_with_original": round(mean, 6), "low95": round(low, 6),
+                                     "high95": round(high, 6)})
+            if set_name == "failure_cases":
+                cascade_maps[tag] = {step: step_maps[0] for step, step_maps in steps.items()}
+            true_maps[tag, set_name], _ = gradcam_on_device(model, inputs, labels[index], target_layer, 128)
+    for set_name, index in sets.items():
+        first, second = (true_maps[tag, set_name] for tag in paths.RUNS)
+        shuffled = np.roll(np.arange(len(index)), 1)  # every map against another image's map
+        for pairing, other in [("same image", second), ("different images", second[shuffled])]:
+            for measure, values in [("spearman", rank_correlations(first, other)),
+                                    (f"top{int(TOP_SHARE * 100)}_iou", top_overlap(first, other))]:
+                mean, low, high = mean_interval(values, rng)
+                agreement_rows.append({"images": set_name, "pairing": pairing, "measure": measure, "n": len(index),
+                                       "mean": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
+    tables = {"road.csv": road_rows, "randomisation.csv": cascade_rows, "agreement.csv": agreement_rows}
+    for name, rows in tables.items():
+        atomic.write_csv(out_dir / name, rows, list(rows[0]))
+    first_case = cases[0]
+    save(out_dir / "randomisation.png", randomisation_figure(
+        data.test_images[int(first_case["test_index"])].transpose(1, 2, 0), cascade_maps,
+        f"{first_case['case']} (test #{first_case['test_index']}): Grad-CAM on {layer} as layers are re-initialised "
+        "from the head down"))
+    road = pd.DataFrame(road_rows)
+    for row in road.itertuples():
+        print(f"ROAD {row.model:9s} {row.images:13s} {row.map:8s} {row.road_combined:+.4f} "
+              f"[{row.low95:+.4f}, {row.high95:+.4f}] (n={row.n})")
+    for row in pd.DataFrame(agreement_rows).itertuples():
+        print(f"agreement {row.images:13s} {row.pairing:16s} {row.measure:9s} {row.mean:.3f} "
+              f"[{row.low95:.3f}, {row.high95:.3f}]")
+    print(f"-> {out_dir}")
+
+
+def main(description: str, argv=None) -> None:
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of the sample of correct images, the random maps, ROAD's imputation "
+                                      "noise, the re-initialised layers and the bootstrap")
+    for tag in paths.RUNS:
+        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
+                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+                        help=f"case_XX folders of {paths.CASES_PRODUCER} with the Grad-CAM maps (their layer is used)")
+    parser.add_argument("--out-dir", type=Path, default=paths.EXPLANATIONS_DIR, help="where tables and figures go")
+    parser.add_argument("--correct-images", type=non_negative_int,
+                        help=f"test images both models get right, sampled (default {CORRECT_IMAGES}; --smoke: "
+                             f"{SMOKE['correct_images']})")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"fewer images and ROAD percentiles {' '.join(map(str, SMOKE['percentiles']))}")
+    args = parser.parse_args(argv)
+    correct = args.correct_images if args.correct_images is not None else (
+        SMOKE["correct_images"] if args.smoke else CORRECT_IMAGES)
+    percentiles = SMOKE["percentiles"] if args.smoke else PERCENTILES
+    checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
+    run_main(lambda: explanation_checks(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device,
+                                        args.seed, correct, percentiles))

@@ -1,0 +1,78 @@
+"""Explanation checks: ROAD tells a faithful map from an unfaithful one, the randomisation cascade re-initialises
+exactly the layers named, the agreement measures on known answers, and the stage on generated data."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import run_stage_in_process, write_checkpoint
+from models import build_model
+from stresstest.explanation_checks import randomised, rank_correlations, road_scores, top_overlap
+
+
+class CornerModel(nn.Module):
+    """Class 0's logit grows with the red of the top-left 8x8 corner: only that corner matters."""
+
+    def forward(self, x):
+        corner = x[:, 0, :8, :8].mean((1, 2))
+        return torch.stack([4 * corner] + [torch.zeros_like(corner)] * 9, 1)
+
+
+def test_road_prefers_the_map_that_points_at_what_matters():
+    torch.manual_seed(0)
+    inputs = torch.randn(6, 3, 32, 32) * 0.3
+    inputs[:, 0, :8, :8] = 2.0  # a bright corner: class 0 is confident
+    faithful = np.zeros((6, 32, 32), np.float32)
+    faithful[:, :8, :8] = 1.0
+    faithful += np.random.default_rng(0).random(faithful.shape).astype(np.float32) * 0.01  # break ties
+    wrong = faithful[:, ::-1, ::-1].copy()  # the opposite corner
+    classes = np.zeros(6, int)
+    good = road_scores(CornerModel(), inputs, faithful, classes, [20, 50, 80], seed=0)
+    bad = road_scores(CornerModel(), inputs, wrong, classes, [20, 50, 80], seed=0)
+    assert good.shape == (6,) and (good > bad).all() and good.mean() > 0.05
+
+
+def test_randomised_resets_only_the_named_layers():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    broken = randomised(model, ["fc", "layer4"], seed=1)
+    after = broken.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    changed = {k.split(".")[0] for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])}
+    assert changed == {"fc", "layer4"}
+
+
+def test_agreement_measures_on_known_answers():
+    maps = np.random.default_rng(0).random((3, 32, 32))
+    np.testing.assert_allclose(rank_correlations(maps, maps), 1)
+    np.testing.assert_allclose(rank_correlations(maps, -maps), -1)
+    np.testing.assert_allclose(top_overlap(maps, maps), 1)
+    flipped = maps.reshape(3, -1)
+    assert (top_overlap(maps, (flipped.max(1, keepdims=True) - flipped).reshape(maps.shape)) == 0).all()
+    assert np.isnan(rank_correlations(np.zeros((1, 4, 4)), maps[:1, :4, :4])[0])
+
+
+@pytest.mark.slow
+def test_explanation_checks_stage_on_generated_data(tiny_data, tmp_path):
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
+    for stage, args in [("failure_analysis.py", ["--threshold", "0", "--max-cases", "3"]),
+                        ("explainability.py", ["--layer", "layer4"]),
+                        ("explainability_improved.py", ["--layer", "layer4"])]:
+        result = run_stage_in_process(stage, "--data-dir", tiny_data, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("explanation_checks.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
+                                  "--correct-images", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Grad-CAM on layer4" in result.stdout  # the explanation stage's layer
+    out = tmp_path / "experiments" / "explanations"
+    road = pd.read_csv(out / "road.csv")
+    assert set(road["map"]) == {"gradcam", "random"} and set(road.model) == {"baseline", "improved"}
+    cascade = pd.read_csv(out / "randomisation.csv")
+    assert list(cascade[(cascade.model == "baseline") & (cascade.images == "failure_cases")].randomised) == [
+        "up to fc", "up to layer4", "up to layer3", "up to layer2", "up to layer1", "up to conv1"]
+    agreement = pd.read_csv(out / "agreement.csv")
+    assert set(agreement.pairing) == {"same image", "different images"}
+    assert (out / "randomisation.png").is_file()
