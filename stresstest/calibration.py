@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 
 from . import atomic, paths
 from .checkpoint import load_classifier
-from .cli import add_common_args, make_parser, run_main
+from .cli import add_checkpoint_args, add_common_args, checkpoints_from, make_parser, run_main
 from .data import load_cifar10, split_validation
 from .device import pick_precision, resolve_device
 from .errors import UserError
@@ -195,10 +195,8 @@ def calibrate(data_dir: Path, checkpoints: dict, out_dir: Path, device_name: str
 def main(description: str, argv=None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals")
-    for tag in paths.RUNS:
-        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
-                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+    add_checkpoint_args(parser)
     parser.add_argument("--out-dir", type=Path, default=paths.CALIBRATION_DIR, help="where tables and figures go")
     args = parser.parse_args(argv)
-    checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
+    checkpoints = checkpoints_from(args)
     run_main(lambda: calibrate(args.data_dir, checkpoints, args.out_dir, args.device, args.seed))

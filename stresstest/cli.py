@@ -3,6 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import paths
 from .errors import UserError
 
 
@@ -86,3 +87,15 @@ def run_main(main) -> None:
         print("interrupted: outputs written so far are complete; rerun (training: with --resume) to continue",
               file=sys.stderr)
         sys.exit(130)
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """--baseline and --improved: the two study A checkpoints, at their usual places by default."""
+    for tag in paths.RUNS:
+        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
+                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+
+
+def checkpoints_from(args: argparse.Namespace) -> dict:
+    """{tag: checkpoint path} of add_checkpoint_args's flags."""
+    return {tag: getattr(args, tag) for tag in paths.RUNS}

@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from . import atomic, paths
 from .cases import read_cases
 from .checkpoint import load_classifier
-from .cli import add_common_args, make_parser, non_negative_int, run_main
+from .cli import add_checkpoint_args, add_common_args, checkpoints_from, make_parser, non_negative_int, run_main
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
 from .errors import UserError
@@ -170,9 +170,7 @@ def main(description: str, argv=None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the sample of correct images, the random maps, ROAD's imputation "
                                       "noise, the re-initialised layers and the bootstrap")
-    for tag in paths.RUNS:
-        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
-                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+    add_checkpoint_args(parser)
     parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
                         help=f"case_XX folders of {paths.CASES_PRODUCER} with the Grad-CAM maps (their layer is used)")
     parser.add_argument("--out-dir", type=Path, default=paths.EXPLANATIONS_DIR, help="where tables and figures go")
@@ -185,6 +183,6 @@ def main(description: str, argv=None) -> None:
     correct = args.correct_images if args.correct_images is not None else (
         SMOKE["correct_images"] if args.smoke else CORRECT_IMAGES)
     percentiles = SMOKE["percentiles"] if args.smoke else PERCENTILES
-    checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
+    checkpoints = checkpoints_from(args)
     run_main(lambda: explanation_checks(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device,
                                         args.seed, correct, percentiles))

@@ -17,7 +17,8 @@ from .calibration import expected_calibration_error, negative_log_likelihood
 from .cases import read_cases
 from .checkpoint import load_classifier
 from .cifar10c import corrupted_images, read_cifar10c
-from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
+from .cli import (add_checkpoint_args, add_common_args, checkpoints_from, make_parser, non_negative_int, positive_int,
+                  run_main)
 from .corruptions import NAMES, SEVERITIES
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
@@ -240,9 +241,7 @@ def main(description: str, argv=None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the corruptions computed here (one generator per corruption and "
                                       "severity)")
-    for tag in paths.RUNS:
-        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
-                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+    add_checkpoint_args(parser)
     parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
                         help=f"case_XX folders of {paths.CASES_PRODUCER}, with both models' Grad-CAM maps")
     parser.add_argument("--out-dir", type=Path, default=paths.ROBUSTNESS_DIR, help="where tables and figures go")
@@ -276,7 +275,7 @@ def main(description: str, argv=None) -> None:
     severities = args.severity or (SMOKE["severities"] if args.smoke else SEVERITIES)
     max_images = args.max_images if args.max_images is not None else (SMOKE["images"] if args.smoke else 0)
     stride = args.stride or (SMOKE["stride"] if args.smoke else OCCLUSION_STRIDE)
-    checkpoints = {tag: getattr(args, tag) for tag in paths.RUNS}
+    checkpoints = checkpoints_from(args)
     run_main(lambda: robustness(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device, args.seed,
                                 list(dict.fromkeys(args.corruption)), list(dict.fromkeys(severities)), max_images,
                                 args.cifar10c_dir, args.patch, stride, list(dict.fromkeys(args.backbone)),
