@@ -44,8 +44,8 @@ def test_deterministic_corruptions_equal_the_published_formula(name, severity, r
                                   for name in NAMES if name not in DETERMINISTIC])  # its reference: seconds
 def test_random_corruptions_are_as_strong_as_the_published_formula(name, severity, real_images):
     """Different random draws, the same formula: the mean change of the images agrees with the per-image
-    numpy reference (tolerance from the spread of 400 images' changes: a few standard errors)."""
-    images = np.concatenate([real_images] * (400 // len(real_images) + 1))[:400]
+    numpy reference (tolerance from the spread of 256 images' changes: a few standard errors)."""
+    images = np.concatenate([real_images] * 4)
     change = np.abs(ours(images, name, severity).astype(float) - images).mean((1, 2, 3))
     reference = np.abs(corrupt_one_by_one(images, name, PARAMETERS[name][severity - 1]).astype(float)
                        - images).mean((1, 2, 3))
