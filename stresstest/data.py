@@ -135,18 +135,21 @@ def pad_for_crop(images: torch.Tensor, padding: int = CROP_PADDING) -> torch.Ten
 
 
 def random_crop_flip(padded: torch.Tensor, indices: torch.Tensor, generator: torch.Generator,
-                     padding: int = CROP_PADDING) -> torch.Tensor:
+                     padding: int = CROP_PADDING, keep: slice = slice(None)) -> torch.Tensor:
     """Random crop (from a `padding`-padded image) and horizontal flip, drawn independently per image.
 
     One gather on the device instead of a per-sample PIL transform: the crop offsets and the flip
     are folded into row/column index grids, so the cost is a single uint8 copy of the batch.
+    The draws are made for all of `indices` and only the images in `keep` are returned: each process of a
+    data-parallel run keeps its share of one global batch, augmented exactly as one process would.
     """
     device = padded.device
     size = padded.shape[-1] - 2 * padding
     count = indices.numel()
-    top = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)
-    left = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)
-    flip = torch.randint(0, 2, (count, 1), device=device, generator=generator).bool()
+    top = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)[keep]
+    left = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)[keep]
+    flip = torch.randint(0, 2, (count, 1), device=device, generator=generator).bool()[keep]
+    indices = indices[keep]
     steps = torch.arange(size, device=device)
     rows = top[:, None] + steps
     cols = left[:, None] + torch.where(flip, size - 1 - steps, steps)

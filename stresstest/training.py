@@ -22,7 +22,8 @@ from .cli import (add_common_args, make_parser, non_negative_int, open_fraction,
                   run_main, unit_interval)
 from .data import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
                    split_validation)
-from .device import autocast, cpu_name, pick_precision, resolve_device, synchronize
+from .device import autocast, cpu_name, pick_precision, synchronize
+from .distributed import Ranks, all_sum, barrier, finish, start
 from .errors import UserError
 from .plots import plot_curves
 from .predict import loss_and_accuracy, predict_logits
@@ -84,10 +85,11 @@ def best_row(rows: list[dict]) -> dict:
 class Trainer:
     """Holds the device-resident data, model and optimizer of one run; one call to `fit` trains it."""
 
-    def __init__(self, config: TrainConfig, data_dir: Path, out_dir: Path, device: torch.device):
-        self.config, self.out_dir, self.device = config, out_dir, device
+    def __init__(self, config: TrainConfig, data_dir: Path, out_dir: Path, device: torch.device,
+                 ranks: Ranks = Ranks()):
+        self.config, self.out_dir, self.device, self.ranks = config, out_dir, device, ranks
         self.precision = pick_precision(device, config.precision)
-        data = load_cifar10(data_dir)
+        data = load_cifar10(data_dir, quiet=not ranks.main)
         self.class_names = data.class_names
         train_images, train_labels = data.train_images, data.train_labels
         if config.max_train_images:
@@ -108,11 +110,21 @@ class Trainer:
         self.normalize = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
         self.split_sizes = {"train": len(train_idx), "val": len(val_idx), "test": len(data.test_labels)}
 
-        self.batch_size = min(config.batch_size, len(train_idx))
+        self.batch_size = min(config.batch_size, len(train_idx))  # the global batch, over all processes
+        if self.batch_size % ranks.world:
+            raise UserError(f"--batch-size {self.batch_size} does not split evenly among {ranks.world} processes; "
+                            f"choose a multiple of {ranks.world}")
+        self.rank_batch = self.batch_size // ranks.world
         self.steps_per_epoch = len(train_idx) // self.batch_size  # drop the ragged last batch
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # the same initial weights in every process
         self.model = build_model(config.arch, len(self.class_names)).to(device, memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        replica = self.model
+        if ranks.world > 1:
+            if device.type == "cuda":  # batch statistics over the global batch; on CPUs (gloo) they stay per process
+                replica = torch.nn.SyncBatchNorm.convert_sync_batchnorm(replica)
+            replica = torch.nn.parallel.DistributedDataParallel(
+                replica, device_ids=[device.index] if device.type == "cuda" else None)
+        self.forward = torch.compile(replica) if config.compile else replica
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -145,11 +157,13 @@ class Trainer:
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
 
     def train_step(self, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step on the training images `batch` (indices), augmented on the device.
+        """One SGD step on the global batch `batch` (training image indices), augmented on the device; this
+        process takes its own equal share (all of it in a one-process run), DDP averages the gradients.
 
-        Returns the loss and the number of correct predictions as device tensors (no host sync)."""
-        images = self.normalize(random_crop_flip(self.train_padded, batch, generator))
-        labels = self.train_labels[batch]
+        Returns this process's mean loss and number of correct predictions as device tensors (no host sync)."""
+        share = slice(self.ranks.rank * self.rank_batch, (self.ranks.rank + 1) * self.rank_batch)
+        images = self.normalize(random_crop_flip(self.train_padded, batch, generator, keep=share))
+        labels = self.train_labels[batch[share]]
         with autocast(self.device, self.precision):
             logits = self.forward(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
@@ -166,21 +180,23 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}", leave=False,
-                   disable=not sys.stderr.isatty(), unit="batch")
+                   disable=not (sys.stderr.isatty() and self.ranks.main), unit="batch")
         started = time.perf_counter()
         for step in range(self.steps_per_epoch):
             loss, hits = self.train_step(order[step * self.batch_size:(step + 1) * self.batch_size], generator)
-            loss_sum += loss * self.batch_size
+            loss_sum += loss * self.rank_batch
             correct += hits
             if (step + 1) % LOSS_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
-                self._check_finite(loss_sum.item(), epoch)
-                bar.set_postfix(loss=f"{loss_sum.item() / ((step + 1) * self.batch_size):.3f}")
+                running = all_sum(loss_sum.clone(), self.ranks).item()  # every process stops together
+                self._check_finite(running, epoch)
+                bar.set_postfix(loss=f"{running / ((step + 1) * self.batch_size):.3f}")
             bar.update()
         synchronize(self.device)
         seconds = time.perf_counter() - started
         bar.close()
         seen = self.steps_per_epoch * self.batch_size
-        return loss_sum.item() / seen, correct.item() / seen, seconds
+        # counts summed over the processes, not per-process averages
+        return all_sum(loss_sum, self.ranks).item() / seen, all_sum(correct, self.ranks).item() / seen, seconds
 
     def _check_finite(self, loss_sum: float, epoch: int) -> None:
         if not math.isfinite(loss_sum):
@@ -196,8 +212,11 @@ class Trainer:
         for epoch in range(len(self.rows) + 1, self.config.epochs + 1):
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc, seconds = self._train_epoch(epoch)
-            val_loss, val_acc = self._evaluate(self.val_images, self.val_labels)
-            test_loss, test_acc = self._evaluate(self.test_images, self.test_labels)
+            if self.ranks.main:  # the replicas are equal: one process evaluates
+                val_loss, val_acc = self._evaluate(self.val_images, self.val_labels)
+                test_loss, test_acc = self._evaluate(self.test_images, self.test_labels)
+            else:
+                val_loss = val_acc = test_loss = test_acc = math.nan
             is_best = self._is_better(val_acc, val_loss)
             row = {"epoch": epoch, "lr": round(lr, 6), "train_loss": round(train_loss, 5),
                    "train_acc": round(train_acc, 5), "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
@@ -206,9 +225,12 @@ class Trainer:
                    "train_images_per_s": round(self.steps_per_epoch * self.batch_size / seconds, 1),
                    "best": int(is_best)}
             self.rows.append(row)
-            # Order matters for resume: best checkpoint, then loop state, then the CSV and plots.
             if is_best:
                 self.best_val = (val_acc, val_loss)
+            if not self.ranks.main:  # one process writes and prints
+                continue
+            # Order matters for resume: best checkpoint, then loop state, then the CSV and plots.
+            if is_best:
                 self._save_best(epoch, row)
             atomic.save_torch(self.out_dir / STATE_FILE, self.state())
             atomic.write_csv(self.out_dir / "metrics.csv", self.rows, METRIC_FIELDS)
@@ -216,7 +238,7 @@ class Trainer:
             print(f"epoch {epoch:3d}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
                   f"{row['train_images_per_s']:.0f} img/s{'  *best' if is_best else ''}", flush=True)
-        return best_row(self.rows)
+        return best_row(self.rows) if self.ranks.main else {}
 
     def _save_best(self, epoch: int, row: dict) -> None:
         checkpoint = classifier_checkpoint(
@@ -228,14 +250,25 @@ class Trainer:
 
 def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto",
           resume: bool = False) -> None:
-    """Train (or resume) one run into out_dir."""
-    out_dir = atomic.ensure_writable_dir(Path(out_dir))  # also clears temporaries a killed run left
+    """Train (or resume) one run into out_dir; under torchrun, data-parallel over its processes."""
+    ranks, device = start(device_name)
+    try:
+        train_on(ranks, device, config, data_dir, Path(out_dir), resume)
+    finally:
+        finish(ranks)
+
+
+def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: Path, out_dir: Path,
+             resume: bool) -> None:
+    say = print if ranks.main else (lambda *args, **kwargs: None)
+    if ranks.main:
+        atomic.ensure_writable_dir(out_dir)  # also clears temporaries a killed run left
+    barrier(ranks)
     state = None
     state_path = out_dir / STATE_FILE
     if resume and not state_path.is_file():
         # Killed before its first epoch ended (or never started): the same command must be safe to repeat.
-        print(f"--resume: nothing saved in {out_dir} yet (no {STATE_FILE}); starting the run afresh",
-              file=sys.stderr)
+        say(f"--resume: nothing saved in {out_dir} yet (no {STATE_FILE}); starting the run afresh", file=sys.stderr)
         resume = False
     if resume:
         try:
@@ -245,26 +278,30 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
             raise UserError(f"--resume: {state_path} is unreadable ({type(error).__name__}); "
                             "run without --resume to start afresh") from None
         if state["epoch"] >= saved.epochs:
-            print(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
+            say(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
             return
-        print(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
-              "(training flags given now are ignored)", file=sys.stderr)
+        say(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
+            "(training flags given now are ignored)", file=sys.stderr)
         config = dataclasses.replace(saved, compile=config.compile)
-    device = resolve_device(device_name)
-    trainer = Trainer(config, data_dir, out_dir, device)
+    trainer = Trainer(config, data_dir, out_dir, device, ranks)
     if state is not None:
         trainer.load_state(state)
-    else:
+    elif ranks.main:
         (out_dir / STATE_FILE).unlink(missing_ok=True)  # a fresh run: never resume into an older one
         atomic.write_json(out_dir / paths.CONFIG, dataclasses.asdict(config))
-    info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume}
-    atomic.write_json(out_dir / "run_info.json", info)
-    print(f"training {config.arch} on {device} ({trainer.precision}): {trainer.split_sizes['train']:,} train / "
-          f"{trainer.split_sizes['val']:,} val / {trainer.split_sizes['test']:,} test images, "
-          f"label smoothing {config.label_smoothing}, {config.epochs} epochs -> {out_dir}", flush=True)
+    if ranks.main:
+        info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume,
+                                                               "processes": ranks.world}
+        atomic.write_json(out_dir / "run_info.json", info)
+    processes = f", {ranks.world} processes" if ranks.world > 1 else ""
+    say(f"training {config.arch} on {device} ({trainer.precision}{processes}): "
+        f"{trainer.split_sizes['train']:,} train / {trainer.split_sizes['val']:,} val / "
+        f"{trainer.split_sizes['test']:,} test images, label smoothing {config.label_smoothing}, {config.epochs} "
+        f"epochs -> {out_dir}", flush=True)
     best = trainer.fit(label=out_dir.name)
-    print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
-          f"-> {out_dir / paths.BEST_MODEL}")
+    if ranks.main:
+        print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
+              f"-> {out_dir / paths.BEST_MODEL}")
 
 
 def training_cli(description: str, tag: str, argv=None) -> None:
@@ -278,7 +315,8 @@ def training_cli(description: str, tag: str, argv=None) -> None:
     parser.add_argument("--epochs", type=positive_int, help=f"training epochs (default {defaults.epochs}; "
                         f"--smoke: {SMOKE_PRESET['epochs']})")
     parser.add_argument("--batch-size", type=positive_int, help=f"training batch size (default {defaults.batch_size}; "
-                        f"--smoke: {SMOKE_PRESET['batch_size']})")
+                        f"--smoke: {SMOKE_PRESET['batch_size']}); under torchrun the global batch, split evenly "
+                        "among the processes")
     parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default "
                         f"{defaults.lr}; --smoke: {SMOKE_PRESET['lr']})")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")

@@ -1,0 +1,87 @@
+"""Data-parallel training: two gloo processes on the CPU against one process with the same global batch.
+
+Every process draws the same shuffle and the same augmentation for the whole global batch and keeps its share,
+so on a model without BatchNorm two processes compute what one does (up to the order of float sums); with
+BatchNorm each process normalises by its own half batch, so the match is only close."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from conftest import REPO
+from models import build_model
+from stresstest import training
+from stresstest.distributed import Ranks
+from stresstest.training import Trainer, TrainConfig
+
+CONFIG = TrainConfig(epochs=1, batch_size=32, max_train_images=180, lr=0.05, seed=3)  # 5 steps of 32
+
+
+def strip_batchnorm(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        setattr(module, name, nn.Identity()) if isinstance(child, nn.BatchNorm2d) else strip_batchnorm(child)
+    return module
+
+
+def one_epoch(data_dir: Path, folder: Path, batchnorm: bool, ranks: Ranks = Ranks()) -> dict:
+    if not batchnorm:
+        training.build_model = lambda arch, classes: strip_batchnorm(build_model(arch, classes))
+    try:
+        trainer = Trainer(CONFIG, data_dir, folder, torch.device("cpu"), ranks)
+        loss, accuracy, _ = trainer._train_epoch(1)
+    finally:
+        training.build_model = build_model
+    return {"loss": loss, "accuracy": accuracy, "state": trainer.model.state_dict()}
+
+
+def ddp_worker(rank: int, data_dir: str, folder: str, batchnorm: bool) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    result = one_epoch(Path(data_dir), Path(folder), batchnorm, Ranks(rank, 2, rank))
+    if rank == 0:
+        torch.save(result, Path(folder) / "ddp.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes that import torch: tens of seconds
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_two_processes_match_one_with_the_same_global_batch(batchnorm, tiny_data, tmp_path):
+    mp.spawn(ddp_worker, args=(str(tiny_data), str(tmp_path), batchnorm), nprocs=2)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = one_epoch(tiny_data, tmp_path, batchnorm)
+    if batchnorm:  # per-process batch statistics: close, not equal
+        assert ddp["loss"] == pytest.approx(single["loss"], rel=0.05)
+        return
+    assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-5) and ddp["accuracy"] == single["accuracy"]
+    for name, value in single["state"].items():
+        torch.testing.assert_close(ddp["state"][name], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").is_file(),
+                    reason="torchrun not found beside this Python")
+def test_torchrun_writes_what_one_process_writes_and_resumes(tiny_data, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    args = [str(REPO / "train.py"), "--data-dir", str(tiny_data), "--device", "cpu", "--smoke", "--epochs", "2"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, *args, "--out-dir", "one"], cwd=tmp_path, check=True, capture_output=True)
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--out-dir", "two"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert result.stdout.count("epoch   1/2") == 1  # one process prints
+    metrics = pd.read_csv(tmp_path / "two" / "metrics.csv")
+    assert list(metrics.epoch) == [1, 2] and metrics.val_acc.notna().all()
+    saved = torch.load(tmp_path / "two" / "best_model.pth", weights_only=True)
+    assert not any(key.startswith("module.") for key in saved["state_dict"])  # the plain model, not the DDP wrapper
+    more = [*args[:-1], "3", "--out-dir", "two", "--resume"]
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *more], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert "already finished all 2 epochs" in result.stdout  # --resume keeps the saved config
