@@ -20,6 +20,8 @@ from .backbones import (BACKBONES, IMAGE_SIZE, check_name, data_fingerprint, ext
 from .cli import add_common_args, make_parser, positive_int, run_main
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
+from . import distributed
+from .distributed import Ranks, barrier
 from .errors import UserError
 
 SMOKE_IMAGES = {"train": 400, "test": 150}  # a few hundred: minutes on a 2-core CPU, even for ViT-B/16
@@ -50,28 +52,72 @@ class Probe:
     settings: dict                # the feature-cache key
 
 
+def matching_cache(cache: Path, settings: dict, say: Callable = print) -> dict | None:
+    """`cache`'s contents when it was made with exactly `settings`, else None (saying why)."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception:
+        stored = {}
+    if stored.get("settings") == settings:
+        say(f"cache: reusing {cache}", file=sys.stderr)
+        return stored
+    changed = sorted(k for k in settings if stored.get("settings", {}).get(k) != settings[k])
+    say(f"cache: {cache} was made with other settings ({', '.join(changed) or 'unreadable'}); recomputing",
+        file=sys.stderr)
+    return None
+
+
 def cached(cache: Path, settings: dict, compute: Callable[[], dict]) -> dict:
     """`cache`'s contents when it was made with exactly `settings`, else computed afresh and cached."""
-    if cache.is_file():
-        try:
-            stored = torch.load(cache, map_location="cpu", weights_only=True)
-        except Exception:
-            stored = {}
-        if stored.get("settings") == settings:
-            print(f"cache: reusing {cache}", file=sys.stderr)
-            return stored
-        changed = sorted(k for k in settings if stored.get("settings", {}).get(k) != settings[k])
-        print(f"cache: {cache} was made with other settings ({', '.join(changed) or 'unreadable'}); "
-              "recomputing", file=sys.stderr)
-    result = {**compute(), "settings": settings}
-    atomic.save_torch(cache, result)
-    return result
+    stored = matching_cache(cache, settings)
+    if stored is None:
+        stored = {**compute(), "settings": settings}
+        atomic.save_torch(cache, stored)
+    return stored
+
+
+def extract_in_shards(backbone: nn.Module, name: str, images: np.ndarray, precision: str, batch_size: int,
+                      ranks: Ranks, shard_stem: Path, label: str) -> torch.Tensor | None:
+    """Features of uint8 images; under torchrun each process extracts every world-th image, writes its shard
+    with the images' global indices, and the main process merges the shards (full coverage, no duplicates).
+    The merged features on the main process; None on the others."""
+    device = next(backbone.parameters()).device
+    if ranks.world == 1:
+        return extract_features(backbone, name, torch.from_numpy(images).to(device), precision, batch_size, label)
+    mine = np.arange(len(images))[ranks.rank::ranks.world]
+    features = extract_features(backbone, name, torch.from_numpy(images[mine]).to(device), precision, batch_size,
+                                f"{label} (process {ranks.rank})" if ranks.main else None)
+    shards = [shard_stem.with_name(f"{shard_stem.name}.shard{r}of{ranks.world}.pt") for r in range(ranks.world)]
+    atomic.save_torch(shards[ranks.rank], {"indices": torch.from_numpy(mine), "features": features})
+    barrier(ranks)
+    if not ranks.main:
+        return None
+    return merge_shards(shards, len(images))
+
+
+def merge_shards(shards: list[Path], count: int) -> torch.Tensor:
+    """The features of `count` images from shard files of {indices, features}, in index order; every index
+    must appear exactly once. The shard files are removed."""
+    parts = [torch.load(shard, map_location="cpu", weights_only=True) for shard in shards]
+    indices = torch.cat([part["indices"] for part in parts])
+    if len(indices) != count or not torch.equal(indices.sort().values, torch.arange(count)):
+        raise RuntimeError(f"feature shards cover {indices.unique().numel()} of {count} images with "
+                           f"{len(indices) - indices.unique().numel()} duplicates")
+    features = torch.empty(count, parts[0]["features"].shape[1], dtype=parts[0]["features"].dtype)
+    features[indices] = torch.cat([part["features"] for part in parts])
+    for shard in shards:
+        shard.unlink()
+    return features
 
 
 def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, device_name: str = "auto",
-               seed: int = 0, smoke: bool = False, batch_size: int = 0, cached_only: bool = False) -> Probe:
+               seed: int = 0, smoke: bool = False, batch_size: int = 0, cached_only: bool = False,
+               ranks: Ranks = Ranks()) -> Probe:
     """Features of `model_name` on the data, from out_dir/<model>/features.pt when its key matches, else
-    extracted now. The key holds everything that changes the features (see feature_code_identity)."""
+    extracted now (sharded over the processes of a torchrun job, `ranks`). The key holds everything that
+    changes the features (see feature_code_identity)."""
     check_name(model_name)
     device = resolve_device(device_name)
     data = load_cifar10(data_dir)
@@ -86,7 +132,10 @@ def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, dev
                 "train_images": n_train, "test_images": n_test,
                 "data": data_fingerprint(train_images, train_labels, test_images, test_labels),
                 **feature_code_identity(model_name)}
-    model_dir = atomic.ensure_writable_dir(Path(out_dir) / model_name)
+    model_dir = Path(out_dir) / model_name
+    if ranks.main:
+        atomic.ensure_writable_dir(model_dir)
+    barrier(ranks)
     cache = model_dir / "features.pt"
     batch_size = batch_size or feature_batch_size(device)
 
@@ -97,15 +146,23 @@ def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, dev
                             "or drop --cached-only")
         backbone = load_backbone(model_name, weights, seed).to(device, memory_format=torch.channels_last)
         started = time.perf_counter()
-        features = {split: extract_features(backbone, model_name, torch.from_numpy(images).to(device), precision,
-                                            batch_size, f"{model_name} {split}")
+        features = {split: extract_in_shards(backbone, model_name, images, precision, batch_size, ranks,
+                                             model_dir / f"features.{split}", f"{model_name} {split}")
                     for split, images in [("train", train_images), ("test", test_images)]}
         seconds = time.perf_counter() - started
-        print(f"features: {model_name} on {n_train + n_test:,} images in {seconds:.1f} s "
-              f"({(n_train + n_test) / seconds:.1f} img/s, {precision}) -> {cache}", file=sys.stderr)
+        say(f"features: {model_name} on {n_train + n_test:,} images in {seconds:.1f} s "
+            f"({(n_train + n_test) / seconds:.1f} img/s, {precision}, {ranks.world} process"
+            f"{'es' if ranks.world > 1 else ''}) -> {cache}", file=sys.stderr)
         return {"train": features["train"], "test": features["test"], "images_per_s": (n_train + n_test) / seconds}
 
-    stored = cached(cache, settings, compute)
+    say = print if ranks.main else (lambda *args, **kwargs: None)
+    stored = matching_cache(cache, settings, say)  # every process decides alike: they read the same file
+    if stored is None:
+        computed = compute()
+        if ranks.main:
+            atomic.save_torch(cache, {**computed, "settings": settings})
+        barrier(ranks)
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
     return Probe(model_name, weights, stored["train"], stored["test"], train_labels, test_labels, train_images,
                  test_images, data.class_names, model_dir, device, seed, settings)
 
@@ -210,11 +267,17 @@ def probe_from_args(args) -> Probe:
 
 
 def main(description: str, argv=None) -> None:
-    """probing/extract_features.py"""
+    """probing/extract_features.py; under torchrun the images are split among the processes."""
     args = probing_parser(description).parse_args(argv)
 
     def run():
-        probe = probe_from_args(args)
-        print(f"{probe.model_name}: train features {tuple(probe.train_features.shape)}, test features "
-              f"{tuple(probe.test_features.shape)} in {probe.out_dir / 'features.pt'}")
+        ranks, _ = distributed.start(args.device)
+        try:
+            probe = load_probe(args.data_dir, args.model, args.weights, args.out_dir, args.device, args.seed,
+                               args.smoke, args.batch_size or 0, args.cached_only, ranks)
+        finally:
+            distributed.finish(ranks)
+        if ranks.main:
+            print(f"{probe.model_name}: train features {tuple(probe.train_features.shape)}, test features "
+                  f"{tuple(probe.test_features.shape)} in {probe.out_dir / 'features.pt'}")
     run_main(run)

@@ -85,3 +85,39 @@ def test_torchrun_writes_what_one_process_writes_and_resumes(tiny_data, tmp_path
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *more], cwd=tmp_path,
                             capture_output=True, text=True, env=env, timeout=600)
     assert "already finished all 2 epochs" in result.stdout  # --resume keeps the saved config
+
+
+@pytest.mark.slow
+def test_sharded_feature_extraction_equals_one_process(tmp_path):
+    """torchrun splits study B's images among two processes; the merged cache equals a one-process extraction."""
+    from conftest import write_cifar
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    data = write_cifar(tmp_path / "micro", per_batch=6, test_count=13, seed=5)  # odd counts: unequal shards
+    args = [str(REPO / "probing" / "extract_features.py"), "--data-dir", str(data), "--model", "efficientnet_lite0",
+            "--weights", "none", "--device", "cpu", "--batch-size", "8"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--out-dir", "two"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    subprocess.run([sys.executable, *args, "--out-dir", "one"], cwd=tmp_path, check=True, capture_output=True)
+    two = torch.load(tmp_path / "two" / "efficientnet_lite0" / "features.pt", weights_only=True)
+    one = torch.load(tmp_path / "one" / "efficientnet_lite0" / "features.pt", weights_only=True)
+    assert two["settings"] == one["settings"] and two["train"].shape == (30, 1280) and two["test"].shape == (13, 1280)
+    for split in ["train", "test"]:
+        torch.testing.assert_close(two[split], one[split], rtol=1e-4, atol=1e-5)
+    assert not list((tmp_path / "two" / "efficientnet_lite0").glob("*.shard*"))  # merged and removed
+
+
+def test_merging_shards_checks_coverage(tmp_path):
+    from stresstest.probe import merge_shards
+
+    def shard(name, indices):
+        path = tmp_path / name
+        torch.save({"indices": torch.tensor(indices), "features": torch.tensor(indices).float()[:, None]}, path)
+        return path
+
+    merged = merge_shards([shard("a", [0, 2, 4]), shard("b", [1, 3])], 5)
+    assert merged[:, 0].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError, match="cover 4 of 5 images with 1 duplicates"):
+        merge_shards([shard("a", [0, 2, 2]), shard("b", [1, 3])], 5)
