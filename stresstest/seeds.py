@@ -25,6 +25,7 @@ from .errors import UserError
 from .plots import save, seeds_figure
 from .predict import probabilities
 from .stats import mcnemar_exact
+from .sweep import LAUNCHERS, run_jobs
 from .training import LABEL_SMOOTHING, RUN_ONLY_SETTINGS, SMOKE_PRESET, TrainConfig, train
 
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
@@ -127,11 +128,13 @@ def stability(failure_sets: dict) -> tuple[pd.DataFrame, dict]:
 
 
 def seeds_study(data_dir: Path, seeds: list[int], out_dir: Path, cases_dir: Path, device_name: str,
-                smoke: bool) -> None:
+                smoke: bool, launcher: str = "inline") -> None:
     threshold = float(read_case_summary(cases_dir)["threshold"])  # decided by the failure analysis
     out_dir = atomic.ensure_writable_dir(out_dir)
-    folders = {(tag, seed): ensure_run(tag, seed_config(tag, seed, smoke), data_dir, out_dir, device_name)
-               for tag in paths.RUNS for seed in seeds}
+    runs = [(tag, seed) for tag in paths.RUNS for seed in seeds]
+    jobs = [(ensure_run, (tag, seed_config(tag, seed, smoke), Path(data_dir).resolve(), out_dir.resolve(),
+                          device_name)) for tag, seed in runs]
+    folders = dict(zip(runs, run_jobs(jobs, launcher, out_dir / "submitit")))
     device = resolve_device(device_name)
     data = load_cifar10(data_dir)
     labels = data.test_labels
@@ -191,8 +194,13 @@ def main(description: str, argv=None) -> None:
                         help=f"{paths.CASES_SUMMARY} of {paths.CASES_PRODUCER}: its confidence threshold is used")
     parser.add_argument("--smoke", action="store_true",
                         help=f"seeds {' '.join(map(str, SMOKE_SEEDS))} with the training stages' smoke preset")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="inline",
+                        help="where the training runs go: inline (this process, one after another), local (submitit: "
+                             "processes, one per visible GPU at a time, or one after another on a CPU), slurm (one "
+                             "SLURM job array through submitit), auto (slurm where sbatch exists, else local)")
     args = parser.parse_args(argv)
     seeds = list(dict.fromkeys(args.seeds or (SMOKE_SEEDS if args.smoke else DEFAULT_SEEDS)))
     if any(seed < 0 for seed in seeds):
         parser.error("argument --seeds: seeds are non-negative integers")
-    run_main(lambda: seeds_study(args.data_dir, seeds, args.out_dir, args.cases_dir, args.device, args.smoke))
+    run_main(lambda: seeds_study(args.data_dir, seeds, args.out_dir, args.cases_dir, args.device, args.smoke,
+                                 args.launcher))

@@ -60,3 +60,8 @@ def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(per_seed, pd.read_csv(out / "per_seed.csv"))
     result = run_stage_in_process("seeds.py", "--data-dir", tiny_data, "--device", "cpu", "--seeds", "0", cwd=tmp_path)
     assert_user_error(result, "holds a run with other settings", "epochs")
+    # a new seed through submitit's local processes (the fallback where there is no SLURM)
+    result = run_stage_in_process("seeds.py", *args[:-2], "2", "--launcher", "local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / "baseline" / "seed_2" / "best_model.pth").is_file() and list((out / "submitit").glob("*_result.pkl"))
+    assert len(pd.read_csv(out / "per_seed.csv")) == 2
