@@ -1,5 +1,6 @@
 """Throughput of this pipeline beside the common DataLoader + PIL way (../shared/bench/peer_dataloader.py),
 in one run, on the same data and device."""
+import os
 import re
 import subprocess
 import sys
@@ -165,6 +166,32 @@ def measure_occlusion(model: torch.nn.Module, images: torch.Tensor, single_count
     return {"batched": batched, "single": single_count / (time.perf_counter() - started), "count": len(images)}
 
 
+def measure_data_parallel(data_dir: Path, processes: int, images: int, batch_size: int) -> dict:
+    """Training images/s of train.py as one process and under torchrun with `processes` gloo processes on the
+    CPU (one thread each, the same global batch), from the second epoch of each run's metrics.csv."""
+    import tempfile
+
+    import pandas as pd
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    script = Path(__file__).resolve().parents[1] / "train.py"
+    flags = ["--data-dir", str(Path(data_dir).resolve()), "--device", "cpu", "--epochs", "2", "--batch-size",
+             str(batch_size), "--max-train-images", str(images), "--precision", "fp32"]
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, launch, threads in [("one process", [sys.executable], processes),
+                                      (f"{processes} processes", [str(torchrun), "--standalone",
+                                                                  f"--nproc_per_node={processes}"], 1)]:
+            out = Path(folder) / name.replace(" ", "_")
+            result = subprocess.run([*launch, str(script), *flags, "--out-dir", str(out)], capture_output=True,
+                                    text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            if result.returncode != 0:
+                raise UserError(f"the data-parallel measurement failed: "
+                                f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+            rates[name] = float(pd.read_csv(out / "metrics.csv").train_images_per_s.iloc[-1])
+    return rates
+
+
 PEER_LINE = re.compile(r"train_img_per_s=([\d.]+) eval_img_per_s=([\d.]+)")
 
 
@@ -195,6 +222,9 @@ def main(argv=None) -> None:
                         help="test images per corruption for the corruption measurement (0: skip)")
     parser.add_argument("--reference-images", type=positive_int, default=50,
                         help="of those, how many go through the per-image numpy/PIL reference")
+    parser.add_argument("--ddp-processes", type=non_negative_int, default=0,
+                        help="also time train.py under torchrun with this many gloo processes on the CPU beside one "
+                             "process (0: skip; on a 2-core CPU this shows the overhead, not a speed-up)")
     parser.add_argument("--occlusion-images", type=non_negative_int, default=8,
                         help=f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride "
                              f"{OCCLUSION['stride']}; one forward per position on an eighth of them; 0: skip)")
@@ -238,6 +268,10 @@ def main(argv=None) -> None:
             print(f"ours  occlusion {occlusion['batched']:8.2f} maps/s batched over {occlusion['count']} images, "
                   f"{occlusion['single']:.2f} maps/s one forward per position "
                   f"({occlusion['batched'] / occlusion['single']:.1f}x)", flush=True)
+        if args.ddp_processes > 0:
+            rates = measure_data_parallel(args.data_dir, args.ddp_processes, 2048, args.batch_size)
+            print("data-parallel train.py on the CPU: " + ", ".join(f"{name} {rate:.1f} img/s"
+                                                                    for name, rate in rates.items()), flush=True)
         if args.skip_peer:
             return
         peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)

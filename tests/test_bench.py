@@ -41,3 +41,9 @@ def test_corruption_and_occlusion_measurements_time_every_type():
     occlusion = benchmark.measure_occlusion(small, images[:2], single_count=1)
     assert occlusion["count"] == 2 and occlusion["batched"] > 0 and occlusion["single"] > 0
 
+
+
+@pytest.mark.slow
+def test_data_parallel_measurement_runs_both_launches(tiny_data):
+    rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=256, batch_size=32)
+    assert set(rates) == {"one process", "2 processes"} and all(rate > 0 for rate in rates.values())
