@@ -93,7 +93,8 @@ def runs_section(page: Page) -> None:
                      "epochs": config["epochs"], "best epoch": int(best.epoch), "val acc": best.val_acc,
                      "test acc (best)": best.test_acc, "device": (info or {}).get("device_name", ""),
                      "precision": (info or {}).get("precision", ""),
-                     "split train/val/test": "/".join(str(v) for v in (info or {}).get("split_sizes", {}).values())})
+                     "split train/val/test": "/".join(str((info or {}).get("split_sizes", {}).get(split, "?"))
+                                                      for split in ["train", "val", "test"])})
     if rows:
         page.table(pd.DataFrame(rows))
     for tag in paths.RUNS:
