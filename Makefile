@@ -1,4 +1,4 @@
-# make pipeline   - all six stages of study A (creates .venv first when missing)
+# make pipeline   - the eleven stages of studies A and C (creates .venv first when missing)
 # make test       - the test suite
 # make bench      - throughput beside ../shared/bench/peer_dataloader.py
 # Settings: make pipeline DATA_DIR=../shared/data/cifar10-subset DEVICE=cpu SMOKE=1
