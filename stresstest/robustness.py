@@ -60,6 +60,7 @@ class BackboneProbe:
         # the key of a set's features: the backbone's own key, with the set's pixels in place of the data
         self.settings = {key: value for key, value in self.probe.settings.items()
                          if key not in ("train_images", "test_images", "data")}
+        self.cache_dir = atomic.ensure_writable_dir(self.probe.out_dir / "corrupted")
 
     @functools.cached_property
     def backbone(self) -> torch.nn.Module:  # built only when some set is not cached yet
@@ -71,8 +72,7 @@ class BackboneProbe:
             features = self.probe.test_features[:len(images)]
         else:
             settings = {**self.settings, "data": data_fingerprint(images.cpu().numpy())}
-            cache = self.probe.out_dir / "corrupted" / f"{name}_{severity}.pt"
-            atomic.ensure_writable_dir(cache.parent)
+            cache = self.cache_dir / f"{name}_{severity}.pt"
             features = cached(cache, settings, lambda: {"features": extract_features(
                 self.backbone, self.probe.model_name, images.to(self.probe.device), self.precision,
                 feature_batch_size(self.probe.device), f"{self.probe.model_name} {name} {severity}")}

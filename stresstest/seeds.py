@@ -52,8 +52,9 @@ def saved_config(folder: Path) -> dict | None:
 
 def finished(folder: Path, config: TrainConfig) -> bool:
     """Whether `folder` holds a finished run of exactly this config (every epoch in metrics.csv)."""
-    if saved_config(folder) is None or model_settings(saved_config(folder)) != model_settings(
-            dataclasses.asdict(config)) or not (folder / paths.BEST_MODEL).is_file():
+    saved = saved_config(folder)
+    if saved is None or model_settings(saved) != model_settings(dataclasses.asdict(config)) \
+            or not (folder / paths.BEST_MODEL).is_file():
         return False
     try:
         return len(pd.read_csv(folder / "metrics.csv")) >= config.epochs
