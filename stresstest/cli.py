@@ -1,5 +1,6 @@
 """Command-line plumbing shared by every stage: one-line errors, common flags, value checks."""
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -76,17 +77,29 @@ def open_fraction(text: str) -> float:
     return value
 
 
+class Terminated(Exception):
+    """SIGTERM: a scheduler preempting the job, or torchrun stopping it because another process failed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def run_main(main) -> None:
-    """Run a stage's main(); user mistakes become one line on stderr and exit status 2."""
+    """Run a stage's main(); user mistakes become one line on stderr and exit status 2; Ctrl-C and SIGTERM
+    stop it with one line too (writes are atomic, so what was written is complete)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: outputs written so far are complete; rerun (training: with --resume) to continue",
-              file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as stop:
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM (preempted, or " \
+            "torchrun ended the job because another process failed)"
+        print(f"{how}: outputs written so far are complete; rerun the same command (training: with --resume) "
+              "to continue", file=sys.stderr)
+        sys.exit(130 if isinstance(stop, KeyboardInterrupt) else 143)
 
 
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:

@@ -56,7 +56,7 @@ RUN_ONLY_SETTINGS = {"compile", "eval_batch_size"}  # config keys that do not ch
 # Small enough for about a minute per training stage on a 2-core CPU without bf16 (the smoke pipeline trains
 # four runs: both stages and a second seed of each); smaller batches and a lower peak learning rate keep two
 # short epochs stable, and the model still makes confident mistakes for the failure analysis to save.
-SMOKE_PRESET = {"epochs": 2, "max_train_images": 1024, "batch_size": 64, "lr": 0.05}
+SMOKE_PRESET = {"epochs": 2, "max_train_images": 768, "batch_size": 64, "lr": 0.05}
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "epoch_seconds", "train_images_per_s", "best"]
@@ -255,6 +255,9 @@ def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str =
     ranks, device = start(device_name)
     try:
         train_on(ranks, device, config, data_dir, Path(out_dir), resume)
+    except torch.distributed.DistError as error:
+        raise UserError(f"another process of this torchrun job failed ({type(error).__name__}: {error}); the epochs "
+                        "completed so far are saved: rerun the same command with --resume") from None
     finally:
         finish(ranks)
 

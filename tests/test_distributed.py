@@ -3,9 +3,12 @@
 Every process draws the same shuffle and the same augmentation for the whole global batch and keeps its share,
 so on a model without BatchNorm two processes compute what one does (up to the order of float sums); with
 BatchNorm each process normalises by its own half batch, so the match is only close."""
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +88,59 @@ def test_torchrun_writes_what_one_process_writes_and_resumes(tiny_data, tmp_path
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *more], cwd=tmp_path,
                             capture_output=True, text=True, env=env, timeout=600)
     assert "already finished all 2 epochs" in result.stdout  # --resume keeps the saved config
+
+
+def worker_of_rank(launcher: int, rank: int) -> int:
+    """PID of the torchrun worker of `rank` among the children of the torchrun process `launcher`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while we looked
+        if parent == launcher and f"RANK={rank}".encode() in environ:
+            return int(stat.parent.name)
+    raise LookupError(f"no worker of rank {rank} under process {launcher}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds torchrun's workers through /proc (Linux)")
+def test_killing_one_process_fails_the_job_clearly_and_resume_continues(tiny_data, tmp_path):
+    """A preempted or crashed rank: the job stops with one clear line, the finished epochs stay on disk, and the
+    same command with --resume trains the rest."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(REPO / "train.py"), "--data-dir",
+               str(tiny_data), "--device", "cpu", "--smoke", "--epochs", "5", "--out-dir", "run"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    job = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env)
+    state = tmp_path / "run" / training.STATE_FILE
+    deadline = time.monotonic() + 300
+    while not state.is_file() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.poll() is None, "the job ended before its first epoch was saved: " + job.communicate()[1][-2000:]
+    os.kill(worker_of_rank(job.pid, 1), signal.SIGKILL)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode != 0
+    assert "rerun the same command (training: with --resume)" in err, err[-3000:]
+    assert str(REPO / "stresstest") not in err and 'train.py", line' not in err  # no traceback from our code
+    done = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert 1 <= len(done) < 5 and list(done.epoch) == list(range(1, len(done) + 1))
+    result = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming {Path('run')} after epoch" in result.stderr
+    assert list(pd.read_csv(tmp_path / "run" / "metrics.csv").epoch) == list(range(1, 6))
+
+
+def test_a_lost_peer_is_one_clear_line(monkeypatch, tmp_path):
+    """Another node's process died and the collective failed here before torchrun stopped this process."""
+    def lose_peer(*args):
+        raise dist.DistBackendError("Connection closed by peer")
+
+    monkeypatch.setattr(training, "train_on", lose_peer)
+    with pytest.raises(training.UserError, match="another process of this torchrun job failed.*--resume"):
+        training.train(CONFIG, tmp_path, tmp_path, "cpu")
 
 
 @pytest.mark.slow
