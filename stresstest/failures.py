@@ -19,6 +19,8 @@ from .scores import top_two_margin
 
 DEFAULT_THRESHOLD = 0.9
 SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 0.9 are rare
+MAX_CASES = 30
+SMOKE_MAX_CASES = 12  # every later stage draws, explains and occludes each case: fewer keep the smoke pipeline short
 REPRESENTATIVE_COUNT = 3
 
 
@@ -146,11 +148,14 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--threshold", type=unit_interval,
                         help=f"least confidence of a saved case; later stages read it from {paths.CASES_SUMMARY} "
                              f"(default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
-    parser.add_argument("--max-cases", type=positive_int, default=30, help="most case folders to save (at most 100)")
-    parser.add_argument("--smoke", action="store_true", help=f"threshold {SMOKE_THRESHOLD} for barely trained models")
+    parser.add_argument("--max-cases", type=positive_int,
+                        help=f"most case folders to save, at most 100 (default {MAX_CASES}; "
+                             f"--smoke: {SMOKE_MAX_CASES})")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"threshold {SMOKE_THRESHOLD} for barely trained models, at most {SMOKE_MAX_CASES} cases")
     args = parser.parse_args(argv)
-    if args.max_cases > 100:
+    max_cases = args.max_cases or (SMOKE_MAX_CASES if args.smoke else MAX_CASES)
+    if max_cases > 100:
         parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
     threshold = confidence_threshold(args.threshold, args.smoke)
-    run_main(lambda: analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold,
-                             args.max_cases))
+    run_main(lambda: analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold, max_cases))

@@ -18,7 +18,7 @@ from stresstest.data import load_cifar10
 from stresstest.device import pick_precision
 from stresstest.errors import UserError
 from stresstest.explain import ROLES, SIDE_BY_SIDE, resolve_layer
-from stresstest.failures import pick_representatives
+from stresstest.failures import SMOKE_MAX_CASES, SMOKE_THRESHOLD, pick_representatives
 from stresstest.gradcam import compute_cams
 from stresstest.predict import probabilities
 
@@ -80,7 +80,7 @@ def test_failures_are_the_models_own_wrong_answers(pipeline):
                                                            abs=1e-5)
         assert 0 <= row.margin <= row.confidence
     cases = pd.read_csv(folder / "cases.csv")
-    expected = failures[failures.confidence >= 0.5].head(30)
+    expected = failures[failures.confidence >= SMOKE_THRESHOLD].head(SMOKE_MAX_CASES)
     assert list(cases.test_index) == list(expected.test_index)
     for case in cases.itertuples():
         meta = parse_meta((folder / case.case / "meta.txt").read_text())
@@ -241,6 +241,7 @@ def test_compare_refuses_models_with_different_classes(tiny_data, random_init_ca
     assert_user_error(run_stage_in_process("compare_models.py", "--data-dir", tiny_data, cwd=workdir), "differ in")
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_cases):
     workdir = random_init_cases
     write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1, config={"label_smoothing": 0.1})
@@ -268,6 +269,7 @@ def test_stages_on_generated_data_with_untrained_models(tiny_data, random_init_c
         assert (case / SIDE_BY_SIDE).is_file()
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_comparison_counts_at_the_threshold_the_failure_analysis_used(tiny_data, random_init_cases):
     workdir = random_init_cases
     write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1)

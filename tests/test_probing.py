@@ -95,6 +95,7 @@ def test_gradcam_maps_for_every_architecture(name, micro_data):
     assert probs.shape == (3, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_feature_cache_is_reused_and_invalidated(micro_data, tmp_path, monkeypatch, capsys):
     def probe(**changes):
         return load_probe(micro_data, "efficientnet_lite0", "none", tmp_path, "cpu", **changes)
@@ -221,6 +222,7 @@ def test_offline_default_weights_say_how_to_provide_them(monkeypatch):
     assert "resnet50-0676ba61.pth" in str(error.value) and "--weights none" in str(error.value)
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_knn_stage_in_process_on_generated_data(micro_data, tmp_path):
     result = run_stage_in_process("probing/baseline_knn.py", "--model", "efficientnet_lite0", "--data-dir", micro_data,
                                   *RANDOM, cwd=tmp_path)

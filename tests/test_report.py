@@ -3,6 +3,8 @@ exists (relative paths from experiments/report/)."""
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import run_stage_in_process, write_checkpoint
 
 
@@ -22,6 +24,7 @@ def test_report_of_nothing_names_every_missing_stage(tmp_path):
     assert image_sources(tmp_path / "experiments" / "report" / "index.html") == []
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
     write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
