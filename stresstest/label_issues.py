@@ -35,7 +35,9 @@ def flag_label_issues(probs: np.ndarray, labels: np.ndarray, class_names: list[s
     from cleanlab.rank import get_label_quality_scores
 
     probs = probs / probs.sum(1, keepdims=True)  # cleanlab checks that rows sum to 1 in float64
-    flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: by default cleanlab forks a process pool, and a fork after torch has started its threads can
+    # deadlock (it hung a smoke pipeline here); on a test set's probabilities one process takes milliseconds.
+    flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     confirmed = on_published_list(labels)
     return pd.DataFrame({
         "test_index": np.arange(len(labels)), "given_label": [class_names[c] for c in labels],

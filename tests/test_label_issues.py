@@ -45,6 +45,18 @@ def test_cleanlab_finds_planted_label_errors():
     assert "(the published list" in describe(flags)
 
 
+def test_cleanlab_runs_in_this_process(monkeypatch):
+    """A process pool forked after torch started its threads can hang the failure analysis: none is started."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("cleanlab started a process pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    probs, labels, _ = planted_errors()
+    assert flag_label_issues(probs, labels, CLASS_NAMES).label_issue.any()
+
+
 def test_official_sized_test_set_is_checked_against_the_list():
     errors = confirmed_label_errors()
     labels = np.zeros(10_000, dtype=int)
