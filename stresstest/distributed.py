@@ -4,6 +4,7 @@
 joins one process group (NCCL on CUDA GPUs, gloo on CPUs) and trains one replica under
 DistributedDataParallel. Without torchrun, a run is one process and nothing here does anything."""
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -62,3 +63,17 @@ def barrier(ranks: Ranks) -> None:
 def finish(ranks: Ranks) -> None:
     if ranks.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def torchrun_job(device_name: str, rerun: str):
+    """(ranks, device) of this process for the body of a stage, leaving the process group at its end. A collective
+    that fails because another process of the job died becomes one line that says how to continue (`rerun`)."""
+    ranks, device = start(device_name)
+    try:
+        yield ranks, device
+    except dist.DistError as error:
+        raise UserError(f"another process of this torchrun job failed ({type(error).__name__}: {error}); "
+                        f"{rerun}") from None
+    finally:
+        finish(ranks)

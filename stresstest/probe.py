@@ -20,8 +20,7 @@ from .backbones import (BACKBONES, IMAGE_SIZE, check_name, data_fingerprint, ext
 from .cli import add_common_args, make_parser, positive_int, run_main
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
-from . import distributed
-from .distributed import Ranks, barrier
+from .distributed import Ranks, barrier, torchrun_job
 from .errors import UserError
 
 SMOKE_IMAGES = {"train": 400, "test": 150}  # a few hundred: minutes on a 2-core CPU, even for ViT-B/16
@@ -271,12 +270,9 @@ def main(description: str, argv=None) -> None:
     args = probing_parser(description).parse_args(argv)
 
     def run():
-        ranks, _ = distributed.start(args.device)
-        try:
+        with torchrun_job(args.device, "rerun the same command") as (ranks, _):
             probe = load_probe(args.data_dir, args.model, args.weights, args.out_dir, args.device, args.seed,
                                args.smoke, args.batch_size or 0, args.cached_only, ranks)
-        finally:
-            distributed.finish(ranks)
         if ranks.main:
             print(f"{probe.model_name}: train features {tuple(probe.train_features.shape)}, test features "
                   f"{tuple(probe.test_features.shape)} in {probe.out_dir / 'features.pt'}")

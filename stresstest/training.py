@@ -23,7 +23,7 @@ from .cli import (add_common_args, make_parser, non_negative_int, open_fraction,
 from .data import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
                    split_validation)
 from .device import autocast, cpu_name, pick_precision, synchronize
-from .distributed import Ranks, all_sum, barrier, finish, start
+from .distributed import Ranks, all_sum, barrier, torchrun_job
 from .errors import UserError
 from .plots import plot_curves
 from .predict import loss_and_accuracy, predict_logits
@@ -252,14 +252,9 @@ class Trainer:
 def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto",
           resume: bool = False) -> None:
     """Train (or resume) one run into out_dir; under torchrun, data-parallel over its processes."""
-    ranks, device = start(device_name)
-    try:
+    with torchrun_job(device_name, "the epochs completed so far are saved: rerun the same command with --resume") \
+            as (ranks, device):
         train_on(ranks, device, config, data_dir, Path(out_dir), resume)
-    except torch.distributed.DistError as error:
-        raise UserError(f"another process of this torchrun job failed ({type(error).__name__}: {error}); the epochs "
-                        "completed so far are saved: rerun the same command with --resume") from None
-    finally:
-        finish(ranks)
 
 
 def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: Path, out_dir: Path,

@@ -18,9 +18,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from conftest import REPO
+from conftest import REPO, assert_user_error, run_stage_in_process
 from models import build_model
-from stresstest import training
+from stresstest import probe, training
 from stresstest.distributed import Ranks
 from stresstest.training import Trainer, TrainConfig
 
@@ -133,14 +133,18 @@ def test_killing_one_process_fails_the_job_clearly_and_resume_continues(tiny_dat
     assert list(pd.read_csv(tmp_path / "run" / "metrics.csv").epoch) == list(range(1, 6))
 
 
-def test_a_lost_peer_is_one_clear_line(monkeypatch, tmp_path):
+def lose_peer(*args, **kwargs):
     """Another node's process died and the collective failed here before torchrun stopped this process."""
-    def lose_peer(*args):
-        raise dist.DistBackendError("Connection closed by peer")
+    raise dist.DistBackendError("Connection closed by peer")
 
-    monkeypatch.setattr(training, "train_on", lose_peer)
-    with pytest.raises(training.UserError, match="another process of this torchrun job failed.*--resume"):
-        training.train(CONFIG, tmp_path, tmp_path, "cpu")
+
+@pytest.mark.parametrize("script, stage_function, advice", [
+    ("train.py", (training, "train_on"), "rerun the same command with --resume"),
+    ("probing/extract_features.py", (probe, "load_probe"), "rerun the same command")])
+def test_a_lost_peer_is_one_clear_line(script, stage_function, advice, monkeypatch, tmp_path):
+    monkeypatch.setattr(*stage_function, lose_peer)
+    result = run_stage_in_process(script, "--data-dir", tmp_path, "--device", "cpu", cwd=tmp_path)
+    assert_user_error(result, "another process of this torchrun job failed", "Connection closed by peer", advice)
 
 
 @pytest.mark.slow
