@@ -15,7 +15,7 @@ from scipy.optimize import minimize_scalar
 from . import atomic, paths
 from .checkpoint import load_classifier
 from .cli import add_checkpoint_args, add_common_args, checkpoints_from, make_parser, run_main
-from .data import load_cifar10, split_validation
+from .data import load_cifar10, run_split
 from .device import pick_precision, resolve_device
 from .errors import UserError
 from .plots import reliability_figure, risk_coverage_figure, save
@@ -117,15 +117,13 @@ def validation_images(checkpoint: dict, data) -> tuple[np.ndarray, np.ndarray]:
     if "val_fraction" not in config:
         raise UserError("the checkpoint's config has no val_fraction, so its validation split is unknown; "
                         "retrain it with train.py / improvement.py")
-    images, labels = data.train_images, data.train_labels
-    if config.get("max_train_images"):
-        images, labels = images[:config["max_train_images"]], labels[:config["max_train_images"]]
-    _, val_idx = split_validation(labels, config["val_fraction"])
+    _, val_idx, _ = run_split(data.train_labels, config["val_fraction"], config.get("max_train_images", 0),
+                              config.get("cv_folds", 0), config.get("cv_fold", 0))
     expected = checkpoint.get("split_sizes", {}).get("val")
     if expected is not None and expected != len(val_idx):
         raise UserError(f"the data in --data-dir gives a validation split of {len(val_idx)} images, but the model "
                         f"was trained with {expected}; pass the --data-dir it was trained on")
-    return images[val_idx], labels[val_idx]
+    return data.train_images[val_idx], data.train_labels[val_idx]
 
 
 def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[list[dict], list[dict], dict]:

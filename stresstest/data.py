@@ -129,6 +129,32 @@ def split_validation(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
     return train_idx, val_idx
 
 
+def cross_validation_fold(labels: np.ndarray, folds: int, fold: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of fold `fold` of `folds` stratified folds (scikit-learn's StratifiedKFold, shuffled by
+    `seed`): the images a cross-validation run never trains on and predicts out of sample."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.unique(labels, return_counts=True)[1]
+    smallest = int(counts.min()) if len(counts) else 0
+    if smallest < folds:
+        raise UserError(f"a class has only {smallest} training images, too few for {folds} folds; use fewer folds "
+                        "or more images")
+    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+    return np.sort(list(splits)[fold][1])
+
+
+def run_split(labels: np.ndarray, val_fraction: float, max_train_images: int = 0, cv_folds: int = 0,
+              cv_fold: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, cross-validation fold) indices of a training run's images, as its config says: the
+    first `max_train_images` (0: all), less fold `cv_fold` of `cv_folds` when cross-validating (never trained
+    on), then the stratified validation hold-out of the rest."""
+    labels = labels[:max_train_images] if max_train_images else labels
+    held_out = cross_validation_fold(labels, cv_folds, cv_fold) if cv_folds else np.array([], dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), held_out)
+    train_idx, val_idx = split_validation(labels[kept], val_fraction)
+    return kept[train_idx], kept[val_idx], held_out
+
+
 def pad_for_crop(images: torch.Tensor, padding: int = CROP_PADDING) -> torch.Tensor:
     """Zero-pad a uint8 (N, C, H, W) batch once, so every epoch's random crops are plain indexing."""
     return F.pad(images, (padding, padding, padding, padding))

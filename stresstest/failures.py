@@ -8,12 +8,12 @@ from PIL import Image
 
 from . import atomic, paths
 from .cases import format_meta, replace_folder
-from .checkpoint import load_classifier
+from .checkpoint import load_classifier, read_checkpoint
 from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main, unit_interval
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
 from .errors import UserError
-from .label_issues import describe, flag_label_issues, ranked_issues
+from .label_issues import describe, flag_label_issues, out_of_fold_probabilities, ranked_issues
 from .predict import probabilities
 from .scores import top_two_margin
 
@@ -22,6 +22,8 @@ SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 
 MAX_CASES = 30
 SMOKE_MAX_CASES = 12  # every later stage draws, explains and occludes each case: fewer keep the smoke pipeline short
 REPRESENTATIVE_COUNT = 3
+FOLD_EPOCHS = 10       # --train-folds: each cross-validation run is a short run of the baseline's recipe
+SMOKE_FOLD_EPOCHS = 1
 
 
 def confidence_threshold(given: float | None, smoke: bool) -> float:
@@ -139,6 +141,30 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
             for i in representative))
 
 
+def training_label_issues(data_dir: Path, checkpoint_path: Path, folds: int, fold_epochs: int, out_dir: Path,
+                          device_name: str) -> None:
+    """Training-set label issues from out-of-fold probabilities (cleanlab), ranked, into out_dir."""
+    checkpoint = read_checkpoint(checkpoint_path, paths.producer("baseline"))
+    data = load_cifar10(data_dir, quiet=True)
+    out_dir = atomic.ensure_writable_dir(out_dir)
+    probs, fold_of, folders = out_of_fold_probabilities(checkpoint, data, data_dir, folds, fold_epochs,
+                                                        out_dir, device_name)
+    labels = data.train_labels[:len(probs)]
+    flags = flag_label_issues(probs, labels, data.class_names, split="train")
+    flags.insert(1, "fold", fold_of)
+    issues = ranked_issues(flags)
+    atomic.write_csv(out_dir / "train_label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
+    accuracy = float((probs.argmax(1) == labels).mean())
+    atomic.write_json(out_dir / paths.LABEL_ISSUES_SUMMARY, {
+        "checkpoint": str(checkpoint_path), "training_images": len(labels), "folds": folds,
+        "fold_epochs": fold_epochs, "fold_runs": [str(folder) for folder in folders],
+        "out_of_fold_accuracy": round(accuracy, 6), "label_issues": int(flags.label_issue.sum()),
+        "rule": "cleanlab find_label_issues (prune_by_noise_rate) on out-of-fold probabilities; "
+                "train_label_issues.csv ranks the flagged images by self-confidence"})
+    print(f"{describe(flags)} (out-of-fold accuracy {accuracy:.4f}, {folds} folds of {fold_epochs} epochs) -> "
+          f"{out_dir / 'train_label_issues.csv'}")
+
+
 def main(description: str, argv=None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
@@ -151,11 +177,28 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--max-cases", type=positive_int,
                         help=f"most case folders to save, at most 100 (default {MAX_CASES}; "
                              f"--smoke: {SMOKE_MAX_CASES})")
+    parser.add_argument("--train-folds", type=positive_int, metavar="K",
+                        help="also flag training-set label issues from K-fold cross-validated probabilities: K "
+                             "short runs of the checkpoint's recipe, each predicting the fold it never trained on "
+                             "(off by default: K extra trainings)")
+    parser.add_argument("--fold-epochs", type=positive_int,
+                        help=f"epochs of each cross-validation run (default {FOLD_EPOCHS}; "
+                             f"--smoke: {SMOKE_FOLD_EPOCHS})")
+    parser.add_argument("--label-issues-dir", type=Path, default=paths.LABEL_ISSUES_DIR,
+                        help="where --train-folds puts its fold runs (resumed, reused when finished) and tables")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"threshold {SMOKE_THRESHOLD} for barely trained models, at most {SMOKE_MAX_CASES} cases")
+                        help=f"threshold {SMOKE_THRESHOLD} for barely trained models, at most {SMOKE_MAX_CASES} cases, "
+                             f"{SMOKE_FOLD_EPOCHS}-epoch folds")
     args = parser.parse_args(argv)
     max_cases = args.max_cases or (SMOKE_MAX_CASES if args.smoke else MAX_CASES)
     if max_cases > 100:
         parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
     threshold = confidence_threshold(args.threshold, args.smoke)
-    run_main(lambda: analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold, max_cases))
+    fold_epochs = args.fold_epochs or (SMOKE_FOLD_EPOCHS if args.smoke else FOLD_EPOCHS)
+
+    def run():
+        analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold, max_cases)
+        if args.train_folds:
+            training_label_issues(args.data_dir, args.checkpoint, args.train_folds, fold_epochs,
+                                  args.label_issues_dir, args.device)
+    run_main(run)

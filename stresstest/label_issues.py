@@ -1,11 +1,21 @@
-"""Label issues among the test images: confident learning (cleanlab) on a trained model's test-set probabilities,
-which are out of sample by construction, checked against the CIFAR-10 test labels that reviewers confirmed
-as wrong (reference_data/cifar10_test_label_errors.json)."""
+"""Label issues: confident learning (cleanlab) on out-of-sample probabilities. Test images: a trained model's
+test-set probabilities (out of sample by construction), checked against the CIFAR-10 test labels that reviewers
+confirmed as wrong (reference_data/cifar10_test_label_errors.json). Training images (optional): K-fold
+cross-validated probabilities, each fold predicted by a short run of the baseline's recipe that never saw it."""
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+
+from . import paths
+from .checkpoint import load_classifier
+from .data import run_split
+from .device import pick_precision, resolve_device
+from .predict import probabilities
+from .training import TrainConfig, ensure_finished
 
 CONFIRMED_ERRORS = Path(__file__).parent / "reference_data" / "cifar10_test_label_errors.json"
 OFFICIAL_TEST_SIZE = 10_000
@@ -27,10 +37,12 @@ def on_published_list(labels: np.ndarray) -> np.ndarray | None:
     return np.isin(np.arange(len(labels)), index)
 
 
-def flag_label_issues(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """One row per test image: cleanlab's label-quality score (self-confidence: the probability of the given
-    label; low is suspicious), whether find_label_issues flags it (confident learning, Northcutt et al. 2021),
-    the model's suggestion, and whether it is a confirmed error (empty off the official test set)."""
+def flag_label_issues(probs: np.ndarray, labels: np.ndarray, class_names: list[str],
+                      split: str = "test") -> pd.DataFrame:
+    """One row per image of `split`: cleanlab's label-quality score (self-confidence: the probability of the
+    given label; low is suspicious), whether find_label_issues flags it (confident learning, Northcutt et al.
+    2021), the model's suggestion and, for the test split, whether it is a confirmed error (empty off the
+    official test set). `probs` must be out of sample."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -38,25 +50,54 @@ def flag_label_issues(probs: np.ndarray, labels: np.ndarray, class_names: list[s
     # n_jobs=1: by default cleanlab forks a process pool, and a fork after torch has started its threads can
     # deadlock (it hung a smoke pipeline here); on a test set's probabilities one process takes milliseconds.
     flagged = find_label_issues(labels, probs, filter_by="prune_by_noise_rate", n_jobs=1)
-    confirmed = on_published_list(labels)
-    return pd.DataFrame({
-        "test_index": np.arange(len(labels)), "given_label": [class_names[c] for c in labels],
+    flags = pd.DataFrame({
+        f"{split}_index": np.arange(len(labels)), "given_label": [class_names[c] for c in labels],
         "suggested_label": [class_names[c] for c in probs.argmax(1)],
         "label_quality": get_label_quality_scores(labels, probs, method="self_confidence"),
-        "label_issue": flagged,
-        "confirmed_label_error": confirmed if confirmed is not None else [""] * len(labels)})
+        "label_issue": flagged})
+    if split == "test":
+        confirmed = on_published_list(labels)
+        flags["confirmed_label_error"] = confirmed if confirmed is not None else [""] * len(labels)
+    return flags
 
 
 def ranked_issues(flags: pd.DataFrame) -> pd.DataFrame:
     """The flagged images, most suspicious (lowest label quality) first."""
     issues = flags[flags.label_issue]
-    return issues.sort_values(["label_quality", "test_index"], ignore_index=True)
+    return issues.sort_values(["label_quality", flags.columns[0]], ignore_index=True)
 
 
 def describe(flags: pd.DataFrame) -> str:
-    flagged = int(flags.label_issue.sum())
-    text = f"cleanlab flags {flagged} of {len(flags)} test images as likely mislabelled"
+    split = "test" if "test_index" in flags else "training"
+    text = f"cleanlab flags {int(flags.label_issue.sum())} of {len(flags)} {split} images as likely mislabelled"
+    if split != "test":
+        return text
     if (flags.confirmed_label_error == "").all():
         return text + " (the published list of 54 confirmed errors applies to the full official test set only)"
     found = int((flags.label_issue & flags.confirmed_label_error.astype(bool)).sum())
     return text + f"; {found} of them are among the 54 confirmed label errors"
+
+
+def out_of_fold_probabilities(checkpoint: dict, data, data_dir: Path, folds: int, fold_epochs: int,
+                              out_dir: Path, device_name: str) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Probabilities of every training image (the first max_train_images of the checkpoint's run) from the one
+    of `folds` cross-validation runs that never trained on it: the checkpoint's recipe, `fold_epochs` epochs
+    each, trained (or resumed; finished folds are reused) into out_dir/fold_<k>. Returns the probabilities,
+    each image's fold and the run folders."""
+    recipe = TrainConfig(**checkpoint["config"])
+    labels = data.train_labels[:recipe.max_train_images] if recipe.max_train_images else data.train_labels
+    device = resolve_device(device_name)
+    probs, fold_of = np.zeros((len(labels), len(data.class_names))), np.full(len(labels), -1)
+    folders = []
+    for fold in range(folds):
+        config = dataclasses.replace(recipe, epochs=fold_epochs, cv_folds=folds, cv_fold=fold)
+        folder = ensure_finished(config, data_dir, out_dir / f"fold_{fold}", device_name,
+                                 f"fold {fold + 1}/{folds}")
+        model, fold_checkpoint = load_classifier(folder / paths.BEST_MODEL, "failure_analysis.py --train-folds",
+                                                 device)
+        held_out = run_split(labels, config.val_fraction, 0, folds, fold)[2]
+        images = torch.from_numpy(data.train_images[held_out]).to(device)
+        probs[held_out] = probabilities(model, fold_checkpoint, images, pick_precision(device)).cpu().double().numpy()
+        fold_of[held_out] = fold
+        folders.append(folder)
+    return probs, fold_of, folders

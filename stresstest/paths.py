@@ -9,6 +9,7 @@ BEST_MODEL = "best_model.pth"        # written by the training stages
 LAST_STATE = "last_state.pth"        # training loop state for --resume
 CONFIG = "config.json"               # the training config of a run
 CASES_SUMMARY = "summary.json"       # failure analysis: threshold, counts, representative cases
+LABEL_ISSUES_SUMMARY = "summary.json"  # failure_analysis.py --train-folds: training-set label issues
 
 # Study A: each training run's folder and the stage script that writes it.
 RUNS = {"baseline": (EXPERIMENTS / "baseline", "train.py"),
@@ -21,6 +22,7 @@ CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
 ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
 SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
 EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation_checks.py
+LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

@@ -5,7 +5,6 @@ failures; the paired baseline-minus-improved difference per seed with its t-inte
 for each seed's pair; and how stable the confident-failure set is across seeds."""
 import dataclasses
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ from .cli import add_common_args, make_parser, run_main
 from .compare import wrong_among_most_confident
 from .data import load_cifar10
 from .device import pick_precision, resolve_device
-from .errors import UserError
 from .plots import save, seeds_figure
 from .predict import probabilities
 from .stats import mcnemar_exact
 from .sweep import LAUNCHERS, run_jobs
-from .training import LABEL_SMOOTHING, RUN_ONLY_SETTINGS, SMOKE_PRESET, TrainConfig, train
+from .training import LABEL_SMOOTHING, SMOKE_PRESET, TrainConfig, ensure_finished
 
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 SMOKE_SEEDS = [0, 1]
@@ -39,44 +37,11 @@ def seed_config(tag: str, seed: int, smoke: bool) -> TrainConfig:
     return dataclasses.replace(config, **SMOKE_PRESET) if smoke else config
 
 
-def model_settings(config: dict) -> dict:
-    return {key: value for key, value in config.items() if key not in RUN_ONLY_SETTINGS}
-
-
-def saved_config(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / paths.CONFIG).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def finished(folder: Path, config: TrainConfig) -> bool:
-    """Whether `folder` holds a finished run of exactly this config (every epoch in metrics.csv)."""
-    saved = saved_config(folder)
-    if saved is None or model_settings(saved) != model_settings(dataclasses.asdict(config)) \
-            or not (folder / paths.BEST_MODEL).is_file():
-        return False
-    try:
-        return len(pd.read_csv(folder / "metrics.csv")) >= config.epochs
-    except (OSError, ValueError):
-        return False
-
-
 def ensure_run(tag: str, config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str) -> Path:
     """The folder of a finished run of `config`: the usual run folder when it is exactly this run (the study A
     stages' seed), else out_dir/<model>/seed_<k>, trained or resumed now; finished seeds are not retrained."""
-    folder = out_dir / tag / f"seed_{config.seed}"
-    for candidate in [paths.run_dir(tag), folder]:
-        if finished(candidate, config):
-            print(f"{tag} seed {config.seed}: finished run in {candidate}", flush=True)
-            return candidate
-    saved = saved_config(folder)
-    if saved is not None and model_settings(saved) != model_settings(dataclasses.asdict(config)):
-        changed = sorted(k for k in model_settings(saved) if saved.get(k) != dataclasses.asdict(config).get(k))
-        raise UserError(f"{folder} holds a run with other settings ({', '.join(changed)}); remove it or choose "
-                        "another --out-dir")
-    train(config, data_dir, folder, device_name, resume=True)
-    return folder
+    return ensure_finished(config, data_dir, out_dir / tag / f"seed_{config.seed}", device_name,
+                           f"{tag} seed {config.seed}", reuse=paths.run_dir(tag))
 
 
 def t_interval(values) -> tuple[float, float, float, float]:

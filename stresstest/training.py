@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -20,8 +21,7 @@ from . import atomic, paths
 from .checkpoint import classifier_checkpoint
 from .cli import (add_common_args, make_parser, non_negative_int, open_fraction, positive_float, positive_int,
                   run_main, unit_interval)
-from .data import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
-                   split_validation)
+from .data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip, run_split
 from .device import autocast, cpu_name, pick_precision, synchronize
 from .distributed import Ranks, all_sum, barrier, torchrun_job
 from .errors import UserError
@@ -43,6 +43,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     val_fraction: float = 0.1      # stratified hold-out for checkpoint selection
     max_train_images: int = 0      # 0: all; else the first N training images (smoke runs)
+    cv_folds: int = 0              # >0: a cross-validation run that never trains on fold cv_fold of cv_folds
+    cv_fold: int = 0               # (stratified folds of the training images; out-of-fold label issues)
     seed: int = 0
     precision: str = "auto"        # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     compile: bool = False
@@ -93,11 +95,10 @@ class Trainer:
         data = load_cifar10(data_dir, quiet=not ranks.main)
         self.class_names = data.class_names
         train_images, train_labels = data.train_images, data.train_labels
-        if config.max_train_images:
-            train_images, train_labels = train_images[:config.max_train_images], train_labels[:config.max_train_images]
-        train_idx, val_idx = split_validation(train_labels, config.val_fraction)
+        train_idx, val_idx, fold_idx = run_split(train_labels, config.val_fraction, config.max_train_images,
+                                                 config.cv_folds, config.cv_fold)
         if len(train_idx) == 0 or len(val_idx) == 0:
-            raise UserError(f"{len(train_labels)} training images are too few for a validation split of "
+            raise UserError(f"{len(train_idx) + len(val_idx)} training images are too few for a validation split of "
                             f"{config.val_fraction}; use more data or another --val-fraction")
 
         def on_device(array):
@@ -109,7 +110,8 @@ class Trainer:
         self.val_images, self.val_labels = on_device(train_images[val_idx]), on_device(train_labels[val_idx])
         self.test_images, self.test_labels = on_device(data.test_images), on_device(data.test_labels)
         self.normalize = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
-        self.split_sizes = {"train": len(train_idx), "val": len(val_idx), "test": len(data.test_labels)}
+        self.split_sizes = {"train": len(train_idx), "val": len(val_idx), "test": len(data.test_labels)} | (
+            {"cv_fold": len(fold_idx)} if config.cv_folds else {})
 
         self.batch_size = min(config.batch_size, len(train_idx))  # the global batch, over all processes
         if self.batch_size % ranks.world:
@@ -301,6 +303,43 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
     if ranks.main:
         print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
               f"-> {out_dir / paths.BEST_MODEL}")
+
+
+def model_settings(config: dict) -> dict:
+    """The settings that make the trained model (keys added to TrainConfig since a run was saved: their defaults)."""
+    return {key: value for key, value in (dataclasses.asdict(TrainConfig()) | config).items()
+            if key not in RUN_ONLY_SETTINGS}
+
+
+def finished_run(folder: Path, config: TrainConfig) -> bool:
+    """Whether `folder` holds a finished run of exactly this config (every epoch in metrics.csv)."""
+    try:
+        saved = json.loads((folder / paths.CONFIG).read_text())
+        return (model_settings(saved) == model_settings(dataclasses.asdict(config))
+                and (folder / paths.BEST_MODEL).is_file() and len(pd.read_csv(folder / "metrics.csv")) >= config.epochs)
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_finished(config: TrainConfig, data_dir: Path, folder: Path, device_name: str, label: str,
+                    reuse: Path | None = None) -> Path:
+    """The folder of a finished run of `config`: `reuse` or `folder` when one holds it, else `folder` after
+    training (or resuming) it now. A `folder` that holds a run with other settings is left alone: an error."""
+    for candidate in [reuse, folder]:
+        if candidate is not None and finished_run(candidate, config):
+            print(f"{label}: finished run in {candidate}", flush=True)
+            return candidate
+    try:
+        saved = model_settings(json.loads((folder / paths.CONFIG).read_text()))
+    except (OSError, ValueError):
+        saved = None
+    wanted = model_settings(dataclasses.asdict(config))
+    if saved is not None and saved != wanted:
+        changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+        raise UserError(f"{folder} holds a run with other settings ({', '.join(changed)}); remove it or choose "
+                        "another --out-dir")
+    train(config, data_dir, folder, device_name, resume=True)
+    return folder
 
 
 def training_cli(description: str, tag: str, argv=None) -> None:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-
 from conftest import CLASS_NAMES, assert_user_error, run_stage_in_process
+
 from stresstest import data as cifar
 from stresstest.errors import UserError
 
@@ -111,6 +111,20 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
     assert np.array_equal(np.bincount(labels[val], minlength=10), [10, 9, 8, 7, 6, 5, 4, 3, 2, 1])
     again_train, again_val = cifar.split_validation(labels, 0.1)
     assert np.array_equal(val, again_val) and np.array_equal(train, again_train)
+
+
+def test_cross_validation_folds_partition_the_run_images_and_are_never_trained_on():
+    labels = np.repeat(np.arange(10), [30, 29, 28, 27, 26, 25, 24, 23, 22, 21])
+    folds = [cifar.run_split(labels, 0.1, 200, 4, k) for k in range(4)]
+    held = [fold for _, _, fold in folds]
+    assert np.array_equal(np.sort(np.concatenate(held)), np.arange(200))  # each of the first 200 in one fold
+    for train, val, fold in folds:
+        assert not set(fold) & (set(train) | set(val)) and len(train) + len(val) + len(fold) == 200
+    per_class = np.array([np.bincount(labels[fold], minlength=10) for fold in held])
+    assert (per_class.max(0) - per_class.min(0) <= 1).all()  # stratified
+    assert all(np.array_equal(f, cifar.run_split(labels, 0.1, 200, 4, k)[2]) for k, f in enumerate(held))
+    with pytest.raises(cifar.UserError, match="too few for 40 folds"):
+        cifar.cross_validation_fold(labels, 40, 0)
 
 
 def _all_crops_and_flips(image: torch.Tensor) -> torch.Tensor:

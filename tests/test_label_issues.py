@@ -1,11 +1,16 @@
 """Label issues: the published list of confirmed CIFAR-10 test label errors, cleanlab's flags on probabilities
 with planted label errors, and the columns the failure analysis writes."""
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import CLASS_NAMES, run_stage_in_process, write_checkpoint
 from stresstest.data import load_cifar10
 from stresstest.label_issues import confirmed_label_errors, describe, flag_label_issues, on_published_list
+from stresstest.training import TrainConfig
 
 SUBSET_FIRST_TEST_INDEX = 517  # ../shared/data/cifar10-subset holds official test images 517-1016 (its README)
 
@@ -81,3 +86,29 @@ def test_failure_analysis_marks_label_issues(tiny_data, tmp_path):
     for row in cases.itertuples():
         meta = (folder / row.case / "meta.txt").read_text()
         assert f"label_issue: {'yes' if row.label_issue else 'no'}" in meta
+
+
+@pytest.mark.slow
+def test_training_label_issues_come_from_runs_that_never_saw_their_fold(tiny_data, tmp_path):
+    recipe = TrainConfig(epochs=1, batch_size=32, lr=0.05, max_train_images=160, val_fraction=0.1)
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", config=dataclasses.asdict(recipe))
+    args = ["--data-dir", tiny_data, "--device", "cpu", "--threshold", "0.1", "--train-folds", "2",
+            "--fold-epochs", "1"]
+    result = run_stage_in_process("failure_analysis.py", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "experiments" / "label_issues"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training_images"] == 160 and summary["folds"] == 2 and 0 <= summary["out_of_fold_accuracy"] <= 1
+    issues = pd.read_csv(out / "train_label_issues.csv")
+    assert len(issues) == summary["label_issues"] and issues.label_issue.all()
+    assert issues.label_quality.is_monotonic_increasing and set(issues.fold) <= {0, 1}
+    assert issues.train_index.between(0, 159).all()
+    for fold in range(2):
+        run = out / f"fold_{fold}"
+        config = json.loads((run / "config.json").read_text())
+        assert (config["cv_folds"], config["cv_fold"], config["epochs"]) == (2, fold, 1)
+        sizes = json.loads((run / "run_info.json").read_text())["split_sizes"]
+        assert sizes["cv_fold"] == 80 and sizes["train"] + sizes["val"] == 80
+    again = run_stage_in_process("failure_analysis.py", *args, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("finished run in") == 2  # folds are reused
+

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, assert_user_error, file_digests, run_stage, run_stage_in_process
-from stresstest import atomic
+from stresstest import atomic, training
 from stresstest.checkpoint import load_classifier
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
 from stresstest.predict import loss_and_accuracy, predict_logits
@@ -160,6 +161,17 @@ def test_resume_with_nothing_saved_starts_afresh_and_clears_temporaries(tiny_dat
     assert (out / "best_model.pth").is_file() and not leftover.exists()
     again = run_stage_in_process("train.py", *args, cwd=tmp_path)  # the same command, repeated
     assert again.returncode == 0 and "nothing to resume" in again.stdout
+
+
+def test_a_run_saved_before_a_setting_existed_counts_as_finished_with_its_default(tmp_path):
+    config = TrainConfig(epochs=2)
+    saved = {key: value for key, value in dataclasses.asdict(config).items() if key not in {"cv_folds", "cv_fold"}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "best_model.pth").write_bytes(b"")
+    (tmp_path / "metrics.csv").write_text("epoch\n1\n2\n")
+    assert training.finished_run(tmp_path, config)
+    assert not training.finished_run(tmp_path, dataclasses.replace(config, cv_folds=4))
+    assert not training.finished_run(tmp_path, dataclasses.replace(config, epochs=3))
 
 
 @pytest.mark.parametrize("cycle, expected", [(False, [0.9] * 3), (True, None)])
