@@ -156,6 +156,20 @@ def cases_section(page: Page) -> None:
         page.table(issues.head(15))
 
 
+def training_label_issues_section(page: Page) -> None:
+    page.heading("Training-set label issues (optional: K-fold cross-validation, cleanlab)")
+    summary = read_json(paths.LABEL_ISSUES_DIR / paths.LABEL_ISSUES_SUMMARY)
+    issues = read_csv(paths.LABEL_ISSUES_DIR / "train_label_issues.csv")
+    if summary is None or issues is None:
+        page.missing("the training-set label issues", f"python {paths.CASES_PRODUCER} --train-folds 4")
+        return
+    page.paragraph(f"{summary['label_issues']} of {summary['training_images']} training images flagged from "
+                   f"out-of-fold probabilities ({summary['folds']} folds of {summary['fold_epochs']} epochs; "
+                   f"out-of-fold accuracy {summary['out_of_fold_accuracy']:.4f}: the flags are only as good as "
+                   "these runs). Most suspicious first:", "note")
+    page.table(issues.head(15))
+
+
 def calibration_section(page: Page) -> None:
     page.heading("Calibration and selective prediction")
     metrics = read_csv(paths.CALIBRATION_DIR / "calibration_metrics.csv")
@@ -237,8 +251,8 @@ def probing_section(page: Page) -> None:
             page.image(folder / name, f"{folder.name} {name}", "48%")
 
 
-SECTIONS = [runs_section, results_section, cases_section, calibration_section, robustness_section, seeds_section,
-            explanation_checks_section, probing_section]
+SECTIONS = [runs_section, results_section, cases_section, training_label_issues_section, calibration_section,
+            robustness_section, seeds_section, explanation_checks_section, probing_section]
 
 
 def write_report(out_dir: Path) -> Path:

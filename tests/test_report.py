@@ -1,5 +1,6 @@
 """The report page: every section says how to make it when its stage has not run, and every image it shows
 exists (relative paths from experiments/report/)."""
+import json
 import re
 from pathlib import Path
 
@@ -18,10 +19,24 @@ def test_report_of_nothing_names_every_missing_stage(tmp_path):
     text = (tmp_path / "experiments" / "report" / "index.html").read_text()
     for command in ["python train.py", "python improvement.py", "python compare_models.py",
                     "python failure_analysis.py", "python calibration.py", "python robustness.py", "python seeds.py",
-                    "python explanation_checks.py",
+                    "python explanation_checks.py", "python failure_analysis.py --train-folds 4",
                     "python probing/baseline_knn.py"]:
         assert f"<code>{command}" in text, command
     assert image_sources(tmp_path / "experiments" / "report" / "index.html") == []
+
+
+def test_report_shows_training_label_issues_when_the_folds_ran(tmp_path):
+    folder = tmp_path / "experiments" / "label_issues"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"label_issues": 2, "training_images": 160, "folds": 2,
+                                                     "fold_epochs": 1, "out_of_fold_accuracy": 0.55}))
+    (folder / "train_label_issues.csv").write_text("train_index,fold,given_label,suggested_label,label_quality,"
+                                                   "label_issue\n17,0,cat,dog,0.01,True\n42,1,ship,plane,0.02,True\n")
+    assert run_stage_in_process("report.py", cwd=tmp_path).returncode == 0
+    text = (tmp_path / "experiments" / "report" / "index.html").read_text()
+    assert "2 of 160 training images flagged" in text and "out-of-fold accuracy 0.5500" in text
+    assert "<td>17</td>" in text and "<td>42</td>" in text
+    assert "--train-folds 4" not in text
 
 
 @pytest.mark.slow  # whole stages on generated data: several seconds
