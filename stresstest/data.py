@@ -114,16 +114,18 @@ def load_cifar10(data_dir: Path, download: bool = True, quiet: bool = False) -> 
 
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified hold-out: `fraction` of each class goes to validation. Returns sorted (train, val) indices.
+    """Stratified hold-out: `fraction` of each class (at least one image of a class that has two) goes to
+    validation. Returns sorted (train, val) indices.
 
     The split depends on `seed` only (not on the training seed), so every run on the same data
-    selects its checkpoint on the same images.
+    selects its checkpoint on the same images; and a smaller fraction holds out a subset of a larger
+    one's images, so runs with different hold-outs can be compared on images none of them trained on.
     """
     rng = np.random.default_rng(seed)
     val = []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
-        val.append(members[:int(round(fraction * len(members)))])
+        val.append(members[:max(int(round(fraction * len(members))), int(len(members) > 1))])
     val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
     return train_idx, val_idx

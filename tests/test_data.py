@@ -113,6 +113,15 @@ def test_validation_split_is_stratified_disjoint_and_fixed():
     assert np.array_equal(val, again_val) and np.array_equal(train, again_train)
 
 
+def test_smaller_hold_outs_nest_inside_larger_ones_and_keep_every_class():
+    labels = np.repeat(np.arange(10), [100, 90, 80, 70, 60, 50, 40, 30, 20, 10])
+    _, small = cifar.split_validation(labels, 0.02)
+    _, large = cifar.split_validation(labels, 0.1)
+    # runs with different hold-outs are compared on `small`, which none of them trained on
+    assert set(small) < set(large)
+    assert np.array_equal(np.bincount(labels[small], minlength=10), [2, 2, 2, 1, 1, 1, 1, 1, 1, 1])
+
+
 def test_cross_validation_folds_partition_the_run_images_and_are_never_trained_on():
     labels = np.repeat(np.arange(10), [30, 29, 28, 27, 26, 25, 24, 23, 22, 21])
     folds = [cifar.run_split(labels, 0.1, 200, 4, k) for k in range(4)]

@@ -35,7 +35,8 @@ def test_stability_counts_and_overlap():
 
 @pytest.mark.slow
 def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(seeds, "SMOKE_PRESET", {"epochs": 1, "max_train_images": 128, "batch_size": 32, "lr": 0.05})
+    monkeypatch.setattr(seeds, "SMOKE_PRESET", {"epochs": 1, "max_train_images": 128, "batch_size": 32, "lr": 0.05,
+                                                 "val_fraction": 0.1})
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
     result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0.1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

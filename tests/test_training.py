@@ -57,7 +57,7 @@ def test_run_writes_the_output_contract(tiny_run):
     assert config["epochs"] == 2 and config["label_smoothing"] == 0.0 and config["seed"] == 1
     info = json.loads((out / "run_info.json").read_text())
     assert info["device"] == "cpu" and info["torch"] == torch.__version__
-    assert info["split_sizes"] == {"train": 360, "val": 40, "test": 120}
+    assert info["split_sizes"] == {"train": 390, "val": 10, "test": 120}  # 2%: one image per class
     for plot in ["accuracy_curve.png", "loss_curve.png"]:
         with Image.open(out / plot) as image:
             assert image.format == "PNG" and min(image.size) > 200
@@ -172,6 +172,16 @@ def test_a_run_saved_before_a_setting_existed_counts_as_finished_with_its_defaul
     assert training.finished_run(tmp_path, config)
     assert not training.finished_run(tmp_path, dataclasses.replace(config, cv_folds=4))
     assert not training.finished_run(tmp_path, dataclasses.replace(config, epochs=3))
+
+
+@pytest.mark.parametrize("flags, expected", [([], {"val_fraction": 0.02, "epochs": 30, "max_train_images": 0}),
+                                             (["--smoke"], {"val_fraction": 0.1, "epochs": 2, "max_train_images": 768}),
+                                             (["--smoke", "--val-fraction", "0.2"], {"val_fraction": 0.2})])
+def test_defaults_smoke_preset_and_flags_resolve_in_that_order(flags, expected, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda config, *rest: seen.update(dataclasses.asdict(config)))
+    training.training_cli("test", "baseline", flags)
+    assert {key: seen[key] for key in expected} == expected
 
 
 @pytest.mark.parametrize("cycle, expected", [(False, [0.9] * 3), (True, None)])
