@@ -24,7 +24,8 @@ from stresstest import probe, training
 from stresstest.distributed import Ranks
 from stresstest.training import Trainer, TrainConfig
 
-CONFIG = TrainConfig(epochs=1, batch_size=32, max_train_images=180, lr=0.05, seed=3)  # 5 steps of 32
+CONFIG = TrainConfig(epochs=1, batch_size=32, max_train_images=180, lr=0.05, seed=3,
+                     val_fraction=0.1)  # 162 training images: 5 steps of 32
 
 
 def strip_batchnorm(module: nn.Module) -> nn.Module:
