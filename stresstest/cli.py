@@ -61,6 +61,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def unit_interval(text: str) -> float:
     """A value in [0, 1): label smoothing, thresholds."""
     value = float(text)

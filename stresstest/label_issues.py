@@ -12,10 +12,10 @@ import torch
 
 from . import paths
 from .checkpoint import load_classifier
-from .data import run_split
+from .data import cross_validation_fold
 from .device import pick_precision, resolve_device
 from .predict import probabilities
-from .training import TrainConfig, ensure_finished
+from .training import ensure_finished, saved_config
 
 CONFIRMED_ERRORS = Path(__file__).parent / "reference_data" / "cifar10_test_label_errors.json"
 OFFICIAL_TEST_SIZE = 10_000
@@ -84,7 +84,7 @@ def out_of_fold_probabilities(checkpoint: dict, data, data_dir: Path, folds: int
     of `folds` cross-validation runs that never trained on it: the checkpoint's recipe, `fold_epochs` epochs
     each, trained (or resumed; finished folds are reused) into out_dir/fold_<k>. Returns the probabilities,
     each image's fold and the run folders."""
-    recipe = TrainConfig(**checkpoint["config"])
+    recipe = saved_config(checkpoint["config"], "the baseline checkpoint")
     labels = data.train_labels[:recipe.max_train_images] if recipe.max_train_images else data.train_labels
     device = resolve_device(device_name)
     probs, fold_of = np.zeros((len(labels), len(data.class_names))), np.full(len(labels), -1)
@@ -95,7 +95,7 @@ def out_of_fold_probabilities(checkpoint: dict, data, data_dir: Path, folds: int
                                  f"fold {fold + 1}/{folds}")
         model, fold_checkpoint = load_classifier(folder / paths.BEST_MODEL, "failure_analysis.py --train-folds",
                                                  device)
-        held_out = run_split(labels, config.val_fraction, 0, folds, fold)[2]
+        held_out = cross_validation_fold(labels, folds, fold)
         images = torch.from_numpy(data.train_images[held_out]).to(device)
         probs[held_out] = probabilities(model, fold_checkpoint, images, pick_precision(device)).cpu().double().numpy()
         fold_of[held_out] = fold

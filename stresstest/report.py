@@ -90,8 +90,8 @@ def runs_section(page: Page) -> None:
             continue
         best = metrics[metrics.best.astype(bool)].iloc[-1]
         rows.append({"run": tag, "label smoothing": config["label_smoothing"], "seed": config["seed"],
-                     "epochs": config["epochs"], "best epoch": int(best.epoch), "val acc": best.val_acc,
-                     "test acc (best)": best.test_acc, "device": (info or {}).get("device_name", ""),
+                     "epochs": config["epochs"], "chosen epoch": int(best.epoch), "val acc": best.val_acc,
+                     "test acc (chosen)": best.test_acc, "device": (info or {}).get("device_name", ""),
                      "precision": (info or {}).get("precision", ""),
                      "split train/val/test": "/".join(str((info or {}).get("split_sizes", {}).get(split, "?"))
                                                       for split in ["train", "val", "test"])})

@@ -19,8 +19,8 @@ from models import build_model
 
 from . import atomic, paths
 from .checkpoint import classifier_checkpoint
-from .cli import (add_common_args, make_parser, non_negative_int, open_fraction, positive_float, positive_int,
-                  run_main, unit_interval)
+from .cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction, positive_float,
+                  positive_int, run_main, unit_interval)
 from .data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip, run_split
 from .device import autocast, cpu_name, pick_precision, synchronize
 from .distributed import Ranks, all_sum, barrier, torchrun_job
@@ -41,6 +41,8 @@ class TrainConfig:
                                    # README "Momentum"); off: held at `momentum`
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    select_within_se: float = 1.0  # best_model.pth: the latest epoch within this many binomial standard errors of
+                                   # the best validation accuracy (0: the best itself; README "Checkpoint choice")
     val_fraction: float = 0.02     # stratified hold-out for checkpoint selection and stage 7's temperature: 1,000
                                    # images of full CIFAR-10, 102 of the subset (chosen on validation over two
                                    # seeds, README "Validation hold-out"; 10% until then)
@@ -56,6 +58,8 @@ class TrainConfig:
 # The study's one change: label smoothing of each run (train.py: baseline, improvement.py: improved).
 LABEL_SMOOTHING = {"baseline": 0.0, "improved": 0.1}
 RUN_ONLY_SETTINGS = {"compile", "eval_batch_size"}  # config keys that do not change the trained model
+# How a run saved before a setting existed behaved (where that differs from the setting's default today).
+BEFORE_THE_SETTING_EXISTED = {"select_within_se": 0.0}
 
 # Small enough for about a minute per training stage on a 2-core CPU without bf16 (the smoke pipeline trains
 # four runs: both stages and a second seed of each); smaller batches and a lower peak learning rate keep two
@@ -86,6 +90,22 @@ def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
 def best_row(rows: list[dict]) -> dict:
     """The metrics row of the epoch whose checkpoint is best_model.pth (the last one flagged best)."""
     return next(row for row in reversed(rows) if row["best"])
+
+
+def within_noise_of_best(val_acc: float, best_val_acc: float, val_images: int, within_se: float) -> bool:
+    """The checkpoint rule: an epoch is kept when its validation accuracy is within `within_se` binomial standard
+    errors of the best so far; the latest such epoch wins (with a one-cycle schedule the late epochs are the
+    annealed ones, and on a small hold-out the best epoch is partly noise)."""
+    return val_acc >= best_val_acc - within_se * math.sqrt(best_val_acc * (1 - best_val_acc) / val_images)
+
+
+def saved_config(config: dict, source: str | Path) -> TrainConfig:
+    """The TrainConfig a run was saved with; settings it predates take the value it behaved with."""
+    unknown = sorted(set(config) - {field.name for field in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise UserError(f"{source} was saved by a newer version of this project (unknown settings: "
+                        f"{', '.join(unknown)}); update this checkout")
+    return TrainConfig(**(BEFORE_THE_SETTING_EXISTED | config))
 
 
 class Trainer:
@@ -138,12 +158,12 @@ class Trainer:
             pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
             cycle_momentum=config.cycle_momentum, base_momentum=0.85, max_momentum=0.95)
         self.rows: list[dict] = []
-        self.best_val = (-1.0, math.inf)  # (val accuracy, val loss) of the best epoch so far
+        self.best_val_acc = -1.0  # the highest validation accuracy so far
 
     # -- state ---------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"config": dataclasses.asdict(self.config), "epoch": len(self.rows), "rows": self.rows,
-                "best_val": list(self.best_val), "model": self.model.state_dict(),
+                "best_val_acc": self.best_val_acc, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, state: dict) -> None:
@@ -151,11 +171,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rows = list(state["rows"])
-        self.best_val = tuple(state["best_val"])
-
-    def _is_better(self, val_acc: float, val_loss: float) -> bool:
-        best_acc, best_loss = self.best_val
-        return val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss)
+        # states saved before the selection rule kept (accuracy, loss) of the best epoch
+        self.best_val_acc = state["best_val_acc"] if "best_val_acc" in state else state["best_val"][0]
 
     # -- loop ----------------------------------------------------------------------------------------
     def _epoch_generator(self, epoch: int) -> torch.Generator:
@@ -223,7 +240,10 @@ class Trainer:
                 test_loss, test_acc = self._evaluate(self.test_images, self.test_labels)
             else:
                 val_loss = val_acc = test_loss = test_acc = math.nan
-            is_best = self._is_better(val_acc, val_loss)
+            if self.ranks.main:
+                self.best_val_acc = max(self.best_val_acc, val_acc)
+            is_best = self.ranks.main and within_noise_of_best(val_acc, self.best_val_acc, len(self.val_labels),
+                                                               self.config.select_within_se)
             row = {"epoch": epoch, "lr": round(lr, 6), "train_loss": round(train_loss, 5),
                    "train_acc": round(train_acc, 5), "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
                    "test_loss": round(test_loss, 5), "test_acc": round(test_acc, 5),
@@ -231,8 +251,6 @@ class Trainer:
                    "train_images_per_s": round(self.steps_per_epoch * self.batch_size / seconds, 1),
                    "best": int(is_best)}
             self.rows.append(row)
-            if is_best:
-                self.best_val = (val_acc, val_loss)
             if not self.ranks.main:  # one process writes and prints
                 continue
             # Order matters for resume: best checkpoint, then loop state, then the CSV and plots.
@@ -277,10 +295,11 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
     if resume:
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
-            saved = TrainConfig(**state["config"])
+            saved_settings = dict(state["config"])
         except Exception as error:
             raise UserError(f"--resume: {state_path} is unreadable ({type(error).__name__}); "
                             "run without --resume to start afresh") from None
+        saved = saved_config(saved_settings, state_path)
         if state["epoch"] >= saved.epochs:
             say(f"the run in {out_dir} already finished all {saved.epochs} epochs; nothing to resume")
             return
@@ -304,14 +323,16 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         f"epochs -> {out_dir}", flush=True)
     best = trainer.fit(label=out_dir.name)
     if ranks.main:
-        print(f"best epoch {best['epoch']}: val acc {best['val_acc']:.4f}, test acc {best['test_acc']:.4f} "
-              f"-> {out_dir / paths.BEST_MODEL}")
+        print(f"chosen epoch {best['epoch']} (the latest within {config.select_within_se:g} SE of the best "
+              f"validation accuracy, {trainer.best_val_acc:.4f}): val acc {best['val_acc']:.4f}, test acc "
+              f"{best['test_acc']:.4f} -> {out_dir / paths.BEST_MODEL}")
 
 
 def model_settings(config: dict) -> dict:
-    """The settings that make the trained model (keys added to TrainConfig since a run was saved: their defaults)."""
-    return {key: value for key, value in (dataclasses.asdict(TrainConfig()) | config).items()
-            if key not in RUN_ONLY_SETTINGS}
+    """The settings that make the trained model (keys added to TrainConfig since a run was saved: the value it
+    behaved with)."""
+    settings = dataclasses.asdict(TrainConfig()) | BEFORE_THE_SETTING_EXISTED | config
+    return {key: value for key, value in settings.items() if key not in RUN_ONLY_SETTINGS}
 
 
 def finished_run(folder: Path, config: TrainConfig) -> bool:
@@ -370,6 +391,9 @@ def training_cli(description: str, tag: str, argv=None) -> None:
                         help="share of the training images held out (stratified) to pick the best checkpoint and "
                              f"fit calibration (default {defaults.val_fraction}; --smoke: "
                              f"{SMOKE_PRESET['val_fraction']})")
+    parser.add_argument("--select-within-se", type=non_negative_float, default=defaults.select_within_se,
+                        help="best_model.pth is the latest epoch whose validation accuracy is within this many "
+                             "binomial standard errors of the best (0: the best epoch itself)")
     parser.add_argument("--max-train-images", type=non_negative_int, help="use only the first N training images "
                         f"(default all; --smoke: {SMOKE_PRESET['max_train_images']})")
     parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
@@ -391,5 +415,6 @@ def training_cli(description: str, tag: str, argv=None) -> None:
     config = dataclasses.replace(
         defaults, **{name: chosen(name) for name in SMOKE_PRESET}, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, seed=args.seed,
-        precision=args.precision, compile=args.compile, cycle_momentum=args.cycle_momentum)
+        precision=args.precision, compile=args.compile, cycle_momentum=args.cycle_momentum,
+        select_within_se=args.select_within_se)
     run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume))
