@@ -5,6 +5,7 @@ import html
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -170,68 +171,70 @@ def training_label_issues_section(page: Page) -> None:
     page.table(issues.head(15))
 
 
-def calibration_section(page: Page) -> None:
-    page.heading("Calibration and selective prediction")
-    metrics = read_csv(paths.CALIBRATION_DIR / "calibration_metrics.csv")
-    if metrics is None:
-        page.missing("calibration", "python calibration.py")
-        return
-    page.table(metrics)
-    selective = read_csv(paths.CALIBRATION_DIR / "selective_prediction.csv")
-    if selective is not None:
-        page.table(selective)
-    page.image(paths.CALIBRATION_DIR / "reliability_diagrams.png", "reliability diagrams")
-    page.image(paths.CALIBRATION_DIR / "risk_coverage.png", "risk-coverage curves")
+@dataclass(frozen=True)
+class StageSection:
+    """A study C stage's section: its main table (whose absence means the stage has not run), the extra tables
+    and the figures it leaves, each with the note that says how to read it."""
+    title: str
+    folder: Path
+    main_table: str
+    what: str
+    command: str
+    intro: str = ""
+    tables: tuple = ()   # (csv name, note) shown when present
+    figures: tuple = ()  # (png name, caption)
+
+    def __call__(self, page: Page) -> pd.DataFrame | None:
+        page.heading(self.title)
+        main = read_csv(self.folder / self.main_table)
+        if main is None:
+            page.missing(self.what, self.command)
+            return None
+        for note, table in [(self.intro, main), *((note, read_csv(self.folder / name)) for name, note in self.tables)]:
+            if table is not None:
+                if note:
+                    page.paragraph(note, "note")
+                page.table(table)
+        for name, caption in self.figures:
+            page.image(self.folder / name, caption)
+        return main
+
+
+calibration_section = StageSection(
+    "Calibration and selective prediction", paths.CALIBRATION_DIR, "calibration_metrics.csv", "calibration",
+    "python calibration.py", tables=(("selective_prediction.csv", ""),),
+    figures=(("reliability_diagrams.png", "reliability diagrams"), ("risk_coverage.png", "risk-coverage curves")))
+
+seeds_section = StageSection(
+    "Several seeds: intervals and tests", paths.SEEDS_DIR, "summary.csv", "the seeds study", "python seeds.py",
+    tables=(("mcnemar.csv", ""),), figures=(("seeds.png", "seeds"),))
+
+explanation_checks_section = StageSection(
+    "Explanation checks", paths.EXPLANATIONS_DIR, "road.csv", "the explanation checks", "python explanation_checks.py",
+    intro="ROAD combined score (higher: removing what the map marks relevant hurts more than removing what it marks "
+          "irrelevant), Grad-CAM against random maps, with 95% bootstrap intervals:",
+    tables=(("randomisation.csv", "Model-randomisation check: rank correlation with the original map as layers are "
+                                  "re-initialised from the head down (faithful: it falls)."),
+            ("agreement.csv", "The two models' maps of the same image and class, against pairs of different images "
+                              "(the centre bias every CIFAR map shares).")),
+    figures=(("randomisation.png", "randomisation cascade"),))
+
+corruptions_section = StageSection(
+    "Corruptions and occlusion", paths.ROBUSTNESS_DIR, "robustness_summary.csv", "the robustness stage",
+    "python robustness.py",
+    figures=(("accuracy_vs_severity.png", "accuracy against severity"),
+             ("corruption_examples.png", "corruption examples")))
 
 
 def robustness_section(page: Page) -> None:
-    page.heading("Corruptions and occlusion")
-    summary = read_csv(paths.ROBUSTNESS_DIR / "robustness_summary.csv")
-    if summary is None:
-        page.missing("the robustness stage", "python robustness.py")
+    if corruptions_section(page) is None:
         return
-    page.table(summary)
-    page.image(paths.ROBUSTNESS_DIR / "accuracy_vs_severity.png", "accuracy against severity")
-    page.image(paths.ROBUSTNESS_DIR / "corruption_examples.png", "corruption examples")
     occlusion = read_csv(paths.ROBUSTNESS_DIR / "occlusion_gradcam.csv")
     if occlusion is not None and len(occlusion):
         agreement = occlusion.groupby("model").spearman.agg(["count", "median", "mean"]).reset_index()
         page.paragraph("Occlusion sensitivity against Grad-CAM, Spearman rank correlation over the saved cases:",
                        "note")
         page.table(agreement)
-
-
-def seeds_section(page: Page) -> None:
-    page.heading("Several seeds: intervals and tests")
-    summary = read_csv(paths.SEEDS_DIR / "summary.csv")
-    if summary is None:
-        page.missing("the seeds study", "python seeds.py")
-        return
-    page.table(summary)
-    tests = read_csv(paths.SEEDS_DIR / "mcnemar.csv")
-    if tests is not None:
-        page.table(tests)
-    page.image(paths.SEEDS_DIR / "seeds.png", "seeds")
-
-
-def explanation_checks_section(page: Page) -> None:
-    page.heading("Explanation checks")
-    road = read_csv(paths.EXPLANATIONS_DIR / "road.csv")
-    if road is None:
-        page.missing("the explanation checks", "python explanation_checks.py")
-        return
-    page.paragraph("ROAD combined score (higher: removing what the map marks relevant hurts more than removing "
-                   "what it marks irrelevant), Grad-CAM against random maps, with 95% bootstrap intervals:", "note")
-    page.table(road)
-    for name, note in [("randomisation.csv", "Model-randomisation check: rank correlation with the original map as "
-                                             "layers are re-initialised from the head down (faithful: it falls)."),
-                       ("agreement.csv", "The two models' maps of the same image and class, against pairs of "
-                                         "different images (the centre bias every CIFAR map shares).")]:
-        table = read_csv(paths.EXPLANATIONS_DIR / name)
-        if table is not None:
-            page.paragraph(note, "note")
-            page.table(table)
-    page.image(paths.EXPLANATIONS_DIR / "randomisation.png", "randomisation cascade")
 
 
 def probing_section(page: Page) -> None:

@@ -5,8 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import run_stage_in_process, write_checkpoint
+from stresstest import report
 
 
 def image_sources(page: Path) -> list[str]:
@@ -58,3 +60,21 @@ def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
     assert "../comparison/confusion_matrices.png" in sources
     text = page.read_text()
     assert "McNemar" in text and "<code>python calibration.py" in text
+
+
+@pytest.mark.parametrize("section", [report.calibration_section, report.seeds_section,
+                                     report.explanation_checks_section, report.corruptions_section],
+                         ids=lambda section: section.what)
+def test_a_stage_section_shows_every_table_and_figure_its_stage_left(section, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    section.folder.mkdir(parents=True)
+    tables = [section.main_table, *(name for name, _ in section.tables)]
+    for number, name in enumerate(tables):
+        (section.folder / name).write_text(f"column\nvalue_{number}\n")
+    for name, _ in section.figures:
+        Image.new("RGB", (4, 4)).save(section.folder / name)
+    page = report.write_report(tmp_path / "experiments" / "report")
+    text = page.read_text()
+    assert all(f"<td>value_{number}</td>" in text for number in range(len(tables)))
+    assert {f"../{section.folder.name}/{name}" for name, _ in section.figures} <= set(image_sources(page))
+    assert f"<code>{section.command}</code>" not in text
