@@ -237,6 +237,13 @@ def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
         assert 0.85 < seen[-1] < seen[0] < 0.95
 
 
+def test_a_loop_state_saved_before_the_checkpoint_rule_resumes_with_its_best_accuracy(tiny_data):
+    trainer = Trainer(TrainConfig(epochs=2, batch_size=20, max_train_images=100), tiny_data, None, torch.device("cpu"))
+    state = trainer.state()
+    del state["best_val_acc"]
+    state["best_val"] = [0.625, 1.5]  # (accuracy, loss) of the best epoch, as such states kept it
+    trainer.load_state(state)
+    assert trainer.best_val_acc == 0.625
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
