@@ -299,6 +299,9 @@ def test_describe_change_names_every_differing_setting():
     assert describe_change({"label_smoothing": 0.0, "seed": 0, "compile": False},
                            {"label_smoothing": 0.1, "seed": 0, "compile": True}) == "label_smoothing 0.0 -> 0.1"
     assert describe_change({"lr": 0.1}, {"lr": 0.1}) == "no change in the training config"
+    older = {"label_smoothing": 0.0}  # saved before cv_folds and select_within_se existed
+    assert describe_change(older, {"label_smoothing": 0.1, "cv_folds": 0}) == "label_smoothing 0.0 -> 0.1"
+    assert describe_change(older, {"select_within_se": 1.0}) == "select_within_se 0.0 -> 1.0"
 
 
 def test_unknown_layer_lists_the_valid_ones():
