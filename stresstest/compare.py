@@ -16,7 +16,7 @@ from .errors import UserError
 from .plots import confusion_figure
 from .predict import probabilities
 from .stats import mcnemar_exact, wilson_interval
-from .training import model_settings
+from .training import RUN_ONLY_SETTINGS, model_settings
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
@@ -31,9 +31,12 @@ def check_compatible(baseline: dict, improved: dict, files: tuple[Path, Path]) -
 
 def describe_change(baseline_config: dict, improved_config: dict) -> str:
     """What the improved run changed, read from the two checkpoints' training configs (a setting one of them
-    predates counts as what that run did)."""
-    before, after = model_settings(baseline_config), model_settings(improved_config)
-    changes = [f"{key} {before[key]} -> {after[key]}" for key in sorted(before) if before[key] != after[key]]
+    predates counts as what that run did; a checkpoint without a config leaves every setting unknown: None)."""
+    if baseline_config and improved_config:
+        baseline_config, improved_config = model_settings(baseline_config), model_settings(improved_config)
+    keys = sorted((set(baseline_config) | set(improved_config)) - RUN_ONLY_SETTINGS)
+    changes = [f"{key} {baseline_config.get(key)} -> {improved_config.get(key)}" for key in keys
+               if baseline_config.get(key) != improved_config.get(key)]
     return ", ".join(changes) or "no change in the training config"
 
 
