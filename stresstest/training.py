@@ -158,12 +158,11 @@ class Trainer:
             pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
             cycle_momentum=config.cycle_momentum, base_momentum=0.85, max_momentum=0.95)
         self.rows: list[dict] = []
-        self.best_val_acc = -1.0  # the highest validation accuracy so far
 
     # -- state ---------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"config": dataclasses.asdict(self.config), "epoch": len(self.rows), "rows": self.rows,
-                "best_val_acc": self.best_val_acc, "model": self.model.state_dict(),
+                "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, state: dict) -> None:
@@ -171,8 +170,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rows = list(state["rows"])
-        # states saved before the selection rule kept (accuracy, loss) of the best epoch
-        self.best_val_acc = state["best_val_acc"] if "best_val_acc" in state else state["best_val"][0]
 
     # -- loop ----------------------------------------------------------------------------------------
     def _epoch_generator(self, epoch: int) -> torch.Generator:
@@ -240,9 +237,9 @@ class Trainer:
                 test_loss, test_acc = self._evaluate(self.test_images, self.test_labels)
             else:
                 val_loss = val_acc = test_loss = test_acc = math.nan
-            if self.ranks.main:
-                self.best_val_acc = max(self.best_val_acc, val_acc)
-            is_best = self.ranks.main and within_noise_of_best(val_acc, self.best_val_acc, len(self.val_labels),
+            val_acc = round(val_acc, 5)  # as the rows keep it, so the best so far comes from the rows on resume too
+            best_val_acc = max([row["val_acc"] for row in self.rows] + [val_acc])
+            is_best = self.ranks.main and within_noise_of_best(val_acc, best_val_acc, len(self.val_labels),
                                                                self.config.select_within_se)
             row = {"epoch": epoch, "lr": round(lr, 6), "train_loss": round(train_loss, 5),
                    "train_acc": round(train_acc, 5), "val_loss": round(val_loss, 5), "val_acc": round(val_acc, 5),
@@ -323,8 +320,9 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         f"epochs -> {out_dir}", flush=True)
     best = trainer.fit(label=out_dir.name)
     if ranks.main:
+        highest = max(row["val_acc"] for row in trainer.rows)
         print(f"chosen epoch {best['epoch']} (the latest within {config.select_within_se:g} SE of the best "
-              f"validation accuracy, {trainer.best_val_acc:.4f}): val acc {best['val_acc']:.4f}, test acc "
+              f"validation accuracy, {highest:.4f}): val acc {best['val_acc']:.4f}, test acc "
               f"{best['test_acc']:.4f} -> {out_dir / paths.BEST_MODEL}")
 
 

@@ -237,13 +237,16 @@ def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
         assert 0.85 < seen[-1] < seen[0] < 0.95
 
 
-def test_a_loop_state_saved_before_the_checkpoint_rule_resumes_with_its_best_accuracy(tiny_data):
-    trainer = Trainer(TrainConfig(epochs=2, batch_size=20, max_train_images=100), tiny_data, None, torch.device("cpu"))
+def test_a_resumed_run_chooses_against_the_best_epoch_before_the_kill(tiny_data, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=20, max_train_images=100, select_within_se=0.0)
+    trainer = Trainer(config, tiny_data, tmp_path, torch.device("cpu"))
     state = trainer.state()
-    del state["best_val_acc"]
-    state["best_val"] = [0.625, 1.5]  # (accuracy, loss) of the best epoch, as such states kept it
+    done = {field: 1.0 for field in METRIC_FIELDS} | {"best": 1}
+    state["rows"] = [done | {"epoch": 1, "val_acc": 0.5}, done | {"epoch": 2, "val_acc": 1.0}]
+    state["best_val"] = [1.0, 0.1]  # what loop states kept before the rule: ignored, the rows say it
     trainer.load_state(state)
-    assert trainer.best_val_acc == 0.625
+    assert trainer.fit("resumed")["epoch"] == 2  # an untrained epoch 3 is far below 1.0
+    assert trainer.rows[-1]["epoch"] == 3 and trainer.rows[-1]["best"] == 0
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
