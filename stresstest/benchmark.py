@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
 from .data import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
@@ -79,7 +80,23 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
         rates["package_batch"] = rate(lambda: cam(input_tensor=images, targets=targets), len(images))
         rates["package_single"] = rate(lambda: [cam(input_tensor=images[i:i + 1], targets=targets[i:i + 1])
                                                 for i in range(single_count)], single_count)
-    return {"rates": rates, "count": len(images)}
+    with FlopCounterMode(display=False) as counter:  # forward plus the backward to the layer, as run above
+        gradcam_on_device(model, images[:8], classes[:8], layer, 8)
+    return {"rates": rates, "count": len(images), "flops_per_map": counter.get_total_flops() / 8,
+            "matmul_flops_per_s": matmul_rate(trainer.device)}
+
+
+def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """Floating-point operations per second of a large fp32 matrix product: about the most this device's
+    arithmetic gives a convolution network, so flops per map over it bounds Grad-CAM's maps/s."""
+    a, b = torch.randn(2, size, size, device=device).unbind()
+    torch.mm(a, b)  # warm-up
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    synchronize(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started)
 
 
 def measure_feature_extraction(device: torch.device, count: int) -> dict:
@@ -248,6 +265,10 @@ def main(argv=None) -> None:
             target = f" (target {gradcam_target:.0f}x)" if gradcam_target and kind.startswith("on_device") else ""
             print(f"Grad-CAM {kind:18s} {rate:8.1f} img/s ({rate / single:5.1f}x pytorch_grad_cam one image per "
                   f"call){target}", flush=True)
+        ceiling = cams["matmul_flops_per_s"] / cams["flops_per_map"]
+        print(f"Grad-CAM arithmetic ceiling: {cams['flops_per_map'] / 1e9:.2f} GFLOP per map (counted) at "
+              f"{cams['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (fp32 matrix product) = {ceiling:.0f} img/s "
+              f"({ceiling / single:.1f}x pytorch_grad_cam one image per call)", flush=True)
         if args.feature_images > 0:
             for name, rate in measure_feature_extraction(device, args.feature_images).items():
                 print(f"ours  {name} features {rate:8.1f} img/s at 224x224", flush=True)

@@ -1,9 +1,11 @@
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import run_stage_in_process, write_cifar
 from stresstest import benchmark
 from stresstest.corruptions import NAMES
+from stresstest.explain import DEFAULT_LAYER
 
 
 def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
@@ -12,6 +14,22 @@ def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
     trainer = ours["trainer"]
     assert trainer.steps_per_epoch == 1 and trainer.scheduler.last_epoch == 4  # the schedule did not run out
     assert ours["train"] > 0 and ours["eval"] > 0
+
+
+def test_the_gradcam_ceiling_counts_the_forward_pass_and_the_backward_to_the_layer_only(tmp_path):
+    data = write_cifar(tmp_path, per_batch=8, test_count=8)
+    trainer = benchmark.measure_ours(data, torch.device("cpu"), steps=1, warmup=1, batch_size=32,
+                                     compile_model=False)["trainer"]
+    cams = benchmark.measure_gradcam(trainer, count=8, single_count=1)
+    model = trainer.model.eval()
+    with FlopCounterMode(display=False) as forward:
+        model(torch.zeros(1, 3, 32, 32))
+    with FlopCounterMode(display=False) as last_stage:  # the backward to layer3 costs about layer4's forward
+        model.layer4(torch.zeros(1, 256, 8, 8))
+    assert DEFAULT_LAYER == "layer3"
+    expected = forward.get_total_flops() + last_stage.get_total_flops()
+    assert cams["flops_per_map"] == pytest.approx(expected, rel=0.01)  # no weight gradients
+    assert cams["matmul_flops_per_s"] > 0 and all(rate > 0 for rate in cams["rates"].values())
 
 
 @pytest.mark.slow
