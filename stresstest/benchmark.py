@@ -80,9 +80,10 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
         rates["package_batch"] = rate(lambda: cam(input_tensor=images, targets=targets), len(images))
         rates["package_single"] = rate(lambda: [cam(input_tensor=images[i:i + 1], targets=targets[i:i + 1])
                                                 for i in range(single_count)], single_count)
+    sample = len(images[:8])
     with FlopCounterMode(display=False) as counter:  # forward plus the backward to the layer, as run above
-        gradcam_on_device(model, images[:8], classes[:8], layer, 8)
-    return {"rates": rates, "count": len(images), "flops_per_map": counter.get_total_flops() / 8,
+        gradcam_on_device(model, images[:sample], classes[:sample], layer, sample)
+    return {"rates": rates, "count": len(images), "flops_per_map": counter.get_total_flops() / sample,
             "matmul_flops_per_s": matmul_rate(trainer.device)}
 
 
