@@ -23,13 +23,19 @@ def real_test_images(subset_data):
     return torch.from_numpy(data.test_images[:24]), data.test_labels[:24]
 
 
-@pytest.mark.parametrize("layer", ["layer3", "layer4"])
-@pytest.mark.parametrize("target", ["true", "predicted"])
-def test_on_device_gradcam_equals_the_package_on_a_cifar_resnet(layer, target, real_test_images):
+@pytest.fixture  # a fresh model per test: the package's GradCAM leaves gradients on the parameters
+def cifar_resnet(real_test_images):
+    """A seeded random-init CIFAR ResNet-18 in eval mode, the real images normalized for it, their labels."""
     torch.manual_seed(0)
-    model = build_model("resnet18", 10).eval()
     images, labels = real_test_images
     inputs = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))(images)
+    return build_model("resnet18", 10).eval(), inputs, labels
+
+
+@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+@pytest.mark.parametrize("target", ["true", "predicted"])
+def test_on_device_gradcam_equals_the_package_on_a_cifar_resnet(layer, target, cifar_resnet):
+    model, inputs, labels = cifar_resnet
     with torch.no_grad():
         predicted = model(inputs).argmax(1).numpy()
     classes = labels if target == "true" else predicted
@@ -41,13 +47,11 @@ def test_on_device_gradcam_equals_the_package_on_a_cifar_resnet(layer, target, r
     np.testing.assert_array_equal(probs.argmax(1), predicted)
 
 
-def test_on_device_gradcam_in_bf16_stays_close_to_fp32(real_test_images):
+def test_on_device_gradcam_in_bf16_stays_close_to_fp32(cifar_resnet):
     # bf16 is the path bench.py times on hardware with bf16 units (never measured here); its maps must stay
     # those of fp32 within bf16's rounding, and differ from them at all (autocast really on)
-    torch.manual_seed(0)
-    model = build_model("resnet18", 10).eval()
-    images, labels = real_test_images
-    inputs = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))(images[:8])
+    model, inputs, labels = cifar_resnet
+    inputs = inputs[:8]
     layer = model.get_submodule("layer4")
     fp32, fp32_probs = gradcam_on_device(model, inputs, labels[:8], layer, batch_size=8)
     bf16, bf16_probs = gradcam_on_device(model, inputs, labels[:8], layer, batch_size=8, precision="bf16")
