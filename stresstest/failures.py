@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import atomic, paths
+from . import atomic, paths, plots
 from .cases import format_meta, replace_folder
 from .checkpoint import load_classifier, read_checkpoint
 from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main, unit_interval
@@ -24,6 +24,7 @@ SMOKE_MAX_CASES = 12  # every later stage draws, explains and occludes each case
 REPRESENTATIVE_COUNT = 3
 FOLD_EPOCHS = 10       # --train-folds: each cross-validation run is a short run of the baseline's recipe
 SMOKE_FOLD_EPOCHS = 1
+LABEL_ISSUES_SHOWN = 24  # images in label_issues.png / train_label_issues.png
 
 
 def confidence_threshold(given: float | None, smoke: bool) -> float:
@@ -75,6 +76,16 @@ def pick_representatives(cases: pd.DataFrame, count: int = REPRESENTATIVE_COUNT)
     return picks
 
 
+def save_label_issues_figure(path: Path, issues: pd.DataFrame, images: np.ndarray, split: str) -> None:
+    """The most suspicious flagged images of `split` (images: all of them, NCHW uint8) in one figure; none
+    flagged, no figure (and no stale one)."""
+    if not len(issues):
+        path.unlink(missing_ok=True)
+        return
+    shown = images[issues[f"{split}_index"].head(LABEL_ISSUES_SHOWN)].transpose(0, 2, 3, 1)
+    plots.save(path, plots.label_issues_figure(shown, issues, len(images), split))
+
+
 def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name: str, threshold: float,
             max_cases: int) -> None:
     """Tables and case folders of the model's confident failures (replacing cases_dir whole)."""
@@ -107,6 +118,7 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
         atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
         issues = ranked_issues(flags)
         atomic.write_csv(folder / "label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
+        save_label_issues_figure(folder / "label_issues.png", issues, data.test_images, "test")
         summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
                    "test_images": len(data.test_labels), "test_accuracy": round(accuracy, 6),
                    "wrong_predictions": len(failures), "threshold": threshold,
@@ -154,6 +166,7 @@ def training_label_issues(data_dir: Path, checkpoint_path: Path, folds: int, fol
     flags.insert(1, "fold", fold_of)
     issues = ranked_issues(flags)
     atomic.write_csv(out_dir / "train_label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
+    save_label_issues_figure(out_dir / "train_label_issues.png", issues, data.train_images[:len(labels)], "train")
     accuracy = float((probs.argmax(1) == labels).mean())
     atomic.write_json(out_dir / paths.LABEL_ISSUES_SUMMARY, {
         "checkpoint": str(checkpoint_path), "training_images": len(labels), "folds": folds,

@@ -305,3 +305,21 @@ def randomisation_figure(image: np.ndarray, cascade: dict, title: str):
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def label_issues_figure(images: np.ndarray, issues, total: int, split: str, columns: int = 8):
+    """The most suspicious flagged images (HWC uint8, in the order of `issues`), each titled with its index, the
+    given label, the model's suggestion and cleanlab's label quality, so a person can judge the flags by eye."""
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.4 * rows), dpi=100, squeeze=False)
+    index_column = f"{split}_index"
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, row in zip(axes.flat, images, issues.itertuples()):
+        axis.imshow(image)
+        axis.set_title(f"#{getattr(row, index_column)}\ngiven {row.given_label}\nmodel {row.suggested_label}\n"
+                       f"quality {row.label_quality:.3f}", fontsize=7.5)
+    figure.suptitle(f"The {len(images)} most suspicious of the {len(issues)} labels cleanlab flags among n = {total} "
+                    f"{split} images (lowest label quality first)", fontsize=10)
+    figure.tight_layout()
+    return figure

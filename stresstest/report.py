@@ -154,6 +154,7 @@ def cases_section(page: Page) -> None:
     issues = read_csv(paths.CASES_DIR / "label_issues.csv")
     if issues is not None and len(issues):
         page.heading("Most suspicious test labels (cleanlab, lowest label quality first)", 3)
+        page.image(paths.CASES_DIR / "label_issues.png", "most suspicious test labels")
         page.table(issues.head(15))
 
 
@@ -168,6 +169,7 @@ def training_label_issues_section(page: Page) -> None:
                    f"out-of-fold probabilities ({summary['folds']} folds of {summary['fold_epochs']} epochs; "
                    f"out-of-fold accuracy {summary['out_of_fold_accuracy']:.4f}: the flags are only as good as "
                    "these runs). Most suspicious first:", "note")
+    page.image(paths.LABEL_ISSUES_DIR / "train_label_issues.png", "most suspicious training labels")
     page.table(issues.head(15))
 
 

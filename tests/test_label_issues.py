@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import CLASS_NAMES, run_stage_in_process, write_checkpoint
+from stresstest import failures
 from stresstest.data import load_cifar10
 from stresstest.label_issues import confirmed_label_errors, describe, flag_label_issues, on_published_list
 from stresstest.training import TrainConfig
@@ -86,6 +87,26 @@ def test_failure_analysis_marks_label_issues(tiny_data, tmp_path):
     for row in cases.itertuples():
         meta = (folder / row.case / "meta.txt").read_text()
         assert f"label_issue: {'yes' if row.label_issue else 'no'}" in meta
+    assert (folder / "label_issues.png").is_file()
+
+
+def test_label_issues_figure_shows_the_flagged_images_most_suspicious_first(tmp_path, monkeypatch):
+    images = np.random.default_rng(0).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
+    issues = pd.DataFrame({"train_index": [7, 3, 30], "given_label": ["cat", "dog", "ship"],
+                           "suggested_label": ["dog", "cat", "truck"], "label_quality": [0.01, 0.02, 0.5],
+                           "label_issue": True})
+    figures = []
+    monkeypatch.setattr(failures.plots, "save", lambda path, figure: figures.append(figure))
+    failures.save_label_issues_figure(tmp_path / "issues.png", issues, images, "train")
+    panels = [axis for axis in figures[0].axes if axis.images]
+    assert [axis.get_title().split("\n")[0] for axis in panels] == ["#7", "#3", "#30"]
+    for axis, index in zip(panels, [7, 3, 30]):
+        np.testing.assert_array_equal(axis.images[0].get_array(), images[index].transpose(1, 2, 0))
+    assert "given cat\nmodel dog" in panels[0].get_title() and "n = 40 train images" in figures[0].get_suptitle()
+    stale = tmp_path / "stale.png"
+    stale.write_bytes(b"old")
+    failures.save_label_issues_figure(stale, issues.iloc[:0], images, "train")  # nothing flagged: no figure
+    assert not stale.exists() and len(figures) == 1
 
 
 @pytest.mark.slow
@@ -103,6 +124,7 @@ def test_training_label_issues_come_from_runs_that_never_saw_their_fold(tiny_dat
     assert len(issues) == summary["label_issues"] and issues.label_issue.all()
     assert issues.label_quality.is_monotonic_increasing and set(issues.fold) <= {0, 1}
     assert issues.train_index.between(0, 159).all()
+    assert (out / "train_label_issues.png").is_file() == (len(issues) > 0)
     for fold in range(2):
         run = out / f"fold_{fold}"
         config = json.loads((run / "config.json").read_text())

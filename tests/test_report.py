@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -34,8 +35,11 @@ def test_report_shows_training_label_issues_when_the_folds_ran(tmp_path):
                                                      "fold_epochs": 1, "out_of_fold_accuracy": 0.55}))
     (folder / "train_label_issues.csv").write_text("train_index,fold,given_label,suggested_label,label_quality,"
                                                    "label_issue\n17,0,cat,dog,0.01,True\n42,1,ship,plane,0.02,True\n")
+    Image.new("RGB", (4, 4)).save(folder / "train_label_issues.png")
     assert run_stage_in_process("report.py", cwd=tmp_path).returncode == 0
-    text = (tmp_path / "experiments" / "report" / "index.html").read_text()
+    page = tmp_path / "experiments" / "report" / "index.html"
+    assert image_sources(page) == ["../label_issues/train_label_issues.png"]
+    text = page.read_text()
     assert "2 of 160 training images flagged" in text and "out-of-fold accuracy 0.5500" in text
     assert "<td>17</td>" in text and "<td>42</td>" in text
     assert "--train-folds 4" not in text
@@ -58,6 +62,8 @@ def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
         assert f"../../failure_cases/baseline/{case}/image.png" in sources
         assert f"../../failure_cases/baseline/{case}/gradcam_side_by_side.png" in sources
     assert "../comparison/confusion_matrices.png" in sources
+    if len(pd.read_csv(tmp_path / "failure_cases" / "baseline" / "label_issues.csv")):
+        assert "../../failure_cases/baseline/label_issues.png" in sources
     text = page.read_text()
     assert "McNemar" in text and "<code>python calibration.py" in text
 
