@@ -144,7 +144,7 @@ def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[lis
                         "ece_low": round(low, 6), "ece_high": round(high, 6),
                         "nll": round(negative_log_likelihood(probs, test_labels), 6),
                         "brier": round(brier_score(probs, test_labels), 6)})
-        figures["reliability"][scaling] = (reliability(confidence, correct), metrics[-1]["ece"])
+        figures["reliability"][scaling] = (reliability(confidence, correct), metrics[-1]["ece"], (low, high))
     scores = {"msp": softmax(test_logits).max(1), "msp_temperature": softmax(test_logits / temperature).max(1),
               f"pnorm_p{best_p}": pnorm_score(test_logits, best_p)}
     selective = []
@@ -153,7 +153,7 @@ def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[lis
         selective.append({"model": tag, "score": name, "test_images": len(correct),
                           "aurc": round(aurc(score, correct), 6), "aurc_low": round(low, 6),
                           "aurc_high": round(high, 6), "e_aurc": round(excess_aurc(score, correct), 6)})
-        figures["curves"][name] = risk_coverage(score, correct)
+        figures["curves"][name] = (*risk_coverage(score, correct), selective[-1]["aurc"], (low, high))
     return metrics, selective, figures
 
 

@@ -174,13 +174,14 @@ def corruption_examples_figure(clean: np.ndarray, examples: dict, names: list[st
 
 def reliability_figure(tables: dict, count: int):
     """Reliability diagrams, one row per model, before and after temperature scaling: bars of accuracy per
-    confidence bin, the gap to the diagonal, and each bin's count. tables: {model: {scaling: (table, ece)}}."""
+    confidence bin, the gap to the diagonal, and each bin's count.
+    tables: {model: {scaling: (table, ece, (low, high) of its 95% interval)}}."""
     scalings = list(next(iter(tables.values())))
     figure, axes = plt.subplots(len(tables), len(scalings), figsize=(5 * len(scalings), 4.6 * len(tables)),
                                 dpi=100, squeeze=False)
     for row, (model, by_scaling) in enumerate(tables.items()):
         for column, scaling in enumerate(scalings):
-            table, ece = by_scaling[scaling]
+            table, ece, (low, high) = by_scaling[scaling]
             axis = axes[row, column]
             width = table.bin_high - table.bin_low
             centres = (table.bin_low + table.bin_high) / 2
@@ -197,7 +198,7 @@ def reliability_figure(tables: dict, count: int):
             axis.set_ylim(0, 1)
             axis.set_xlabel("confidence (15 equal-width bins)")
             axis.set_ylabel("accuracy")
-            axis.set_title(f"{model}, scaling: {scaling}\nECE {ece:.3f} (n={count})")
+            axis.set_title(f"{model}, scaling: {scaling}\nECE {ece:.3f} (95% {low:.3f}-{high:.3f}, n={count})")
             axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     return figure
@@ -205,11 +206,11 @@ def reliability_figure(tables: dict, count: int):
 
 def risk_coverage_figure(curves: dict, count: int):
     """Selective risk against coverage, one panel per model, one line per confidence score.
-    curves: {model: {score: (coverage, risk)}}."""
+    curves: {model: {score: (coverage, risk, aurc, (low, high) of its 95% interval)}}."""
     figure, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.3), dpi=100, squeeze=False)
     for axis, (model, by_score) in zip(axes[0], curves.items()):
-        for score, (coverage, risk) in by_score.items():
-            axis.plot(coverage, risk, label=f"{score} (AURC {risk.mean():.4f})")
+        for score, (coverage, risk, area, (low, high)) in by_score.items():
+            axis.plot(coverage, risk, label=f"{score}: AURC {area:.4f} (95% {low:.4f}-{high:.4f})")
         axis.set_xlabel("coverage")
         axis.set_ylabel("selective risk (error rate among kept)")
         axis.set_title(f"{model} (n={count})")
@@ -220,7 +221,8 @@ def risk_coverage_figure(curves: dict, count: int):
 
 
 def severity_figure(table, names: list[str], title: str):
-    """Accuracy against severity, one panel per corruption, one line per model; clean accuracy dashed."""
+    """Accuracy against severity, one panel per corruption, one line per model with its 95% band
+    (`accuracy_low95`, `accuracy_high95`); clean accuracy dashed."""
     columns = 5
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=100, squeeze=False,
@@ -232,6 +234,8 @@ def severity_figure(table, names: list[str], title: str):
             clean = table[(table.model == model) & (table.severity == 0)].accuracy.iloc[0]
             colour = plt.cm.tab10(index)
             axis.plot(rows_of.severity, rows_of.accuracy, marker="o", color=colour, label=model)
+            axis.fill_between(rows_of.severity, rows_of.accuracy_low95, rows_of.accuracy_high95, color=colour,
+                              alpha=0.15, linewidth=0)
             axis.axhline(clean, color=colour, linestyle="--", linewidth=0.8)
         axis.set_title(name, fontsize=9)
         axis.set_ylim(0, 1)

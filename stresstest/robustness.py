@@ -26,6 +26,7 @@ from .errors import UserError
 from .plots import corruption_examples_figure, occlusion_figure, save, severity_figure
 from .predict import checkpoint_normalizer, inference_model, run_batched
 from .probe import cached, feature_batch_size, heads, load_probe
+from .stats import wilson_interval
 
 SMOKE = {"images": 50, "severities": [1, 3, 5], "stride": 8}  # about 40 s on a 2-core fp32 CPU
 OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 2
@@ -84,7 +85,9 @@ class BackboneProbe:
 def set_metrics(probs: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray, cases: np.ndarray) -> dict:
     predicted = probs.argmax(1)
     correct = predicted == labels
+    low, high = wilson_interval(correct.sum(), len(labels))
     return {"images": len(labels), "accuracy": round(float(correct.mean()), 6),
+            "accuracy_low95": round(low, 6), "accuracy_high95": round(high, 6),
             "nll": round(negative_log_likelihood(probs, labels), 6),
             "ece": round(expected_calibration_error(probs.max(1), correct), 6),
             "mean_confidence": round(float(probs.max(1).mean()), 6),
@@ -221,7 +224,8 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
     summary = summarise(table)
     summary.insert(1, "source", source)
     atomic.write_csv(out_dir / "robustness_summary.csv", summary.to_dict("records"), list(summary.columns))
-    save(out_dir / "accuracy_vs_severity.png", severity_figure(table, names, f"{source}, n={count} per set"))
+    save(out_dir / "accuracy_vs_severity.png",
+         severity_figure(table, names, f"{source}, n={count} per set; bands: Wilson 95%"))
     save(out_dir / "corruption_examples.png", corruption_examples_figure(
         data.test_images[0].transpose(1, 2, 0), examples, names, severities, f"test image 0, {source}"))
     occlusion = occlusion_report(cases_dir, models, precision, patch, stride)

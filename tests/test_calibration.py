@@ -7,6 +7,7 @@ import torch
 
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
 from stresstest import calibration as cal
+from stresstest import plots
 
 
 def synthetic(n=4000, classes=10, sharpen=3.0, seed=0):
@@ -83,6 +84,20 @@ def test_aurc_equals_a_direct_loop_and_the_oracle_has_no_excess():
     big = rng.random(100_000) < 0.8
     r = 1 - big.mean()
     assert cal.aurc(big.astype(float), big) == pytest.approx(r + (1 - r) * np.log(1 - r), abs=1e-3)
+
+
+def test_figures_show_the_intervals_the_tables_report():
+    logits, labels, sharp = synthetic(n=300)
+    metrics, selective, figures = cal.evaluate_model("m", {"val": sharp[:100], "test": sharp[100:]},
+                                                     {"val": labels[:100], "test": labels[100:]}, seed=0)
+    titles = [axis.get_title() for axis in plots.reliability_figure({"m": figures["reliability"]}, 200).axes]
+    for row, title in zip(metrics, titles):
+        assert f"ECE {row['ece']:.3f} (95% {row['ece_low']:.3f}-{row['ece_high']:.3f}, n=200)" in title
+        assert row["ece_low"] < row["ece"] < row["ece_high"]
+    legend = plots.risk_coverage_figure({"m": figures["curves"]}, 200).axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == [
+        f"{row['score']}: AURC {row['aurc']:.4f} (95% {row['aurc_low']:.4f}-{row['aurc_high']:.4f})"
+        for row in selective]
 
 
 def test_pnorm_score_is_the_normalised_centred_max_logit():

@@ -13,7 +13,9 @@ from stresstest.benchmark import occlusion_by_position
 from stresstest.cifar10c import corrupted_images
 from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer
 from stresstest.probe import heads, load_probe
+from stresstest.plots import severity_figure
 from stresstest.robustness import occlusion_maps, set_metrics
+from stresstest.stats import wilson_interval
 
 CHECKPOINT = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
 
@@ -51,6 +53,28 @@ def test_set_metrics_count_flips():
     probs = np.eye(4)[[0, 2, 1, 0]] * 0.9 + 0.025
     metrics = set_metrics(probs, labels, clean_pred, cases=np.array([2, 3]))
     assert metrics["accuracy"] == 0.25 and metrics["correct_flipped"] == 1 and metrics["cases_flipped"] == 1
+    assert (metrics["accuracy_low95"], metrics["accuracy_high95"]) == pytest.approx(wilson_interval(1, 4), abs=1e-6)
+
+
+def test_severity_figure_draws_each_models_wilson_band():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 40)
+    rows = []
+    for model in ["baseline", "improved"]:
+        for name, severity in [("clean", 0), ("fog", 1), ("fog", 2), ("fog", 3)]:
+            probs = rng.dirichlet(np.ones(10), 40)
+            rows.append({"model": model, "corruption": name, "severity": severity,
+                         **set_metrics(probs, labels, labels, np.array([], dtype=int))})
+    table = pd.DataFrame(rows)
+    axis = severity_figure(table, ["fog"], "t").axes[0]
+    assert len(axis.collections) == 2  # one band per model
+    for band, model in zip(axis.collections, ["baseline", "improved"]):
+        sets = table[(table.model == model) & (table.severity > 0)]
+        edges = band.get_paths()[0].vertices
+        for severity, low, high in zip(sets.severity, sets.accuracy_low95, sets.accuracy_high95):
+            at = edges[np.isclose(edges[:, 0], severity), 1]
+            assert at.min() == pytest.approx(low) and at.max() == pytest.approx(high)
+            assert low < sets.accuracy[sets.severity == severity].iloc[0] < high
 
 
 def test_corrupted_sets_are_seeded_per_set(tiny_data):
