@@ -5,20 +5,30 @@ from . import atomic
 from .cli import run_main
 from .plots import confusion_figure
 from .probe import Probe, heads, probe_from_args, probing_parser, sklearn_knn_predictions
+from .stats import mcnemar_exact, wilson_interval
 
 
 def knn_report(probe: Probe) -> None:
-    """probe_accuracy.csv, per_class_accuracy.csv and confusion_matrices.png in the probe's folder."""
+    """probe_accuracy.csv (with Wilson 95% intervals), head_comparison.csv (McNemar's exact test of kNN against
+    the linear head on the same test images), per_class_accuracy.csv and confusion_matrices.png in the probe's
+    folder."""
     names, labels = probe.class_names, probe.test_labels
     outputs = heads(probe)
     predictions = {"knn": outputs["knn"].argmax(1), "linear": outputs["linear"].argmax(1)}
     sklearn_pred = sklearn_knn_predictions(probe.train_features, probe.train_labels, probe.test_features)
-    accuracy = {head: float((pred == labels).mean()) for head, pred in predictions.items()}
-    sklearn_accuracy = float((sklearn_pred == labels).mean())
-    rows = [{"head": "knn_dino", "accuracy": accuracy["knn"], "test_images": len(labels)},
-            {"head": "knn_sklearn", "accuracy": sklearn_accuracy, "test_images": len(labels)},
-            {"head": "linear_logreg", "accuracy": accuracy["linear"], "test_images": len(labels)}]
-    atomic.write_csv(probe.out_dir / "probe_accuracy.csv", rows, ["head", "accuracy", "test_images"])
+    right = {head: pred == labels for head, pred in predictions.items()}
+    accuracy = {head: float(correct.mean()) for head, correct in right.items()}
+    sklearn_right = sklearn_pred == labels
+    rows = [{"head": head, "accuracy": round(float(correct.mean()), 6), "test_images": len(labels),
+             **{name: round(bound, 6) for name, bound in zip(["low95", "high95"],
+                                                             wilson_interval(correct.sum(), len(labels)))}}
+            for head, correct in [("knn_dino", right["knn"]), ("knn_sklearn", sklearn_right),
+                                  ("linear_logreg", right["linear"])]]
+    atomic.write_csv(probe.out_dir / "probe_accuracy.csv", rows, list(rows[0]))
+    only_knn, only_linear, p_value = mcnemar_exact(right["knn"], right["linear"])
+    test = {"first": "knn_dino", "second": "linear_logreg", "right_only_first": only_knn,
+            "right_only_second": only_linear, "mcnemar_exact_p": round(p_value, 6), "test_images": len(labels)}
+    atomic.write_csv(probe.out_dir / "head_comparison.csv", [test], list(test))
     per_class = []
     for c, name in enumerate(names):
         members = labels == c
@@ -32,8 +42,9 @@ def knn_report(probe: Probe) -> None:
                      probe.out_dir / "confusion_matrices.png")
     agreement = float(np.mean(sklearn_pred == predictions["knn"]))
     print(f"{probe.model_name} ({probe.settings['weights']}), {len(labels)} test images: kNN k=20 accuracy "
-          f"{accuracy['knn']:.4f} (scikit-learn {sklearn_accuracy:.4f}, same prediction on {agreement:.1%}), "
-          f"linear head {accuracy['linear']:.4f} -> {probe.out_dir}")
+          f"{accuracy['knn']:.4f} (scikit-learn {sklearn_right.mean():.4f}, same prediction on {agreement:.1%}), "
+          f"linear head {accuracy['linear']:.4f}; McNemar's exact test: {only_knn} images right only for kNN, "
+          f"{only_linear} only for the linear head, p = {p_value:.3g} -> {probe.out_dir}")
 
 
 def main(description: str, argv=None) -> None:

@@ -246,11 +246,18 @@ def probing_section(page: Page) -> None:
     if not folders:
         page.missing("study B", "python probing/baseline_knn.py --model efficientnet_lite0")
         return
-    rows = []
+    rows, tests = [], []
     for folder in folders:
-        for row in read_csv(folder / "probe_accuracy.csv").itertuples():
-            rows.append({"model": folder.name, "head": row.head, "accuracy": row.accuracy, "n": row.test_images})
+        for row in read_csv(folder / "probe_accuracy.csv").to_dict("records"):
+            rows.append({"model": folder.name, "head": row["head"], "accuracy": row["accuracy"],
+                         "wilson95_low": row.get("low95"), "wilson95_high": row.get("high95"), "n": row["test_images"]})
+        comparison = read_csv(folder / "head_comparison.csv")
+        if comparison is not None:
+            tests += [{"model": folder.name, **row} for row in comparison.to_dict("records")]
     page.table(pd.DataFrame(rows))
+    if tests:
+        page.paragraph("kNN against the linear head on the same test images: McNemar's exact test.", "note")
+        page.table(pd.DataFrame(tests))
     for folder in folders:
         for name in ["confusion_matrices.png", "centroid_similarity.png", "tsne.png"]:
             page.image(folder / name, f"{folder.name} {name}", "48%")

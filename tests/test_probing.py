@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision.models._api as torchvision_weights
 from PIL import Image
+from scipy.stats import binomtest
 
 from conftest import assert_user_error, run_stage, run_stage_in_process, write_cifar
 from stresstest import backbones
@@ -14,6 +15,7 @@ from stresstest.backbones import BACKBONES, extract_features, load_backbone
 from stresstest.errors import UserError
 from stresstest.hard_examples import probe_cams
 from stresstest.probe import Probe, knn_probabilities, load_probe, sklearn_knn_predictions
+from stresstest.stats import wilson_interval
 
 RANDOM = ["--weights", "none", "--device", "cpu"]
 
@@ -230,6 +232,15 @@ def test_knn_stage_in_process_on_generated_data(micro_data, tmp_path):
     accuracy = pd.read_csv(tmp_path / "experiments" / "probing" / "efficientnet_lite0" / "probe_accuracy.csv")
     assert list(accuracy["head"]) == ["knn_dino", "knn_sklearn", "linear_logreg"] and (accuracy.test_images == 24).all()
     assert accuracy.accuracy[0] == accuracy.accuracy[1]
+    for row in accuracy.itertuples():
+        assert (row.low95, row.high95) == pytest.approx(wilson_interval(round(row.accuracy * 24), 24), abs=1e-6)
+    test = pd.read_csv(tmp_path / "experiments" / "probing" / "efficientnet_lite0" / "head_comparison.csv").iloc[0]
+    assert (test["first"], test["second"]) == ("knn_dino", "linear_logreg")
+    knn, linear = accuracy.set_index("head").accuracy[["knn_dino", "linear_logreg"]] * 24
+    assert test.right_only_first - test.right_only_second == pytest.approx(knn - linear, abs=1e-3)
+    discordant = test.right_only_first + test.right_only_second
+    expected = binomtest(test.right_only_first, discordant).pvalue if discordant else 1.0
+    assert test.mcnemar_exact_p == pytest.approx(expected)
 
 
 @pytest.mark.slow

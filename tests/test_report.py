@@ -68,6 +68,19 @@ def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
     assert "McNemar" in text and "<code>python calibration.py" in text
 
 
+def test_study_b_shows_each_heads_interval_and_their_mcnemar_test(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "experiments" / "probing" / "efficientnet_lite0"
+    folder.mkdir(parents=True)
+    (folder / "probe_accuracy.csv").write_text("head,accuracy,test_images,low95,high95\n"
+                                               "knn_dino,0.864,500,0.8312,0.8907\n")
+    (folder / "head_comparison.csv").write_text("first,second,right_only_first,right_only_second,mcnemar_exact_p,"
+                                                "test_images\nknn_dino,linear_logreg,23,26,0.7754,500\n")
+    text = report.write_report(tmp_path / "experiments" / "report").read_text()
+    assert all(f"<td>{value}</td>" in text for value in ["0.8312", "0.8907", "23", "26", "0.7754"])
+    assert "McNemar" in text
+
+
 @pytest.mark.parametrize("section", [report.calibration_section, report.seeds_section,
                                      report.explanation_checks_section, report.corruptions_section],
                          ids=lambda section: section.what)
