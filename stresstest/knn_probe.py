@@ -16,16 +16,14 @@ def knn_report(probe: Probe) -> None:
     outputs = heads(probe)
     predictions = {"knn": outputs["knn"].argmax(1), "linear": outputs["linear"].argmax(1)}
     sklearn_pred = sklearn_knn_predictions(probe.train_features, probe.train_labels, probe.test_features)
-    right = {head: pred == labels for head, pred in predictions.items()}
-    accuracy = {head: float(correct.mean()) for head, correct in right.items()}
-    sklearn_right = sklearn_pred == labels
+    right = {"knn_dino": predictions["knn"] == labels, "knn_sklearn": sklearn_pred == labels,
+             "linear_logreg": predictions["linear"] == labels}
     rows = [{"head": head, "accuracy": round(float(correct.mean()), 6), "test_images": len(labels),
              **{name: round(bound, 6) for name, bound in zip(["low95", "high95"],
                                                              wilson_interval(correct.sum(), len(labels)))}}
-            for head, correct in [("knn_dino", right["knn"]), ("knn_sklearn", sklearn_right),
-                                  ("linear_logreg", right["linear"])]]
+            for head, correct in right.items()]
     atomic.write_csv(probe.out_dir / "probe_accuracy.csv", rows, list(rows[0]))
-    only_knn, only_linear, p_value = mcnemar_exact(right["knn"], right["linear"])
+    only_knn, only_linear, p_value = mcnemar_exact(right["knn_dino"], right["linear_logreg"])
     test = {"first": "knn_dino", "second": "linear_logreg", "right_only_first": only_knn,
             "right_only_second": only_linear, "mcnemar_exact_p": round(p_value, 6), "test_images": len(labels)}
     atomic.write_csv(probe.out_dir / "head_comparison.csv", [test], list(test))
@@ -42,9 +40,9 @@ def knn_report(probe: Probe) -> None:
                      probe.out_dir / "confusion_matrices.png")
     agreement = float(np.mean(sklearn_pred == predictions["knn"]))
     print(f"{probe.model_name} ({probe.settings['weights']}), {len(labels)} test images: kNN k=20 accuracy "
-          f"{accuracy['knn']:.4f} (scikit-learn {sklearn_right.mean():.4f}, same prediction on {agreement:.1%}), "
-          f"linear head {accuracy['linear']:.4f}; McNemar's exact test: {only_knn} images right only for kNN, "
-          f"{only_linear} only for the linear head, p = {p_value:.3g} -> {probe.out_dir}")
+          f"{right['knn_dino'].mean():.4f} (scikit-learn {right['knn_sklearn'].mean():.4f}, same prediction on "
+          f"{agreement:.1%}), linear head {right['linear_logreg'].mean():.4f}; McNemar's exact test: {only_knn} "
+          f"images right only for kNN, {only_linear} only for the linear head, p = {p_value:.3g} -> {probe.out_dir}")
 
 
 def main(description: str, argv=None) -> None:
