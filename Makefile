@@ -1,5 +1,6 @@
-# make pipeline   - the eleven stages of studies A and C (creates .venv first when missing)
-# make test       - the test suite
+# make setup      - .venv/ with the toolkit installed (pip install -e ".[dev]")
+# make pipeline   - the eleven stages of studies A and C
+# make test       - the whole test suite; make test-fast: everything but the end-to-end runs (under a minute)
 # make bench      - throughput beside ../shared/bench/peer_dataloader.py
 # Settings: make pipeline DATA_DIR=../shared/data/cifar10-subset DEVICE=cpu SMOKE=1
 PYTHON ?= python3
@@ -10,16 +11,14 @@ DEVICE ?= auto
 SMOKE ?=
 FLAGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(if $(SMOKE),--smoke)
 
-.PHONY: setup pipeline test bench clean-outputs
+.PHONY: setup pipeline test test-fast bench clean-outputs
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	# only the frost pictures of this package are used; its own pins (opencv-python) would clash with grad-cam's
-	$(PY) -m pip install --quiet --no-deps imagecorruptions==1.1.2
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 pipeline: setup
@@ -27,6 +26,9 @@ pipeline: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 bench: setup
 	$(PY) bench.py --data-dir $(DATA_DIR) --device $(DEVICE)

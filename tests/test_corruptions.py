@@ -1,23 +1,26 @@
 """The torch corruptions against independent numpy/scipy/PIL/OpenCV versions of make_cifar_c.py's formulas,
 on real CIFAR-10 test images; the random ones against their published statistics."""
 
+import base64
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import run_stage_in_process
-from stresstest import corruptions
-from stresstest.cifar10c import read_cifar10c
-from stresstest.corruptions import NAMES, PARAMETERS, SEVERITIES, corrupt, severity_generator
-from stresstest.data import load_cifar10
-from stresstest.errors import UserError
-from stresstest.reference_corruptions import corrupt_one_by_one, motion_blur_one
+from stresstest.data import corruptions
+from stresstest.data.cifar10c import read_cifar10c
+from stresstest.data.corruptions import NAMES, PARAMETERS, SEVERITIES, corrupt, severity_generator
+from stresstest.data.cifar10 import load_cifar10
+from stresstest.core.errors import UserError
+from stresstest.data.reference_corruptions import corrupt_one_by_one, motion_blur_one
 
 
 @pytest.fixture(scope="module")
-def real_images(subset_data) -> np.ndarray:
+def real_images(real_data) -> np.ndarray:
     """64 real test images, (N, 32, 32, 3) uint8 as the original code sees them."""
-    return load_cifar10(subset_data, quiet=True).test_images[:64].transpose(0, 2, 3, 1).copy()
+    return load_cifar10(real_data, quiet=True).test_images[:64].transpose(0, 2, 3, 1).copy()
 
 
 def ours(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
@@ -131,10 +134,28 @@ def test_unknown_corruption_or_severity_is_a_user_error():
         corrupt(images, "fog", 6, torch.Generator())
 
 
-def test_frost_without_its_pictures_says_how_to_install_them(monkeypatch):
-    monkeypatch.setattr(corruptions.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(UserError, match="pip install --no-deps imagecorruptions"):
-        corruptions.frost_folder()
+# sha256 of the frost pictures as the RECORD file of the imagecorruptions 1.1.2 wheel lists them (urlsafe base64)
+PUBLISHED_FROST = {"frost1.png": "_5-QeGC9eoNdRZ4y-dWIBit_Ye4mc0PMciK1Z1OhR1U",
+                   "frost2.png": "_iEaibM2mZwgeoUs4FgY1FRdC1fFvq3YJLTMnZqbYTc",
+                   "frost3.png": "LQ1QtKm7IT84sCTvd2hzG7g8wI0vJrV2a7wWfN-g5QQ",
+                   "frost4.jpg": "P4uRyhqfpxZ7Cedz2lP1rmDQof2I8Cp4P24yinKIf24",
+                   "frost5.jpg": "X8ahnfSkKbpoq9zI-KQnjUyfgcnMr9LJKrDIz4mS69I"}
+
+
+def test_the_shipped_frost_pictures_are_the_published_ones():
+    for name, digest in PUBLISHED_FROST.items():
+        expected = base64.urlsafe_b64decode(digest + "=").hex()
+        assert hashlib.sha256(corruptions.frost_picture(name).read_bytes()).hexdigest() == expected, name
+    assert list(corruptions.FROST_PICTURES) == list(PUBLISHED_FROST)  # the five the original draws from, in order
+
+
+def test_a_missing_or_altered_frost_picture_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(corruptions, "FROST_FOLDER", tmp_path)
+    with pytest.raises(UserError, match="frost1.png is missing or altered"):
+        corruptions.frost_picture("frost1.png")
+    (tmp_path / "frost1.png").write_bytes(b"not the picture")
+    with pytest.raises(UserError, match="missing or altered; reinstall"):
+        corruptions.frost_picture("frost1.png")
 
 
 def test_exported_folder_has_the_published_layout_and_reads_back(tiny_data, tmp_path):

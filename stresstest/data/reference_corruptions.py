@@ -17,7 +17,7 @@ import skimage.filters
 import skimage.util
 from PIL import Image
 
-from .corruptions import NAMES, frost_folder
+from .corruptions import FROST_PICTURES, frost_picture
 
 SIZE = 32
 
@@ -111,9 +111,8 @@ def snow(image, c, rng):
 @functools.cache
 def frost_pictures() -> list[np.ndarray]:
     """The five frost pictures, shrunk to 0.2 and turned RGB (read once: file reading is not what is timed)."""
-    folder = frost_folder()
-    return [cv2.resize(cv2.imread(str(folder / name)), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
-            for name in ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"]]
+    return [cv2.resize(cv2.imread(str(frost_picture(name))), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
+            for name in FROST_PICTURES]
 
 
 def frost(image, c, rng):
@@ -188,7 +187,11 @@ def jpeg_compression(image, c, rng):
     return np.asarray(Image.open(buffer))
 
 
-REFERENCES = {name: globals()[name] for name in NAMES}
+REFERENCES = {"gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
+              "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur,
+              "zoom_blur": zoom_blur, "snow": snow, "frost": frost, "fog": fog, "brightness": brightness,
+              "contrast": contrast, "elastic_transform": elastic_transform, "pixelate": pixelate,
+              "jpeg_compression": jpeg_compression}
 
 
 def corrupt_one_by_one(images: np.ndarray, name: str, c, seed: int = 0) -> np.ndarray:

@@ -5,8 +5,9 @@ harsher ImageNet-C ones. Images go in and out as uint8 (N, 3, 32, 32); like the 
 truncated to uint8 (np.uint8 semantics). Randomness comes from one torch.Generator on the device, so a
 seed gives the same corrupted set on a machine. Where the original calls ImageMagick (motion blur, the
 snow layer) the same one-sided Gaussian motion kernel is applied here; JPEG goes through PIL on the CPU.
+Frost overlays the original's frost pictures, shipped in frost/ (see FROST_PICTURES).
 """
-import importlib.util
+import hashlib
 import io
 from pathlib import Path
 
@@ -15,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import UserError
+from ..core.errors import UserError
 
-NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-         "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"]
 SEVERITIES = [1, 2, 3, 4, 5]
 SIZE = 32
 
@@ -196,14 +195,27 @@ def plasma_fractal(count: int, decay: float, generator: torch.Generator, device,
     return (flat / flat.max(1, keepdim=True).values).view(count, size, size)
 
 
-def frost_folder() -> Path:
-    """The frost pictures shipped in the imagecorruptions wheel (found without importing it)."""
-    spec = importlib.util.find_spec("imagecorruptions")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "frost" if spec else None
-    if folder is None or not (folder / "frost1.png").is_file():
-        raise UserError("the frost corruption needs the frost pictures of the imagecorruptions package; "
-                        "install it with: pip install --no-deps imagecorruptions==1.1.2 (make setup does)")
-    return folder
+FROST_FOLDER = Path(__file__).parent / "frost"
+# The five pictures make_cifar_c.py draws from (frost1-frost5), as the imagecorruptions 1.1.2 wheel ships them
+# (Apache-2.0, originally hendrycks/robustness), with the sha256 its RECORD lists: shipped here rather than
+# installed with that package, whose opencv-python requirement would put a GUI build of cv2 over grad-cam's
+# headless one (and fail to import where libGL is missing).
+FROST_PICTURES = {
+    "frost1.png": "ff9f907860bd7a835d459e32f9d588062b7f61ee267343cc7222b56753a14755",
+    "frost2.png": "fe211a89b336999c207a852ce05818d4545d0b57c5beadd824b4cc9d9a9b6137",
+    "frost3.png": "2d0d50b4a9bb213f38b024ef7768731bb83cc08d2f26b5766bbc167cdfa0e504",
+    "frost4.jpg": "3f8b91ca1a9fa7167b09e773da53f5ae60d0a1fd88f02a783f6e328a72887f6e",
+    "frost5.jpg": "5fc6a19df4a429ba68abdcc8f8a4278d4c9f81c9ccafd2c92ab0c8cf8992ebd2",
+}
+
+
+def frost_picture(name: str) -> Path:
+    """The path of one frost picture, checked against its published hash."""
+    path = FROST_FOLDER / name
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != FROST_PICTURES[name]:
+        raise UserError(f"{path} is missing or altered; reinstall this package (pip install -e .) or restore it "
+                        "with git checkout")
+    return path
 
 
 _FROST_CACHE: dict = {}
@@ -212,12 +224,11 @@ _FROST_CACHE: dict = {}
 def frost_textures(device) -> list[torch.Tensor]:
     """frost1..frost5 (the original draws from the first five), RGB uint8, shrunk to 0.2 as cv2.resize does."""
     if device not in _FROST_CACHE:
-        import cv2  # opencv comes with grad-cam
+        import cv2
 
-        folder = frost_folder()
         textures = []
-        for name in ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"]:
-            picture = cv2.imread(str(folder / name))
+        for name in FROST_PICTURES:
+            picture = cv2.imread(str(frost_picture(name)))
             picture = cv2.resize(picture, (0, 0), fx=0.2, fy=0.2)[..., ::-1].copy()
             textures.append(torch.from_numpy(picture).permute(2, 0, 1).to(device))
         _FROST_CACHE[device] = textures
@@ -390,7 +401,13 @@ def jpeg_compression(x, c, g):
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device)
 
 
-CORRUPTIONS = {name: globals()[name] for name in NAMES}
+# The registry, in CIFAR-10-C's order.
+CORRUPTIONS = {"gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
+               "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur,
+               "zoom_blur": zoom_blur, "snow": snow, "frost": frost, "fog": fog, "brightness": brightness,
+               "contrast": contrast, "elastic_transform": elastic_transform, "pixelate": pixelate,
+               "jpeg_compression": jpeg_compression}
+NAMES = list(CORRUPTIONS)  # CIFAR-10-C's order, which the per-set seeds and the exported files follow
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Generator) -> torch.Tensor:
