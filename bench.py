@@ -1,5 +1,5 @@
 """Benchmark: this pipeline's training and inference images/s beside ../shared/bench/peer_dataloader.py."""
-from stresstest.benchmark import main
+from stresstest.stages.bench import main
 
 if __name__ == "__main__":
-    main()
+    main(__doc__)

@@ -1,5 +1,5 @@
 """Stage 4: retrain the same ResNet-18 with one change, label smoothing 0.1, into experiments/improved/."""
-from stresstest.training import training_cli
+from stresstest.stages.improvement import main
 
 if __name__ == "__main__":
-    training_cli(__doc__, tag="improved")
+    main(__doc__)

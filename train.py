@@ -1,5 +1,5 @@
 """Stage 1: train the CIFAR ResNet-18 baseline (no label smoothing) into experiments/baseline/."""
-from stresstest.training import training_cli
+from stresstest.stages.train import main
 
 if __name__ == "__main__":
-    training_cli(__doc__, tag="baseline")
+    main(__doc__)

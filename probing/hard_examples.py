@@ -1,11 +1,6 @@
 """Study B, stage 2: rank the test images by how hard they are for a backbone's probe;
 save the hardest with their nearest training neighbours and Grad-CAM."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from stresstest.hard_examples import main  # noqa: E402
+from stresstest.stages.probing.hard_examples import main
 
 if __name__ == "__main__":
     main(__doc__)

@@ -1,1 +1,1 @@
-"""Shared code of the cnn-stress-testing stage scripts."""
+"""cnn-stress-testing: the library the stage scripts call (stresstest/stages/<script>.py, one per script)."""

@@ -1,31 +1,51 @@
-"""Stages 3 and 6: Grad-CAM (pytorch_grad_cam) of a checkpoint on every saved failure case.
+"""Grad-CAM of a checkpoint on every saved failure case: the one implementation of stages 3 and 6
+(explainability.py and explainability_improved.py differ only in their TwinSettings).
 
 Each model's maps are computed for three classes per case: its own prediction, the true class and the
 case's failure class (what the analysed model predicted). `gradcam_<tag>.png` shows the one --target
 asks for; `gradcam_<tag>.npz` keeps all three; once both models are explained, `gradcam_side_by_side.png`
 puts their maps for the same classes next to each other, so that they are compared like with like."""
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import atomic, paths
-from .cases import read_cases
-from .checkpoint import load_classifier
-from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .gradcam import METHODS, compute_cams
+from .core import atomic, paths
+from .core.cases import read_cases
+from .core.checkpoint import load_classifier
+from .core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
+from .core.device import device_name, resolve_device
+from .core.errors import UserError
+from .core.record import write_record
+from .nn.gradcam import METHODS, compute_cams
+from .nn.inference import REPORTED_PRECISION, checkpoint_normalizer, probabilities
 from .plots import cam_grid_figure, explanation_figure, save
-from .predict import checkpoint_normalizer, probabilities
 
 # layer3 gives an 8x8 map for a 32x32 input (each cell sees a 4x4 patch); layer4 is only 4x4, too coarse to
 # tell an object from its background, while layer3 is still deep enough (6 of 8 blocks) to be class-specific.
 DEFAULT_LAYER = "layer3"
 ROLES = ["predicted", "true", "failure"]  # the model's own prediction, the true class, the case's failure class
 SIDE_BY_SIDE = "gradcam_side_by_side.png"
+
+
+@dataclass(frozen=True)
+class TwinSettings:
+    """What tells the two explanation stages apart."""
+    stage: str  # the script, as its record is named
+    tag: str    # which study A model: baseline or improved
+
+
+@dataclass(frozen=True)
+class ExplainParams(Common):
+    checkpoint: Path = paths.checkpoint_path("baseline")
+    cases_dir: Path = paths.CASES_DIR
+    method: str = "gradcam"
+    layer: str = DEFAULT_LAYER
+    target: str = "predicted"
+    batch_size: int = 128
 
 
 def resolve_layer(model: torch.nn.Module, layer: str) -> torch.nn.Module:
@@ -42,9 +62,10 @@ def save_npz(path: Path, **arrays) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
-def explain(cases_dir: Path, checkpoint_path: Path, tag: str, device_name: str, method: str, layer: str,
-            target: str, batch_size: int) -> None:
-    device = resolve_device(device_name)
+def explain(params: ExplainParams, settings: TwinSettings) -> None:
+    tag, cases_dir, checkpoint_path = settings.tag, params.cases_dir, params.checkpoint
+    method, layer, target = params.method, params.layer, params.target
+    device = resolve_device(params.device)
     cases = read_cases(cases_dir)
     model, checkpoint = load_classifier(checkpoint_path, paths.producer(tag), device)
     names = checkpoint["class_names"]
@@ -56,14 +77,14 @@ def explain(cases_dir: Path, checkpoint_path: Path, tag: str, device_name: str, 
     target_layer = resolve_layer(model, layer)
     images = np.stack([np.asarray(Image.open(case["path"] / "image.png").convert("RGB")) for case in cases])
     on_device = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    probs = probabilities(model, checkpoint, on_device, pick_precision(device)).cpu().numpy()
+    probs = probabilities(model, checkpoint, on_device).cpu().numpy()
     classes = {"predicted": probs.argmax(1),
                "true": np.array([names.index(case["true_label"]) for case in cases]),
                "failure": np.array([names.index(case["predicted_label"]) for case in cases])}
     inputs = checkpoint_normalizer(checkpoint, device)(on_device)
     count = len(cases)
     maps, _ = compute_cams(model, inputs.repeat(len(ROLES), 1, 1, 1), np.concatenate([classes[r] for r in ROLES]),
-                           target_layer, method, batch_size)
+                           target_layer, method, params.batch_size)
     maps = maps.reshape(len(ROLES), count, *maps.shape[1:])
     shown = ROLES.index(target)
     for i, case in enumerate(cases):
@@ -79,6 +100,8 @@ def explain(cases_dir: Path, checkpoint_path: Path, tag: str, device_name: str, 
                  class_names=np.array(names), method=np.array(method), layer=np.array(layer))
     print(f"{method} on {layer} for {count} cases, explaining the {target} class: {cases_dir}/case_*/gradcam_{tag}.png")
     side_by_side(cases, images)
+    write_record(settings.stage, {"cases": cases_dir}, {"checkpoint": checkpoint_path}, model=tag, method=method,
+                 layer=layer, target=target, cases=count, device=device_name(device), precision=REPORTED_PRECISION)
 
 
 def side_by_side(cases: list[dict], images: np.ndarray) -> None:
@@ -120,20 +143,24 @@ def side_by_side(cases: list[dict], images: np.ndarray) -> None:
               f"case_*/{SIDE_BY_SIDE}")
 
 
-def main(description: str, tag: str, argv=None) -> None:
-    """explainability.py (tag baseline) and explainability_improved.py (tag improved)."""
+def explanation_stage(description: str, settings: TwinSettings, argv=None) -> None:
+    """Entry point of explainability.py and explainability_improved.py."""
+    defaults = ExplainParams(checkpoint=paths.checkpoint_path(settings.tag))
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--checkpoint", type=Path, default=paths.checkpoint_path(tag), help="model to explain")
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    parser.add_argument("--checkpoint", type=Path, default=defaults.checkpoint, help="model to explain")
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"case_XX folders written by {paths.CASES_PRODUCER}")
-    parser.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method of pytorch_grad_cam")
-    parser.add_argument("--layer", default=DEFAULT_LAYER,
+    parser.add_argument("--method", default=defaults.method, choices=list(METHODS),
+                        help="CAM method of pytorch_grad_cam")
+    parser.add_argument("--layer", default=defaults.layer,
                         help="target layer (layer3: 8x8 map; layer4 is only 4x4 on 32x32 inputs)")
-    parser.add_argument("--target", default="predicted", choices=["predicted", "true", "failure"],
-                        help=f"class that gradcam_{tag}.png explains: this model's prediction, the true class, or "
-                             "the case's failure class (what the analysed model predicted); the .npz keeps all three")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per Grad-CAM batch")
+    parser.add_argument("--target", default=defaults.target, choices=ROLES,
+                        help=f"class that gradcam_{settings.tag}.png explains: this model's prediction, the true "
+                             "class, or the case's failure class (what the analysed model predicted); the .npz keeps "
+                             "all three")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="images per Grad-CAM batch")
     args = parser.parse_args(argv)
-    run_main(lambda: explain(args.cases_dir, args.checkpoint, tag, args.device, args.method, args.layer,
-                             args.target, args.batch_size))
+    params = params_from(args, defaults)
+    run_main(lambda: explain(params, settings), args.debug)

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import paths
-from .checkpoint import load_classifier
-from .data import cross_validation_fold
-from .device import pick_precision, resolve_device
-from .predict import probabilities
+from .core import paths
+from .core.checkpoint import load_classifier
+from .core.device import resolve_device
+from .data.cifar10 import cross_validation_fold
+from .nn.inference import probabilities
 from .training import ensure_finished, saved_config
 
-CONFIRMED_ERRORS = Path(__file__).parent / "reference_data" / "cifar10_test_label_errors.json"
+CONFIRMED_ERRORS = Path(__file__).parent / "data" / "cifar10_test_label_errors.json"
 OFFICIAL_TEST_SIZE = 10_000
 
 
@@ -97,7 +97,7 @@ def out_of_fold_probabilities(checkpoint: dict, data, data_dir: Path, folds: int
                                                  device)
         held_out = cross_validation_fold(labels, folds, fold)
         images = torch.from_numpy(data.train_images[held_out]).to(device)
-        probs[held_out] = probabilities(model, fold_checkpoint, images, pick_precision(device)).cpu().double().numpy()
+        probs[held_out] = probabilities(model, fold_checkpoint, images).cpu().double().numpy()
         fold_of[held_out] = fold
         folders.append(folder)
     return probs, fold_of, folders

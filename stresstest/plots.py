@@ -1,46 +1,55 @@
-"""Every figure of both studies. The one module that imports matplotlib (and sets its backend)."""
+"""Every figure of both studies. The one module that imports matplotlib. Figures are matplotlib.figure.Figure
+objects written straight to files: no pyplot, so no backend is chosen here or forced on anyone who imports this."""
+import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
+from .core import atomic
 
-from . import atomic  # noqa: E402
+TAB10 = colormaps["tab10"]
 
 DISPLAY_SIZE = 256  # pixels per panel: 32x32 upscaled 8x
 
 
-def save(path: Path, figure) -> None:
-    """Write a figure atomically and free it."""
-    atomic.save_figure(path, figure)
-    plt.close(figure)
+def subplots(*grid, figsize, dpi: int = 100, **options):
+    """A new figure and its axes, as pyplot.subplots makes them."""
+    figure = Figure(figsize=figsize, dpi=dpi)
+    return figure, figure.subplots(*grid, **options)
 
 
-def confusion_figure(labels, predictions: dict, class_names: list[str], path: Path) -> None:
+def save(path: Path, figure: Figure) -> None:
+    """Write a figure atomically (in the format its suffix names)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=figure.dpi, bbox_inches="tight")
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def confusion_figure(labels, predictions: dict, class_names: list[str]) -> Figure:
     """Confusion matrices side by side, one per {title: predicted labels}, each titled with its accuracy."""
     from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
-    figure, axes = plt.subplots(1, len(predictions), figsize=(7.5 * len(predictions), 6.5), dpi=100)
+    figure, axes = subplots(1, len(predictions), figsize=(7.5 * len(predictions), 6.5), dpi=100)
     for axis, (title, predicted) in zip(np.atleast_1d(axes), predictions.items()):
         matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
         ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
                                                                         xticks_rotation=45, cmap="Blues")
         axis.set_title(f"{title}: accuracy {(predicted == labels).mean():.3f} (n={len(labels)})")
     figure.tight_layout()
-    save(path, figure)
+    return figure
 
 
 def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
     """accuracy_curve.png and loss_curve.png: train, validation and test per epoch."""
     epochs = [row["epoch"] for row in rows]
     for metric, filename, label in [("acc", "accuracy_curve.png", "accuracy"), ("loss", "loss_curve.png", "loss")]:
-        figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+        figure, axes = subplots(figsize=(6, 4), dpi=120)
         for split, style in [("train", "-"), ("val", "--"), ("test", ":")]:
             axes.plot(epochs, [row[f"{split}_{metric}"] for row in rows], style, marker="o", markersize=3,
                       label=split)
@@ -76,7 +85,7 @@ def pixels(image: np.ndarray) -> Image.Image:
 
 def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):
     """Image, map and overlay in a row, titled with what is explained."""
-    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
+    figure, axes = subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
     axes[0].imshow(pixels(image))
     axes[0].set_title("image (32x32, pixels kept)")
     heat = axes[1].imshow(upscale(image, cam)[1], cmap="jet", vmin=0, vmax=1)
@@ -93,8 +102,8 @@ def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle:
 def cam_grid_figure(image: np.ndarray, rows: list[str], columns: list[str], cams: dict, captions: dict, title: str):
     """The image beside a grid of overlays: one row per explained class, one column per model, so that every
     row compares the models on the same class. cams/captions are keyed by (row, column)."""
-    figure, axes = plt.subplots(len(rows), len(columns) + 1, figsize=(3.2 * (len(columns) + 1), 3.3 * len(rows)),
-                                dpi=100, squeeze=False)
+    figure, axes = subplots(len(rows), len(columns) + 1, figsize=(3.2 * (len(columns) + 1), 3.3 * len(rows)),
+                            dpi=100, squeeze=False)
     for r, row in enumerate(rows):
         axes[r, 0].imshow(pixels(image))
         axes[r, 0].set_title(f"explaining: {row}", fontsize=10)
@@ -111,7 +120,7 @@ def cam_grid_figure(image: np.ndarray, rows: list[str], columns: list[str], cams
 def neighbours_figure(query: np.ndarray, query_label: str, neighbours: list[np.ndarray], labels: list[str],
                       sims: list[float], title: str):
     """A query image and its nearest training images, each titled with its class and cosine similarity."""
-    figure, axes = plt.subplots(1, len(neighbours) + 1, figsize=(1.6 * (len(neighbours) + 1), 2.3), dpi=100)
+    figure, axes = subplots(1, len(neighbours) + 1, figsize=(1.6 * (len(neighbours) + 1), 2.3), dpi=100)
     axes[0].imshow(query)
     axes[0].set_title(f"query\n{query_label}", fontsize=9)
     for axis, image, label, sim in zip(axes[1:], neighbours, labels, sims):
@@ -124,7 +133,7 @@ def neighbours_figure(query: np.ndarray, query_label: str, neighbours: list[np.n
 
 
 def centroid_similarity_figure(similarity: np.ndarray, names: list[str], title: str):
-    figure, axis = plt.subplots(figsize=(7.5, 6.5), dpi=100)
+    figure, axis = subplots(figsize=(7.5, 6.5), dpi=100)
     image = axis.imshow(similarity, cmap="viridis")
     axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axis.set_yticks(range(len(names)), names)
@@ -139,9 +148,9 @@ def centroid_similarity_figure(similarity: np.ndarray, names: list[str], title: 
 
 def tsne_figure(embedded: np.ndarray, labels: np.ndarray, hard: np.ndarray, names: list[str], title: str):
     """2-D embedding coloured by class, hard examples marked with a cross."""
-    figure, axis = plt.subplots(figsize=(8, 7), dpi=100)
+    figure, axis = subplots(figsize=(8, 7), dpi=100)
     for c, name in enumerate(names):
-        axis.scatter(*embedded[labels == c].T, s=6, alpha=0.6, label=name, color=plt.cm.tab10(c))
+        axis.scatter(*embedded[labels == c].T, s=6, alpha=0.6, label=name, color=TAB10(c))
     axis.scatter(*embedded[hard].T, s=40, marker="x", color="black", label="hard examples")
     axis.legend(markerscale=2, fontsize=8, loc="best")
     axis.set_title(title)
@@ -154,8 +163,8 @@ def corruption_examples_figure(clean: np.ndarray, examples: dict, names: list[st
                                title: str):
     """One image under every corruption (rows) at each severity (columns), beside the clean image.
     `examples` maps (name, severity) to an HxWx3 uint8 image."""
-    figure, axes = plt.subplots(len(names), len(severities) + 1, figsize=(1.3 * (len(severities) + 1),
-                                                                          1.3 * len(names)), dpi=100, squeeze=False)
+    figure, axes = subplots(len(names), len(severities) + 1, figsize=(1.3 * (len(severities) + 1),
+                                                                      1.3 * len(names)), dpi=100, squeeze=False)
     for row, name in enumerate(names):
         axes[row, 0].imshow(clean)
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
@@ -177,19 +186,19 @@ def reliability_figure(tables: dict, count: int):
     confidence bin, the gap to the diagonal, and each bin's count.
     tables: {model: {scaling: (table, ece, (low, high) of its 95% interval)}}."""
     scalings = list(next(iter(tables.values())))
-    figure, axes = plt.subplots(len(tables), len(scalings), figsize=(5 * len(scalings), 4.6 * len(tables)),
-                                dpi=100, squeeze=False)
+    figure, axes = subplots(len(tables), len(scalings), figsize=(5 * len(scalings), 4.6 * len(tables)),
+                            dpi=100, squeeze=False)
     for row, (model, by_scaling) in enumerate(tables.items()):
         for column, scaling in enumerate(scalings):
             table, ece, (low, high) = by_scaling[scaling]
             axis = axes[row, column]
-            width = table.bin_high - table.bin_low
-            centres = (table.bin_low + table.bin_high) / 2
+            width = table["bin_high"] - table["bin_low"]
+            centres = (table["bin_low"] + table["bin_high"]) / 2
             filled = table["count"] > 0
-            axis.bar(centres[filled], table.accuracy[filled], width=width[filled], color="tab:blue",
+            axis.bar(centres[filled], table["accuracy"][filled], width=width[filled], color="tab:blue",
                      edgecolor="black", label="accuracy")
-            axis.bar(centres[filled], (table.mean_confidence - table.accuracy)[filled],
-                     bottom=table.accuracy[filled], width=width[filled], color="tab:red", alpha=0.35,
+            axis.bar(centres[filled], (table["mean_confidence"] - table["accuracy"])[filled],
+                     bottom=table["accuracy"][filled], width=width[filled], color="tab:red", alpha=0.35,
                      edgecolor="tab:red", label="gap to confidence")
             axis.plot([0, 1], [0, 1], "k--", linewidth=1)
             for x, n in zip(centres[filled], table["count"][filled]):
@@ -207,7 +216,7 @@ def reliability_figure(tables: dict, count: int):
 def risk_coverage_figure(curves: dict, count: int):
     """Selective risk against coverage, one panel per model, one line per confidence score.
     curves: {model: {score: (coverage, risk, aurc, (low, high) of its 95% interval)}}."""
-    figure, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.3), dpi=100, squeeze=False)
+    figure, axes = subplots(1, len(curves), figsize=(5.5 * len(curves), 4.3), dpi=100, squeeze=False)
     for axis, (model, by_score) in zip(axes[0], curves.items()):
         for score, (coverage, risk, area, (low, high)) in by_score.items():
             axis.plot(coverage, risk, label=f"{score}: AURC {area:.4f} (95% {low:.4f}-{high:.4f})")
@@ -225,14 +234,14 @@ def severity_figure(table, names: list[str], title: str):
     (`accuracy_low95`, `accuracy_high95`); clean accuracy dashed."""
     columns = 5
     rows = -(-len(names) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=100, squeeze=False,
-                                sharey=True)
+    figure, axes = subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=100, squeeze=False,
+                            sharey=True)
     models = list(dict.fromkeys(table.model))
     for axis, name in zip(axes.flat, names):
         for index, model in enumerate(models):
             rows_of = table[(table.model == model) & (table.corruption == name)]
             clean = table[(table.model == model) & (table.severity == 0)].accuracy.iloc[0]
-            colour = plt.cm.tab10(index)
+            colour = TAB10(index)
             axis.plot(rows_of.severity, rows_of.accuracy, marker="o", color=colour, label=model)
             axis.fill_between(rows_of.severity, rows_of.accuracy_low95, rows_of.accuracy_high95, color=colour,
                               alpha=0.15, linewidth=0)
@@ -255,7 +264,7 @@ def occlusion_figure(image: np.ndarray, occlusion: np.ndarray, cam: np.ndarray, 
     """The image, its occlusion sensitivity (the fall in probability, scaled to its maximum) and its Grad-CAM."""
     scaled = np.clip(occlusion, 0, None)
     scaled = scaled / scaled.max() if scaled.max() > 0 else scaled
-    figure, axes = plt.subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
+    figure, axes = subplots(1, 3, figsize=(9.6, 3.8), dpi=100)
     axes[0].imshow(pixels(image))
     axes[0].set_title("image")
     axes[1].imshow(overlay(image, scaled.astype(np.float32)))
@@ -271,13 +280,13 @@ def occlusion_figure(image: np.ndarray, occlusion: np.ndarray, cam: np.ndarray, 
 
 def seeds_figure(per_seed, summary, metrics: list[str], count: int):
     """One panel per metric: each seed's value per model (points) and the mean with its 95% t-interval."""
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.8), dpi=100, squeeze=False)
+    figure, axes = subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.8), dpi=100, squeeze=False)
     models = list(dict.fromkeys(per_seed.model))
     for axis, metric in zip(axes[0], metrics):
         for x, model in enumerate(models):
             values = per_seed[per_seed.model == model][metric]
             axis.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=18,
-                         color=plt.cm.tab10(x), alpha=0.7)
+                         color=TAB10(x), alpha=0.7)
             row = summary[(summary.model == model) & (summary.metric == metric)].iloc[0]
             if np.isfinite(float(row.t95_low)):
                 axis.errorbar(x + 0.3, row["mean"], yerr=[[row["mean"] - row.t95_low], [row.t95_high - row["mean"]]],
@@ -299,8 +308,8 @@ def randomisation_figure(image: np.ndarray, cascade: dict, title: str):
     """One row per model: the original Grad-CAM, then the map after each step of the re-initialisation cascade.
     cascade: {model: {step: cam}}."""
     steps = list(next(iter(cascade.values())))
-    figure, axes = plt.subplots(len(cascade), len(steps), figsize=(2.4 * len(steps), 2.7 * len(cascade)), dpi=100,
-                                squeeze=False)
+    figure, axes = subplots(len(cascade), len(steps), figsize=(2.4 * len(steps), 2.7 * len(cascade)), dpi=100,
+                            squeeze=False)
     for row, (model, maps) in enumerate(cascade.items()):
         for column, step in enumerate(steps):
             axes[row, column].imshow(overlay(image, maps[step]))
@@ -315,7 +324,7 @@ def label_issues_figure(images: np.ndarray, issues, total: int, split: str, colu
     """The most suspicious flagged images (HWC uint8, in the order of `issues`), each titled with its index, the
     given label, the model's suggestion and cleanlab's label quality, so a person can judge the flags by eye."""
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.4 * rows), dpi=100, squeeze=False)
+    figure, axes = subplots(rows, columns, figsize=(1.75 * columns, 2.4 * rows), dpi=100, squeeze=False)
     index_column = f"{split}_index"
     for axis in axes.flat:
         axis.axis("off")

@@ -1,6 +1,5 @@
-"""Study B: a frozen backbone's cached features on CIFAR-10, and the kNN and linear heads fitted on them.
-
-Also the extraction stage (probing/extract_features.py); every other probing stage starts from load_probe."""
+"""Study B: a frozen backbone's cached features on CIFAR-10, the kNN and linear heads fitted on them, and the
+test images ranked by how hard they are: what every probing stage starts from (load_probe)."""
 import sys
 import time
 from dataclasses import dataclass
@@ -8,24 +7,41 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from . import atomic, paths
-from .backbones import (BACKBONES, IMAGE_SIZE, check_name, data_fingerprint, extract_features,
-                        feature_code_identity, load_backbone, weights_identity)
-from .cli import add_common_args, make_parser, positive_int, run_main
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .distributed import Ranks, barrier, torchrun_job
-from .errors import UserError
+from .core import atomic, paths
+from .core.cli import Common, add_common_args, make_parser, non_negative_int, preset_help
+from .core.device import pick_precision, resolve_device
+from .core.distributed import Ranks, barrier
+from .core.errors import UserError
+from .data.cifar10 import load_cifar10
+from .metrics import top_two_margin, true_class_margin
+from .nn.backbones import (BACKBONES, IMAGE_SIZE, check_name, data_fingerprint, extract_features,
+                           feature_code_identity, load_backbone, weights_identity)
 
-SMOKE_IMAGES = {"train": 400, "test": 150}  # a few hundred: minutes on a 2-core CPU, even for ViT-B/16
-KNN_K, KNN_TEMPERATURE = 20, 0.07           # the DINO protocol
-LINEAR_C = 1.0                              # inverse L2 strength of the logistic-regression head
+KNN_K, KNN_TEMPERATURE = 20, 0.07  # the DINO protocol
+LINEAR_C = 1.0                     # inverse L2 strength of the logistic-regression head
+
+
+@dataclass(frozen=True)
+class ProbeParams(Common):
+    """Which backbone's features, on how many images; every probing stage's parameters extend these."""
+    model: str = "resnet50"
+    weights: str = "default"         # 'default' (ImageNet), 'none' (random init from the seed) or a FILE
+    out_dir: Path = paths.PROBING_DIR
+    train_images: int = 0            # the first N training images (0: all)
+    test_images: int = 0             # the first N test images (0: all)
+    batch_size: int = 0              # feature-extraction batch (0: by device)
+    cached_only: bool = False
+
+
+# --smoke: a few hundred images, minutes on a 2-core CPU even for ViT-B/16
+SMOKE = ProbeParams(train_images=400, test_images=150)
 
 
 def feature_batch_size(device: torch.device) -> int:
@@ -111,17 +127,16 @@ def merge_shards(shards: list[Path], count: int) -> torch.Tensor:
     return features
 
 
-def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, device_name: str = "auto",
-               seed: int = 0, smoke: bool = False, batch_size: int = 0, cached_only: bool = False,
-               ranks: Ranks = Ranks()) -> Probe:
-    """Features of `model_name` on the data, from out_dir/<model>/features.pt when its key matches, else
+def load_probe(params: ProbeParams, ranks: Ranks = Ranks()) -> Probe:
+    """Features of params.model on the data, from out_dir/<model>/features.pt when its key matches, else
     extracted now (sharded over the processes of a torchrun job, `ranks`). The key holds everything that
     changes the features (see feature_code_identity)."""
+    model_name, weights, seed = params.model, params.weights, params.seed
     check_name(model_name)
-    device = resolve_device(device_name)
-    data = load_cifar10(data_dir)
-    n_train = min(SMOKE_IMAGES["train"], len(data.train_labels)) if smoke else len(data.train_labels)
-    n_test = min(SMOKE_IMAGES["test"], len(data.test_labels)) if smoke else len(data.test_labels)
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    n_train = min(params.train_images or len(data.train_labels), len(data.train_labels))
+    n_test = min(params.test_images or len(data.test_labels), len(data.test_labels))
     train_images, train_labels = data.train_images[:n_train], data.train_labels[:n_train]
     test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
     precision = pick_precision(device)
@@ -131,15 +146,15 @@ def load_probe(data_dir: Path, model_name: str, weights: str, out_dir: Path, dev
                 "train_images": n_train, "test_images": n_test,
                 "data": data_fingerprint(train_images, train_labels, test_images, test_labels),
                 **feature_code_identity(model_name)}
-    model_dir = Path(out_dir) / model_name
+    model_dir = Path(params.out_dir) / model_name
     if ranks.main:
         atomic.ensure_writable_dir(model_dir)
     barrier(ranks)
     cache = model_dir / "features.pt"
-    batch_size = batch_size or feature_batch_size(device)
+    batch_size = params.batch_size or feature_batch_size(device)
 
     def compute() -> dict:
-        if cached_only:
+        if params.cached_only:
             raise UserError(f"no cached features for {model_name} with these settings in {cache}; run "
                             f"probing/extract_features.py --model {model_name} with the same flags first, "
                             "or drop --cached-only")
@@ -239,41 +254,54 @@ def heads(probe: Probe) -> dict:
     return {"knn": stored["knn"].numpy(), "linear": stored["linear"].numpy(), "head": head}
 
 
+# -- hardness ----------------------------------------------------------------------------------------------
+
+def hardness_table(probe: Probe, outputs: dict) -> pd.DataFrame:
+    """Every test image ranked hardest first: lowest true-class probability of the linear head, then lowest
+    true-class margin (true-class probability minus the best other class)."""
+    labels, linear, knn = probe.test_labels, outputs["linear"], outputs["knn"]
+    rows = np.arange(len(labels))
+    names = np.array(probe.class_names)
+    table = pd.DataFrame({
+        "test_index": rows, "true_label": names[labels],
+        "linear_pred": names[linear.argmax(1)], "linear_confidence": linear.max(1),
+        "true_class_probability": linear[rows, labels], "margin": top_two_margin(linear),
+        "true_class_margin": true_class_margin(linear, labels),
+        "knn_pred": names[knn.argmax(1)], "knn_true_vote": knn[rows, labels]})
+    table["linear_wrong"] = table.linear_pred != table.true_label
+    table["knn_wrong"] = table.knn_pred != table.true_label
+    table["knn_agrees"] = table.knn_pred == table.linear_pred
+    table = table.sort_values(["true_class_probability", "true_class_margin", "test_index"], ignore_index=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+def ranked(probe: Probe) -> tuple[dict, pd.DataFrame]:
+    """The probe's heads' outputs and its test images ranked hardest first."""
+    outputs = heads(probe)
+    return outputs, hardness_table(probe, outputs)
+
+
 # -- command line, shared by the probing stages ------------------------------------------------------------
 
-def probing_parser(description: str):
+def probing_parser(description: str, smoke: ProbeParams = SMOKE):
+    """The flags every probing stage has; `smoke` is the stage's --smoke preset (its image counts shown)."""
+    defaults = ProbeParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of --weights none (random init) and of t-SNE")
-    parser.add_argument("--model", default="resnet50", choices=list(BACKBONES), help="frozen backbone")
-    parser.add_argument("--weights", default="default",
+    parser.add_argument("--model", default=defaults.model, choices=list(BACKBONES), help="frozen backbone")
+    parser.add_argument("--weights", default=defaults.weights,
                         help="'default' (the model's ImageNet weights: torchvision's cache or download; the "
                              "installed package for efficientnet_lite0), 'none' (random init, for tests and "
                              "offline runs) or a state-dict FILE of the whole classifier")
-    parser.add_argument("--out-dir", type=Path, default=paths.PROBING_DIR,
-                        help="results go to OUT_DIR/<model>/")
-    parser.add_argument("--batch-size", type=positive_int, help="feature-extraction batch (default 256 on GPU, "
-                                                                "32 on CPU)")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="results go to OUT_DIR/<model>/")
+    for split in ["train", "test"]:
+        parser.add_argument(f"--{split}-images", type=non_negative_int,
+                            help=preset_help(f"the first N {split} images (0: all)", defaults, smoke,
+                                             f"{split}_images"))
+    parser.add_argument("--batch-size", type=non_negative_int, default=defaults.batch_size,
+                        help="feature-extraction batch (0: 256 on GPU, 32 on CPU)")
     parser.add_argument("--cached-only", action="store_true",
                         help="fail instead of extracting when no matching feature cache exists")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"the first {SMOKE_IMAGES['train']} training and {SMOKE_IMAGES['test']} test images")
+    parser.add_argument("--smoke", action="store_true", help="a few hundred images")
     return parser
-
-
-def probe_from_args(args) -> Probe:
-    return load_probe(args.data_dir, args.model, args.weights, args.out_dir, args.device, args.seed, args.smoke,
-                      args.batch_size or 0, args.cached_only)
-
-
-def main(description: str, argv=None) -> None:
-    """probing/extract_features.py; under torchrun the images are split among the processes."""
-    args = probing_parser(description).parse_args(argv)
-
-    def run():
-        with torchrun_job(args.device, "rerun the same command") as (ranks, _):
-            probe = load_probe(args.data_dir, args.model, args.weights, args.out_dir, args.device, args.seed,
-                               args.smoke, args.batch_size or 0, args.cached_only, ranks)
-        if ranks.main:
-            print(f"{probe.model_name}: train features {tuple(probe.train_features.shape)}, test features "
-                  f"{tuple(probe.test_features.shape)} in {probe.out_dir / 'features.pt'}")
-    run_main(run)

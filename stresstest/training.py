@@ -1,4 +1,6 @@
-"""The training stage shared by train.py (baseline) and improvement.py (label smoothing 0.1)."""
+"""Training: the config a run is made with, the trainer, and the stage that train.py (baseline) and improvement.py
+(label smoothing 0.1) share; they differ only in their RunSettings. Also what other stages need of runs: reading a
+saved config, and ensuring a finished run of a config (seeds, cross-validation folds)."""
 import argparse
 import dataclasses
 import json
@@ -17,16 +19,18 @@ from tqdm import tqdm
 
 from models import build_model
 
-from . import atomic, paths
-from .checkpoint import classifier_checkpoint
-from .cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction, positive_float,
-                  positive_int, run_main, unit_interval)
-from .data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip, run_split
-from .device import autocast, cpu_name, pick_precision, synchronize
-from .distributed import Ranks, all_sum, barrier, torchrun_job
-from .errors import UserError
+from .core import atomic, paths
+from .core.checkpoint import classifier_checkpoint
+from .core.cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction,
+                       params_from, positive_float, positive_int, preset_help, run_main, unit_interval)
+from .core.device import autocast, cpu_name, device_name, pick_precision, seeded, synchronize
+from .core.distributed import Ranks, all_sum, barrier, torchrun_job
+from .core.errors import UserError
+from .core.record import write_record
+from .data.cifar10 import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
+                           run_split, data_summary)
+from .nn.inference import REPORTED_PRECISION, loss_and_accuracy, predict_logits
 from .plots import plot_curves
-from .predict import loss_and_accuracy, predict_logits
 
 
 @dataclass
@@ -34,18 +38,22 @@ class TrainConfig:
     arch: str = "resnet18"
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.1                # peak of the one-cycle schedule
+    lr: float = 0.1                # peak of the one-cycle schedule (torch's OneCycleLR, cosine annealing)
     warmup_fraction: float = 0.15  # share of steps spent rising to the peak
+    div_factor: float = 25.0       # the schedule starts at lr / div_factor
+    final_div_factor: float = 1e3  # and ends at that divided by final_div_factor
     momentum: float = 0.9          # SGD with Nesterov momentum; used as is only when cycle_momentum is off
-    cycle_momentum: bool = True    # one-cycle momentum 0.95 -> 0.85 -> 0.95 against the lr (chosen on validation,
-                                   # README "Momentum"); off: held at `momentum`
+    cycle_momentum: bool = True    # momentum max -> base -> max against the lr (chosen on validation,
+                                   # docs/decisions.md "Momentum"); off: held at `momentum`
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     select_within_se: float = 1.0  # best_model.pth: the latest epoch within this many binomial standard errors of
-                                   # the best validation accuracy (0: the best itself; README "Checkpoint choice")
+                                   # the best validation accuracy (0: the best itself; docs/decisions.md)
     val_fraction: float = 0.02     # stratified hold-out for checkpoint selection and stage 7's temperature: 1,000
                                    # images of full CIFAR-10, 102 of the subset (chosen on validation over two
-                                   # seeds, README "Validation hold-out"; 10% until then)
+                                   # seeds, docs/decisions.md "Validation hold-out"; 10% until then)
     max_train_images: int = 0      # 0: all; else the first N training images (smoke runs)
     cv_folds: int = 0              # >0: a cross-validation run that never trains on fold cv_fold of cv_folds
     cv_fold: int = 0               # (stratified folds of the training images; out-of-fold label issues)
@@ -55,17 +63,14 @@ class TrainConfig:
     eval_batch_size: int = 0       # 0: by device (256 on CPU, 1024 on GPU)
 
 
-# The study's one change: label smoothing of each run (train.py: baseline, improvement.py: improved).
-LABEL_SMOOTHING = {"baseline": 0.0, "improved": 0.1}
 RUN_ONLY_SETTINGS = {"compile", "eval_batch_size"}  # config keys that do not change the trained model
-# How a run saved before a setting existed behaved (where that differs from the setting's default today).
-BEFORE_THE_SETTING_EXISTED = {"select_within_se": 0.0}
 
-# Small enough for about a minute per training stage on a 2-core CPU without bf16 (the smoke pipeline trains
-# four runs: both stages and a second seed of each); smaller batches and a lower peak learning rate keep two
-# short epochs stable, and the model still makes confident mistakes for the failure analysis to save; a 10%
-# hold-out (76 images, not the default's 17) leaves stage 7 something to fit.
-SMOKE_PRESET = {"epochs": 2, "max_train_images": 768, "batch_size": 64, "lr": 0.05, "val_fraction": 0.1}
+# --smoke: about a minute per training stage on a 2-core CPU (the smoke pipeline trains four runs: both stages and
+# a second seed of each). 56 steps of 32 images at a peak lr of 0.02 learn on fp32 and bf16 CPUs alike (27.8-28.8%
+# test accuracy on the subset over two seeds and both precisions); the earlier 20 steps of 64 at 0.05 diverged in
+# both (training loss above ln 10, validation loss near 1,000 after epoch 1: 10-15%, docs/decisions.md). A 10%
+# hold-out (102 images, not the default's 20) leaves stage 7 something to fit.
+SMOKE_CONFIG = TrainConfig(epochs=2, max_train_images=1024, batch_size=32, lr=0.02, val_fraction=0.1)
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                  "epoch_seconds", "train_images_per_s", "best"]
@@ -80,9 +85,9 @@ def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
         commit = git.stdout.strip() if git.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"git_commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "device_name": device_name, "precision": precision,
+            "device": str(device), "device_name": hardware, "precision": precision,
             "cpu_threads": torch.get_num_threads(), "command": " ".join(sys.argv), "seed": config.seed,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -100,12 +105,13 @@ def within_noise_of_best(val_acc: float, best_val_acc: float, val_images: int, w
 
 
 def saved_config(config: dict, source: str | Path) -> TrainConfig:
-    """The TrainConfig a run was saved with; settings it predates take the value it behaved with."""
+    """The TrainConfig a run was saved with (settings added since take their defaults, which are what runs did
+    before the setting existed)."""
     unknown = sorted(set(config) - {field.name for field in dataclasses.fields(TrainConfig)})
     if unknown:
         raise UserError(f"{source} was saved by a newer version of this project (unknown settings: "
                         f"{', '.join(unknown)}); update this checkout")
-    return TrainConfig(**(BEFORE_THE_SETTING_EXISTED | config))
+    return TrainConfig(**config)
 
 
 class Trainer:
@@ -135,6 +141,7 @@ class Trainer:
         self.normalize = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
         self.split_sizes = {"train": len(train_idx), "val": len(val_idx), "test": len(data.test_labels)} | (
             {"cv_fold": len(fold_idx)} if config.cv_folds else {})
+        self.data_summary = data_summary(data)
 
         self.batch_size = min(config.batch_size, len(train_idx))  # the global batch, over all processes
         if self.batch_size % ranks.world:
@@ -142,8 +149,9 @@ class Trainer:
                             f"choose a multiple of {ranks.world}")
         self.rank_batch = self.batch_size // ranks.world
         self.steps_per_epoch = len(train_idx) // self.batch_size  # drop the ragged last batch
-        torch.manual_seed(config.seed)  # the same initial weights in every process
-        self.model = build_model(config.arch, len(self.class_names)).to(device, memory_format=torch.channels_last)
+        with seeded(config.seed):  # the same initial weights in every process
+            self.model = build_model(config.arch, len(self.class_names))
+        self.model.to(device, memory_format=torch.channels_last)
         replica = self.model
         if ranks.world > 1:
             if device.type == "cuda":  # batch statistics over the global batch; on CPUs (gloo) they stay per process
@@ -155,8 +163,9 @@ class Trainer:
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
-            pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3,
-            cycle_momentum=config.cycle_momentum, base_momentum=0.85, max_momentum=0.95)
+            pct_start=config.warmup_fraction, anneal_strategy="cos", div_factor=config.div_factor,
+            final_div_factor=config.final_div_factor, cycle_momentum=config.cycle_momentum,
+            base_momentum=config.base_momentum, max_momentum=config.max_momentum)
         self.rows: list[dict] = []
 
     # -- state ---------------------------------------------------------------------------------------
@@ -172,7 +181,7 @@ class Trainer:
         self.rows = list(state["rows"])
 
     # -- loop ----------------------------------------------------------------------------------------
-    def _epoch_generator(self, epoch: int) -> torch.Generator:
+    def epoch_generator(self, epoch: int) -> torch.Generator:
         """Shuffling and augmentation draws depend only on (seed, epoch): a resumed run repeats them."""
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
 
@@ -194,7 +203,7 @@ class Trainer:
         return loss.detach().float(), (logits.argmax(1) == labels).sum()
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
-        generator = self._epoch_generator(epoch)
+        generator = self.epoch_generator(epoch)
         order = torch.randperm(self.train_labels.numel(), device=self.device, generator=generator)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -225,7 +234,9 @@ class Trainer:
                             f"lower --lr (now {self.config.lr}) or use --precision fp32")
 
     def _evaluate(self, images, labels) -> tuple[float, float]:
-        logits = predict_logits(self.model, images, self.normalize, self.precision, self.config.eval_batch_size)
+        """Loss and accuracy in fp32 whatever the training precision, as every reported figure (a bf16
+        evaluation would choose the checkpoint differently on different CPUs)."""
+        logits = predict_logits(self.model, images, self.normalize, REPORTED_PRECISION, self.config.eval_batch_size)
         return loss_and_accuracy(logits, labels)
 
     def fit(self, label: str) -> dict:
@@ -269,16 +280,17 @@ class Trainer:
         atomic.save_torch(self.out_dir / paths.BEST_MODEL, checkpoint)
 
 
-def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto",
-          resume: bool = False) -> None:
-    """Train (or resume) one run into out_dir; under torchrun, data-parallel over its processes."""
+def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto", resume: bool = False,
+          record: str | None = None) -> None:
+    """Train (or resume) one run into out_dir; under torchrun, data-parallel over its processes. `record`: the
+    stage name to leave a record under when done (the training stages; not seeds or folds)."""
     with torchrun_job(device_name, "the epochs completed so far are saved: rerun the same command with --resume") \
             as (ranks, device):
-        train_on(ranks, device, config, data_dir, Path(out_dir), resume)
+        train_on(ranks, device, config, data_dir, Path(out_dir), resume, record)
 
 
 def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: Path, out_dir: Path,
-             resume: bool) -> None:
+             resume: bool, record: str | None = None) -> None:
     say = print if ranks.main else (lambda *args, **kwargs: None)
     if ranks.main:
         atomic.ensure_writable_dir(out_dir)  # also clears temporaries a killed run left
@@ -311,7 +323,8 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         atomic.write_json(out_dir / paths.CONFIG, dataclasses.asdict(config))
     if ranks.main:
         info = run_info(device, trainer.precision, config) | {"split_sizes": trainer.split_sizes, "resumed": resume,
-                                                               "processes": ranks.world}
+                                                               "processes": ranks.world,
+                                                               "evaluation_precision": REPORTED_PRECISION}
         atomic.write_json(out_dir / "run_info.json", info)
     processes = f", {ranks.world} processes" if ranks.world > 1 else ""
     say(f"training {config.arch} on {device} ({trainer.precision}{processes}): "
@@ -324,12 +337,16 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         print(f"chosen epoch {best['epoch']} (the latest within {config.select_within_se:g} SE of the best "
               f"validation accuracy, {highest:.4f}): val acc {best['val_acc']:.4f}, test acc "
               f"{best['test_acc']:.4f} -> {out_dir / paths.BEST_MODEL}")
+        if record:
+            write_record(record, {"run": out_dir}, data=trainer.data_summary, device=device_name(device),
+                         precision=f"training {trainer.precision}, evaluation {REPORTED_PRECISION}",
+                         chosen_epoch=best["epoch"], test_accuracy=best["test_acc"])
 
 
 def model_settings(config: dict) -> dict:
-    """The settings that make the trained model (keys added to TrainConfig since a run was saved: the value it
-    behaved with)."""
-    settings = dataclasses.asdict(TrainConfig()) | BEFORE_THE_SETTING_EXISTED | config
+    """The settings that make the trained model (keys added to TrainConfig since a run was saved: their
+    defaults)."""
+    settings = dataclasses.asdict(TrainConfig()) | config
     return {key: value for key, value in settings.items() if key not in RUN_ONLY_SETTINGS}
 
 
@@ -364,55 +381,52 @@ def ensure_finished(config: TrainConfig, data_dir: Path, folder: Path, device_na
     return folder
 
 
-def training_cli(description: str, tag: str, argv=None) -> None:
-    """Entry point of train.py (tag baseline) and improvement.py (tag improved): they differ only in
-    label smoothing (LABEL_SMOOTHING) and output folder."""
-    label_smoothing = LABEL_SMOOTHING[tag]
-    defaults = TrainConfig(label_smoothing=label_smoothing)
+@dataclass(frozen=True)
+class RunSettings:
+    """What tells the twin training stages apart."""
+    stage: str              # the script, as its record is named: train or improvement
+    tag: str                # the run: baseline or improved (its folder, paths.RUNS)
+    label_smoothing: float  # the study's one change
+
+
+def training_stage(description: str, settings: RunSettings, argv=None) -> None:
+    """Entry point of train.py and improvement.py."""
+    defaults = TrainConfig(label_smoothing=settings.label_smoothing)
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the initialisation, the shuffling and the augmentation")
-    parser.add_argument("--out-dir", type=Path, default=paths.run_dir(tag), help="where this run's files go")
-    parser.add_argument("--epochs", type=positive_int, help=f"training epochs (default {defaults.epochs}; "
-                        f"--smoke: {SMOKE_PRESET['epochs']})")
-    parser.add_argument("--batch-size", type=positive_int, help=f"training batch size (default {defaults.batch_size}; "
-                        f"--smoke: {SMOKE_PRESET['batch_size']}); under torchrun the global batch, split evenly "
-                        "among the processes")
-    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate of the one-cycle schedule (default "
-                        f"{defaults.lr}; --smoke: {SMOKE_PRESET['lr']})")
+
+    def preset(text, name):
+        return preset_help(text, defaults, SMOKE_CONFIG, name)
+    parser.add_argument("--out-dir", type=Path, default=paths.run_dir(settings.tag), help="where this run's files go")
+    parser.add_argument("--epochs", type=positive_int, help=preset("training epochs", "epochs"))
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=preset("training batch size; under torchrun the global batch, split evenly among the "
+                                    "processes", "batch_size"))
+    parser.add_argument("--lr", type=positive_float, help=preset("peak learning rate of the one-cycle schedule", "lr"))
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")
     parser.add_argument("--cycle-momentum", action=argparse.BooleanOptionalAction, default=defaults.cycle_momentum,
-                        help="cycle SGD momentum 0.95 -> 0.85 -> 0.95 against the learning rate (torch's OneCycleLR "
-                             f"default, on by default); --no-cycle-momentum holds it at {defaults.momentum}")
-    parser.add_argument("--label-smoothing", type=unit_interval, default=label_smoothing,
+                        help=f"cycle SGD momentum {defaults.max_momentum} -> {defaults.base_momentum} -> "
+                             f"{defaults.max_momentum} against the learning rate (torch's OneCycleLR default); "
+                             f"--no-cycle-momentum holds it at {defaults.momentum}")
+    parser.add_argument("--label-smoothing", type=unit_interval, default=settings.label_smoothing,
                         help="label smoothing in [0, 1)")
     parser.add_argument("--val-fraction", type=open_fraction,
-                        help="share of the training images held out (stratified) to pick the best checkpoint and "
-                             f"fit calibration (default {defaults.val_fraction}; --smoke: "
-                             f"{SMOKE_PRESET['val_fraction']})")
+                        help=preset("share of the training images held out (stratified) to pick the best checkpoint "
+                                    "and fit calibration", "val_fraction"))
     parser.add_argument("--select-within-se", type=non_negative_float, default=defaults.select_within_se,
                         help="best_model.pth is the latest epoch whose validation accuracy is within this many "
                              "binomial standard errors of the best (0: the best epoch itself)")
-    parser.add_argument("--max-train-images", type=non_negative_int, help="use only the first N training images "
-                        f"(default all; --smoke: {SMOKE_PRESET['max_train_images']})")
+    parser.add_argument("--max-train-images", type=non_negative_int,
+                        help=preset("use only the first N training images (0: all)", "max_train_images"))
     parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
-                        help="autocast precision; auto: bf16 where the hardware has it")
+                        help="autocast precision of the training steps; auto: bf16 where the hardware has it "
+                             "(evaluation is always fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"tiny preset for a quick check on a CPU ({json.dumps(SMOKE_PRESET)})")
+    parser.add_argument("--smoke", action="store_true", help="small preset for a quick check on a CPU")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out-dir with its saved config (starts afresh when "
                              "nothing was saved yet, so the same command is safe to repeat)")
     args = parser.parse_args(argv)
-
-    def chosen(name):
-        given = getattr(args, name)
-        if given is not None:
-            return given
-        return SMOKE_PRESET[name] if args.smoke else getattr(defaults, name)
-
-    config = dataclasses.replace(
-        defaults, **{name: chosen(name) for name in SMOKE_PRESET}, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, seed=args.seed,
-        precision=args.precision, compile=args.compile, cycle_momentum=args.cycle_momentum,
-        select_within_se=args.select_within_se)
-    run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume))
+    config = params_from(args, defaults, SMOKE_CONFIG)
+    run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume, record=settings.stage),
+             args.debug)

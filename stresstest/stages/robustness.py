@@ -2,35 +2,56 @@
 sets computed on the device, or the published CIFAR-10-C files), optionally study B's frozen backbones with
 their linear heads on the same images, and occlusion sensitivity of every saved failure case beside its
 Grad-CAM."""
+import dataclasses
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from scipy.stats import spearmanr
 
-from . import atomic, paths
-from .backbones import BACKBONES, data_fingerprint, extract_features, load_backbone
-from .calibration import expected_calibration_error, negative_log_likelihood
-from .cases import read_cases
-from .checkpoint import load_classifier
-from .cifar10c import corrupted_images, read_cifar10c
-from .cli import (add_checkpoint_args, add_common_args, checkpoints_from, make_parser, non_negative_int, positive_int,
-                  run_main)
-from .corruptions import NAMES, SEVERITIES
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .plots import corruption_examples_figure, occlusion_figure, save, severity_figure
-from .predict import checkpoint_normalizer, inference_model, run_batched
-from .probe import cached, feature_batch_size, heads, load_probe
-from .stats import wilson_interval
+from .. import probe as study_b
+from ..core import atomic, paths
+from ..core.cases import read_cases
+from ..core.checkpoint import load_classifier
+from ..core.cli import (Common, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
+                         positive_int, preset_help, run_main)
+from ..core.device import device_name, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..data.cifar10c import corrupted_images, read_cifar10c
+from ..data.corruptions import NAMES, SEVERITIES
+from ..metrics import expected_calibration_error, negative_log_likelihood, rank_correlation, wilson_interval
+from ..nn.backbones import BACKBONES, data_fingerprint, extract_features, load_backbone
+from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, inference_model, run_batched
+from ..nn.occlusion import occlusion_maps
+from ..plots import corruption_examples_figure, occlusion_figure, save, severity_figure
 
-SMOKE = {"images": 50, "severities": [1, 3, 5], "stride": 8}  # about 40 s on a 2-core fp32 CPU
-OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 2
-BACKBONE_SEVERITIES = [1, 3, 5]  # one 224x224 feature pass per set: a backbone gets fewer sets by default
+
+@dataclass(frozen=True)
+class RobustnessParams(Common):
+    baseline: Path = paths.checkpoint_path("baseline")
+    improved: Path = paths.checkpoint_path("improved")
+    cases_dir: Path = paths.CASES_DIR
+    out_dir: Path = paths.ROBUSTNESS_DIR
+    cifar10c_dir: Path | None = None     # published (or exported) CIFAR-10-C files instead of computing the sets
+    corruptions: tuple = tuple(NAMES)
+    severities: tuple = tuple(SEVERITIES)
+    max_images: int = 0                  # the first N test images (0: all)
+    patch: int = 8                       # occlusion patch side and stride, pixels
+    stride: int = 2
+    backbones: tuple = ()                # study B backbones evaluated on the same sets
+    backbone_weights: str = "default"
+    backbone_severities: tuple = (1, 3, 5)  # one 224x224 feature pass per set: a backbone gets fewer sets
+    probing_dir: Path = paths.PROBING_DIR
+    backbone_images: study_b.ProbeParams = study_b.ProbeParams()  # the image counts of study B's feature cache
+
+
+# --smoke: about 40 s on a 2-core fp32 CPU; backbones read study B's smoke features
+SMOKE = RobustnessParams(max_images=50, severities=(1, 3, 5), stride=8, backbone_images=study_b.SMOKE)
 
 
 def evaluation_sets(images: torch.Tensor, labels: np.ndarray, names: list[str], severities: list[int], seed: int,
@@ -53,10 +74,9 @@ class BackboneProbe:
     """A study B backbone with its linear head (fitted on clean training features, study B's cache), giving
     probabilities on any uint8 test images; features of each corrupted set are cached beside study B's."""
 
-    def __init__(self, data_dir: Path, name: str, weights: str, probing_dir: Path, device_name: str, seed: int,
-                 smoke: bool):
-        self.probe = load_probe(data_dir, name, weights, probing_dir, device_name, seed, smoke)
-        self.head = heads(self.probe)["head"]
+    def __init__(self, params: study_b.ProbeParams):
+        self.probe = study_b.load_probe(params)
+        self.head = study_b.heads(self.probe)["head"]
         self.precision = self.probe.settings["precision"]
         # the key of a set's features: the backbone's own key, with the set's pixels in place of the data
         self.settings = {key: value for key, value in self.probe.settings.items()
@@ -74,9 +94,9 @@ class BackboneProbe:
         else:
             settings = {**self.settings, "data": data_fingerprint(images.cpu().numpy())}
             cache = self.cache_dir / f"{name}_{severity}.pt"
-            features = cached(cache, settings, lambda: {"features": extract_features(
+            features = study_b.cached(cache, settings, lambda: {"features": extract_features(
                 self.backbone, self.probe.model_name, images.to(self.probe.device), self.precision,
-                feature_batch_size(self.probe.device), f"{self.probe.model_name} {name} {severity}")}
+                study_b.feature_batch_size(self.probe.device), f"{self.probe.model_name} {name} {severity}")}
             )["features"]
         with torch.no_grad():
             return self.head(features.float()).softmax(1).double().numpy()
@@ -112,39 +132,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def patch_starts(size: int, patch: int, stride: int) -> list[int]:
-    """Where an occluding patch starts along one side: every `stride` pixels, and flush with the far edge."""
-    return sorted(set(range(0, size - patch + 1, stride)) | {size - patch})
-
-
-def occlusion_maps(model: torch.nn.Module, checkpoint: dict, images: torch.Tensor, classes: np.ndarray,
-                   patch: int, stride: int, precision: str) -> np.ndarray:
-    """Occlusion sensitivity (Zeiler & Fergus 2014): for every position of a patch of the training mean colour,
-    how much the probability of `classes` falls; each pixel gets the mean fall over the patches covering it.
-    Every position of every image goes through the model in one batched pass. (N, 32, 32)."""
-    size = images.shape[-1]
-    starts = patch_starts(size, patch, stride)
-    positions = [(top, left) for top in starts for left in starts]
-    fill = torch.tensor([round(255 * m) for m in checkpoint["normalization"]["mean"]], dtype=torch.uint8,
-                        device=images.device).view(3, 1, 1)
-    occluded = images[:, None].repeat(1, len(positions), 1, 1, 1)
-    cover = torch.zeros(len(positions), size, size, device=images.device)
-    for p, (top, left) in enumerate(positions):
-        occluded[:, p, :, top:top + patch, left:left + patch] = fill
-        cover[p, top:top + patch, left:left + patch] = 1
-    normalizer = checkpoint_normalizer(checkpoint, images.device)
-    fused = inference_model(model)
-    rows = torch.arange(len(images), device=images.device)
-    targets = torch.as_tensor(classes, device=images.device)
-    base = run_batched(fused, images, normalizer, precision).softmax(1)[rows, targets]
-    probs = run_batched(fused, occluded.flatten(0, 1), normalizer, precision).softmax(1)
-    occluded_prob = probs.view(len(images), len(positions), -1)[rows, :, targets]  # (N, positions)
-    fall = (base[:, None] - occluded_prob)
-    maps = torch.einsum("np,phw->nhw", fall, cover) / cover.sum(0)
-    return maps.cpu().numpy()
-
-
-def occlusion_report(cases_dir: Path, models: dict, precision: str, patch: int, stride: int) -> pd.DataFrame:
+def occlusion_report(cases_dir: Path, models: dict, patch: int, stride: int) -> pd.DataFrame:
     """Occlusion map of each model on each saved case (occlusion_<tag>.png in the case folder) and its Spearman
     rank correlation with the same model's Grad-CAM of the same class (its own prediction)."""
     cases = read_cases(cases_dir)
@@ -163,12 +151,11 @@ def occlusion_report(cases_dir: Path, models: dict, precision: str, patch: int, 
                 role = list(stored["roles"]).index("predicted")
                 cams.append(stored["maps"][role])
                 classes.append(list(stored["class_names"]).index(str(stored["classes"][role])))
-        occlusion = occlusion_maps(model, checkpoint, on_device, np.array(classes), patch, stride, precision)
+        occlusion = occlusion_maps(model, checkpoint, on_device, np.array(classes), patch, stride)
         names = checkpoint["class_names"]
         for case, image, occ, cam, explained in zip(cases, images, occlusion, cams, classes):
             # a flat map (nothing changes the answer, or a CAM of zeros) has no rank order: no correlation
-            flat = np.ptp(occ) == 0 or np.ptp(cam) == 0
-            rho, p_value = (float("nan"), float("nan")) if flat else spearmanr(occ.ravel(), cam.ravel())
+            rho, p_value = rank_correlation(occ, cam)
             rows.append({"case": case["case"], "test_index": int(case["test_index"]), "model": tag,
                          "explained_class": names[explained], "spearman": round(float(rho), 6),
                          "p_value": float(p_value), "patch": patch, "stride": stride})
@@ -178,36 +165,35 @@ def occlusion_report(cases_dir: Path, models: dict, precision: str, patch: int, 
     return pd.DataFrame(rows)
 
 
-def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path, device_name: str, seed: int,
-               names: list[str], severities: list[int], max_images: int, cifar10c_dir: Path | None,
-               patch: int, stride: int, backbones: list[str] = (), backbone_weights: str = "default",
-               backbone_severities: list[int] = BACKBONE_SEVERITIES, probing_dir: Path = paths.PROBING_DIR,
-               smoke: bool = False) -> None:
-    device = resolve_device(device_name)
-    cases = read_cases(cases_dir)
-    data = load_cifar10(data_dir)
-    out_dir = atomic.ensure_writable_dir(out_dir)
-    precision = pick_precision(device)
-    count = min(max_images or len(data.test_labels), len(data.test_labels))
+def robustness(params: RobustnessParams) -> None:
+    names, severities, seed = list(params.corruptions), list(params.severities), params.seed
+    backbone_severities = list(params.backbone_severities)
+    device = resolve_device(params.device)
+    cases = read_cases(params.cases_dir)
+    data = load_cifar10(params.data_dir)
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    count = min(params.max_images or len(data.test_labels), len(data.test_labels))
     images = torch.from_numpy(data.test_images[:count]).to(device)
     labels = data.test_labels[:count]
     case_index = np.array([int(case["test_index"]) for case in cases])
     case_index = case_index[case_index < count]
+    checkpoints = {"baseline": params.baseline, "improved": params.improved}
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
     fused = {tag: inference_model(model) for tag, (model, _) in models.items()}
-    probes = {name: BackboneProbe(data_dir, name, backbone_weights, probing_dir, device_name, seed, smoke)
-              for name in backbones}
+    probes = {name: BackboneProbe(dataclasses.replace(
+        params.backbone_images, data_dir=params.data_dir, device=params.device, seed=seed, model=name,
+        weights=params.backbone_weights, out_dir=params.probing_dir)) for name in params.backbones}
     rows, clean_pred, examples = [], {}, {}
     all_severities = sorted(set(severities) | (set(backbone_severities) if probes else set()))
     for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, all_severities, seed,
-                                                                   cifar10c_dir):
+                                                                   params.cifar10c_dir):
         if severity in severities:
             examples[name, severity] = set_images[0].permute(1, 2, 0).cpu().numpy()
         set_probs = {}
         if severity == 0 or severity in severities:
             for tag, (_, checkpoint) in models.items():
                 set_probs[tag] = run_batched(fused[tag], set_images, checkpoint_normalizer(checkpoint, device),
-                                             precision).softmax(1).double().cpu().numpy()
+                                             REPORTED_PRECISION).softmax(1).double().cpu().numpy()
         if severity == 0 or severity in backbone_severities:
             for backbone, probe in probes.items():
                 set_probs[backbone] = probe.probabilities(set_images, name, severity)
@@ -219,7 +205,7 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
             last = {row["model"]: row["accuracy"] for row in rows[-len(set_probs):]}
             print(f"{name} {severity}: " + ", ".join(f"{tag} {acc:.3f}" for tag, acc in last.items()), flush=True)
     table = pd.DataFrame(rows)
-    source = "CIFAR-10-C (published files)" if cifar10c_dir else f"CIFAR-10-C-style (computed here, seed {seed})"
+    source = "CIFAR-10-C (published files)" if params.cifar10c_dir else f"CIFAR-10-C-style (computed here, seed {seed})"
     atomic.write_csv(out_dir / "corruption_accuracy.csv", table.to_dict("records"), list(table.columns))
     summary = summarise(table)
     summary.insert(1, "source", source)
@@ -228,7 +214,7 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
          severity_figure(table, names, f"{source}, n={count} per set; bands: Wilson 95%"))
     save(out_dir / "corruption_examples.png", corruption_examples_figure(
         data.test_images[0].transpose(1, 2, 0), examples, names, severities, f"test image 0, {source}"))
-    occlusion = occlusion_report(cases_dir, models, precision, patch, stride)
+    occlusion = occlusion_report(params.cases_dir, models, params.patch, params.stride)
     atomic.write_csv(out_dir / "occlusion_gradcam.csv", occlusion.to_dict("records"), list(occlusion.columns))
     if probes:
         print("backbones and study A models were evaluated on different sets: compare them per severity "
@@ -239,49 +225,47 @@ def robustness(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path
     for tag, group in occlusion.groupby("model", sort=False):
         print(f"{tag}: occlusion vs Grad-CAM Spearman median {group.spearman.median():.2f} over {len(group)} cases")
     print(f"-> {out_dir}")
+    write_record("robustness", {"robustness": out_dir, "cases": params.cases_dir}, checkpoints,
+                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, source=source,
+                 images_per_set=count, backbones=list(params.backbones))
 
 
 def main(description: str, argv=None) -> None:
+    defaults = RobustnessParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the corruptions computed here (one generator per corruption and "
                                       "severity)")
     add_checkpoint_args(parser)
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"case_XX folders of {paths.CASES_PRODUCER}, with both models' Grad-CAM maps")
-    parser.add_argument("--out-dir", type=Path, default=paths.ROBUSTNESS_DIR, help="where tables and figures go")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
     parser.add_argument("--cifar10c-dir", type=Path,
                         help="evaluate on these CIFAR-10-C files (the published ones, preferred by their authors, "
                              "or make_cifar10c.py's) instead of computing the corruptions here")
-    parser.add_argument("--corruption", nargs="+", choices=NAMES, default=NAMES, metavar="NAME",
-                        help="corruptions to evaluate (default all 15)")
-    parser.add_argument("--severity", nargs="+", type=int, choices=SEVERITIES,
-                        help=f"severities (default 1-5; --smoke: {' '.join(map(str, SMOKE['severities']))})")
+    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, default=list(NAMES),
+                        metavar="NAME", help="corruptions to evaluate (default all 15)")
+    parser.add_argument("--severity", dest="severities", nargs="+", type=int, choices=SEVERITIES,
+                        help=preset_help("severities", defaults, SMOKE, "severities"))
     parser.add_argument("--max-images", type=non_negative_int,
-                        help=f"the first N test images (default all; --smoke: {SMOKE['images']})")
-    parser.add_argument("--patch", type=positive_int, default=OCCLUSION_PATCH, help="occlusion patch side, pixels")
+                        help=preset_help("the first N test images (0: all)", defaults, SMOKE, "max_images"))
+    parser.add_argument("--patch", type=positive_int, default=defaults.patch, help="occlusion patch side, pixels")
     parser.add_argument("--stride", type=positive_int,
-                        help=f"occlusion patch stride, pixels (default {OCCLUSION_STRIDE}; --smoke: {SMOKE['stride']})")
-    parser.add_argument("--backbone", nargs="+", choices=list(BACKBONES), default=[], metavar="MODEL",
+                        help=preset_help("occlusion patch stride, pixels", defaults, SMOKE, "stride"))
+    parser.add_argument("--backbone", dest="backbones", nargs="+", choices=list(BACKBONES), metavar="MODEL",
                         help="also evaluate these frozen study B backbones with their linear heads on the same "
                              f"images, resized to 224 as study B does ({', '.join(BACKBONES)}; default none: each "
                              "set costs one feature pass at 224x224)")
-    parser.add_argument("--backbone-weights", default="default",
+    parser.add_argument("--backbone-weights", default=defaults.backbone_weights,
                         help="weights of the backbones, as study B's --weights ('default', 'none' or a FILE)")
-    parser.add_argument("--backbone-severity", nargs="+", type=int, choices=SEVERITIES, default=BACKBONE_SEVERITIES,
-                        help=f"severities for the backbones (default {' '.join(map(str, BACKBONE_SEVERITIES))})")
-    parser.add_argument("--probing-dir", type=Path, default=paths.PROBING_DIR,
+    parser.add_argument("--backbone-severity", dest="backbone_severities", nargs="+", type=int, choices=SEVERITIES,
+                        default=list(defaults.backbone_severities), help="severities for the backbones")
+    parser.add_argument("--probing-dir", type=Path, default=defaults.probing_dir,
                         help="study B's feature caches (<dir>/<model>/); the backbones' corrupted-set features "
                              "are cached in <dir>/<model>/corrupted/")
-    parser.add_argument("--smoke", action="store_true", help="fewer images, severities and occlusion positions")
+    parser.add_argument("--smoke", action="store_true",
+                        help="fewer images, severities and occlusion positions; backbones on study B's smoke features")
     args = parser.parse_args(argv)
-    if args.patch > 32:
+    params = params_from(args, defaults, SMOKE)
+    if params.patch > 32:
         parser.error("argument --patch: at most 32 (the image side)")
-    severities = args.severity or (SMOKE["severities"] if args.smoke else SEVERITIES)
-    max_images = args.max_images if args.max_images is not None else (SMOKE["images"] if args.smoke else 0)
-    stride = args.stride or (SMOKE["stride"] if args.smoke else OCCLUSION_STRIDE)
-    checkpoints = checkpoints_from(args)
-    run_main(lambda: robustness(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device, args.seed,
-                                list(dict.fromkeys(args.corruption)), list(dict.fromkeys(severities)), max_images,
-                                args.cifar10c_dir, args.patch, stride, list(dict.fromkeys(args.backbone)),
-                                args.backbone_weights, list(dict.fromkeys(args.backbone_severity)),
-                                args.probing_dir, args.smoke))
+    run_main(lambda: robustness(params), args.debug)

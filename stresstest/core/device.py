@@ -31,6 +31,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device) -> str:
+    """What a record says of the device: its type and the hardware's name."""
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return f"{device.type} ({hardware})"
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
     try:
@@ -62,3 +68,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """torch's global generators seeded for the body and restored after it, for code that draws from them and
+    takes no generator (module initialisers, pytorch_grad_cam's ROAD): the caller's random state is untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield

@@ -5,54 +5,59 @@ failures; the paired baseline-minus-improved difference per seed with its t-inte
 for each seed's pair; and how stable the confident-failure set is across seeds."""
 import dataclasses
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import t as student_t
 
-from . import atomic, paths
-from .calibration import expected_calibration_error, negative_log_likelihood
-from .cases import read_case_summary
-from .checkpoint import load_classifier
-from .cli import add_common_args, make_parser, run_main
-from .compare import wrong_among_most_confident
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .plots import save, seeds_figure
-from .predict import probabilities
-from .stats import mcnemar_exact
-from .sweep import LAUNCHERS, run_jobs
-from .training import LABEL_SMOOTHING, SMOKE_PRESET, TrainConfig, ensure_finished
+from ..core import atomic, paths
+from ..core.cases import read_case_summary
+from ..core.checkpoint import load_classifier, read_checkpoint
+from ..core.cli import Common, add_common_args, make_parser, params_from, preset_help, run_main
+from ..core.device import device_name, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..core.sweep import LAUNCHERS, run_jobs
+from ..data.cifar10 import data_summary, load_cifar10
+from ..metrics import (expected_calibration_error, jaccard, mcnemar_exact, negative_log_likelihood, t_interval,
+                        wrong_among_most_confident)
+from ..nn.inference import REPORTED_PRECISION, probabilities
+from ..plots import save, seeds_figure
+from ..training import TrainConfig, ensure_finished, saved_config
 
-DEFAULT_SEEDS = [0, 1, 2, 3, 4]
-SMOKE_SEEDS = [0, 1]
 METRICS = ["accuracy", "nll", "ece", "confident_failures", "wrong_among_most_confident"]
 
 
-def seed_config(tag: str, seed: int, smoke: bool) -> TrainConfig:
-    """The training stage's own config for this model (its label smoothing, its smoke preset) and seed."""
-    config = TrainConfig(label_smoothing=LABEL_SMOOTHING[tag], seed=seed)
-    return dataclasses.replace(config, **SMOKE_PRESET) if smoke else config
+@dataclass(frozen=True)
+class SeedsParams(Common):
+    seeds: tuple = (0, 1, 2, 3, 4)
+    baseline: Path = paths.checkpoint_path("baseline")   # each model's recipe is read from its checkpoint
+    improved: Path = paths.checkpoint_path("improved")
+    out_dir: Path = paths.SEEDS_DIR
+    cases_dir: Path = paths.CASES_DIR
+    launcher: str = "inline"
 
 
-def ensure_run(tag: str, config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str) -> Path:
-    """The folder of a finished run of `config`: the usual run folder when it is exactly this run (the study A
-    stages' seed), else out_dir/<model>/seed_<k>, trained or resumed now; finished seeds are not retrained."""
+SMOKE = SeedsParams(seeds=(0, 1))
+
+
+def recipe(checkpoint_path: Path, tag: str) -> TrainConfig:
+    """The config the training stage made this model with: every other seed is trained with it."""
+    checkpoint = read_checkpoint(checkpoint_path, paths.producer(tag))
+    if not checkpoint.get("config"):
+        raise UserError(f"{checkpoint_path} has no training config, so its recipe is unknown: the seeds study needs a "
+                        f"run of {paths.producer(tag)}")
+    return saved_config(checkpoint["config"], checkpoint_path)
+
+
+def ensure_run(tag: str, config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str,
+               reuse: Path) -> Path:
+    """The folder of a finished run of `config`: `reuse` (the training stage's own run) when it is exactly this
+    run, else out_dir/<model>/seed_<k>, trained or resumed now; finished seeds are not retrained."""
     return ensure_finished(config, data_dir, out_dir / tag / f"seed_{config.seed}", device_name,
-                           f"{tag} seed {config.seed}", reuse=paths.run_dir(tag))
-
-
-def t_interval(values) -> tuple[float, float, float, float]:
-    """Mean, sample standard deviation and the 95% Student-t interval of the mean (nan below two values)."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    std = float(values.std(ddof=1))
-    half = float(student_t.ppf(0.975, len(values) - 1)) * std / np.sqrt(len(values))
-    return mean, std, mean - half, mean + half
+                           f"{tag} seed {config.seed}", reuse=reuse)
 
 
 def run_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float, most_confident: int) -> dict:
@@ -76,10 +81,6 @@ def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def jaccard(first: set, second: set) -> float:
-    return len(first & second) / len(first | second) if first | second else 1.0
-
-
 def stability(failure_sets: dict) -> tuple[pd.DataFrame, dict]:
     """How often each test image is a confident failure over seeds, and the mean pairwise Jaccard overlap of the
     seeds' confident-failure sets per model. failure_sets: {model: {seed: set of test indices}}."""
@@ -93,22 +94,25 @@ def stability(failure_sets: dict) -> tuple[pd.DataFrame, dict]:
     return table, overlap
 
 
-def seeds_study(data_dir: Path, seeds: list[int], out_dir: Path, cases_dir: Path, device_name: str,
-                smoke: bool, launcher: str = "inline") -> None:
-    threshold = float(read_case_summary(cases_dir)["threshold"])  # decided by the failure analysis
-    out_dir = atomic.ensure_writable_dir(out_dir)
+def seeds_study(params: SeedsParams) -> None:
+    seeds = list(params.seeds)
+    threshold = float(read_case_summary(params.cases_dir)["threshold"])  # decided by the failure analysis
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    recipes = {tag: recipe(path, tag) for tag, path in checkpoints.items()}  # decided by the training stages
     runs = [(tag, seed) for tag in paths.RUNS for seed in seeds]
-    jobs = [(ensure_run, (tag, seed_config(tag, seed, smoke), Path(data_dir).resolve(), out_dir.resolve(),
-                          device_name)) for tag, seed in runs]
-    folders = dict(zip(runs, run_jobs(jobs, launcher, out_dir / "submitit")))
-    device = resolve_device(device_name)
-    data = load_cifar10(data_dir)
+    jobs = [(ensure_run, (tag, dataclasses.replace(recipes[tag], seed=seed), Path(params.data_dir).resolve(),
+                          out_dir.resolve(), params.device, checkpoints[tag].parent))
+            for tag, seed in runs]
+    folders = dict(zip(runs, run_jobs(jobs, params.launcher, out_dir / "submitit")))
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
     labels = data.test_labels
     images = torch.from_numpy(data.test_images).to(device)
     probs = {}
     for (tag, seed), folder in folders.items():
         model, checkpoint = load_classifier(folder / paths.BEST_MODEL, paths.producer(tag), device)
-        probs[tag, seed] = probabilities(model, checkpoint, images, pick_precision(device)).double().cpu().numpy()
+        probs[tag, seed] = probabilities(model, checkpoint, images).double().cpu().numpy()
     rows, tests, failure_sets = [], [], {tag: {} for tag in paths.RUNS}
     for seed in seeds:
         # the fair count: each model's most confident answers, as many as this seed's baseline gives at threshold
@@ -146,27 +150,34 @@ def seeds_study(data_dir: Path, seeds: list[int], out_dir: Path, cases_dir: Path
               f"{test['right_only_for_improved']} only for the improved model)")
     print("  confident-failure sets, mean pairwise Jaccard overlap between seeds: "
           + ", ".join(f"{tag} {value:.2f}" for tag, value in overlap.items()) + f" -> {out_dir}")
+    write_record("seeds", {"seeds": out_dir}, checkpoints, data=data_summary(data), device=device_name(device),
+                 precision=REPORTED_PRECISION, seeds=seeds, threshold=threshold)
 
 
 def main(description: str, argv=None) -> None:
+    defaults = SeedsParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="unused: the seeds are --seeds")
     parser.add_argument("--seeds", nargs="+", type=int,
-                        help=f"training seeds of both models (default {' '.join(map(str, DEFAULT_SEEDS))}; --smoke: "
-                             f"{' '.join(map(str, SMOKE_SEEDS))}); a seed whose run already finished is not retrained")
-    parser.add_argument("--out-dir", type=Path, default=paths.SEEDS_DIR,
+                        help=preset_help("training seeds of both models (a seed whose run already finished is not "
+                                         "retrained)", defaults, SMOKE, "seeds"))
+    parser.add_argument("--baseline", type=Path, default=defaults.baseline,
+                        help=f"baseline checkpoint ({paths.producer('baseline')}): its training config is the "
+                             "recipe of the baseline's seeds, and its run is reused for its own seed")
+    parser.add_argument("--improved", type=Path, default=defaults.improved,
+                        help=f"improved checkpoint ({paths.producer('improved')}), likewise")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir,
                         help="run folders <model>/seed_<k>/ and the tables and figure")
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"{paths.CASES_SUMMARY} of {paths.CASES_PRODUCER}: its confidence threshold is used")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"seeds {' '.join(map(str, SMOKE_SEEDS))} with the training stages' smoke preset")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="inline",
+                        help="fewer seeds (the runs follow the training stages' configs, smoke or not)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default=defaults.launcher,
                         help="where the training runs go: inline (this process, one after another), local (submitit: "
                              "processes, one per visible GPU at a time, or one after another on a CPU), slurm (one "
                              "SLURM job array through submitit), auto (slurm where sbatch exists, else local)")
     args = parser.parse_args(argv)
-    seeds = list(dict.fromkeys(args.seeds or (SMOKE_SEEDS if args.smoke else DEFAULT_SEEDS)))
-    if any(seed < 0 for seed in seeds):
+    params = params_from(args, defaults, SMOKE)
+    if any(seed < 0 for seed in params.seeds):
         parser.error("argument --seeds: seeds are non-negative integers")
-    run_main(lambda: seeds_study(args.data_dir, seeds, args.out_dir, args.cases_dir, args.device, args.smoke,
-                                 args.launcher))
+    run_main(lambda: seeds_study(params), args.debug)

@@ -1,11 +1,18 @@
-"""Command-line plumbing shared by every stage: one-line errors, common flags, value checks."""
+"""Command-line plumbing shared by every stage: one-line errors, common flags, value checks, and the one shape of
+a stage's parameters: a dataclass of defaults, a second instance of it as the --smoke preset."""
 import argparse
+import dataclasses
+import os
 import signal
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
 from .errors import UserError
+
+DEBUG_VARIABLE = "STRESSTEST_DEBUG"  # set to 1: every one-line error also shows its traceback
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -28,16 +35,47 @@ def make_parser(description: str) -> Parser:
     return Parser(description=description, formatter_class=HelpFormatter)
 
 
-SEED_UNUSED = "accepted for a uniform command line; this stage draws nothing random"
+SEED_UNUSED = "accepted for the command line every script shares (SPEC); this stage draws nothing random"
+
+
+@dataclass(frozen=True)
+class Common:
+    """The settings every stage has (SPEC's command-line contract); each stage's parameters extend it."""
+    data_dir: Path = Path("data")
+    device: str = "auto"
+    seed: int = 0
 
 
 def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random seed") -> None:
-    """The flags of every stage: --data-dir, --device, --seed."""
-    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+    """The flags of every stage: --data-dir, --device, --seed, and --debug."""
+    parser.add_argument("--data-dir", type=Path, default=Common.data_dir,
                         help="folder that holds cifar-10-batches-py/ (downloaded there when missing and online)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    parser.add_argument("--device", default=Common.device, choices=["auto", "cpu", "cuda", "mps"],
                         help="where to run; auto picks cuda, then mps, then cpu")
-    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--seed", type=int, default=Common.seed, help=seed_help)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback behind a one-line error (or set {DEBUG_VARIABLE}=1)")
+
+
+def preset_help(text: str, defaults, smoke, name: str) -> str:
+    """Help of a flag that --smoke changes: its default and its smoke value, read off the two instances."""
+    def shown(value):
+        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return f"{text} (default {shown(getattr(defaults, name))}; --smoke: {shown(getattr(smoke, name))})"
+
+
+def params_from(args: argparse.Namespace, defaults, smoke=None):
+    """The stage's parameters (a dataclass like `defaults`) from parsed flags named as its fields: a flag given
+    wins; one left at None takes the --smoke preset's value when --smoke is on, else the default. Fields without
+    a flag keep the default (or the preset's). A list given (nargs) becomes a tuple without repeats."""
+    base = smoke if smoke is not None and getattr(args, "smoke", False) else defaults
+    values = {}
+    for field in dataclasses.fields(defaults):
+        given = getattr(args, field.name, None)
+        if isinstance(given, list):
+            given = tuple(dict.fromkeys(given))
+        values[field.name] = getattr(base, field.name) if given is None else given
+    return dataclasses.replace(defaults, **values)
 
 
 def positive_int(text: str) -> int:
@@ -92,13 +130,16 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
-def run_main(main) -> None:
-    """Run a stage's main(); user mistakes become one line on stderr and exit status 2; Ctrl-C and SIGTERM
-    stop it with one line too (writes are atomic, so what was written is complete)."""
+def run_main(main, debug: bool = False) -> None:
+    """Run a stage's main(); user mistakes become one line on stderr and exit status 2 (with the traceback above
+    it when `debug` or STRESSTEST_DEBUG=1); Ctrl-C and SIGTERM stop it with one line too (writes are atomic, so
+    what was written is complete)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except UserError as error:
+        if debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as stop:
@@ -114,8 +155,3 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     for tag in paths.RUNS:
         parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
                             help=f"{tag} checkpoint ({paths.producer(tag)})")
-
-
-def checkpoints_from(args: argparse.Namespace) -> dict:
-    """{tag: checkpoint path} of add_checkpoint_args's flags."""
-    return {tag: getattr(args, tag) for tag in paths.RUNS}

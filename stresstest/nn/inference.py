@@ -1,4 +1,10 @@
-"""Batched inference over uint8 images held on the device: the one inference loop of both studies."""
+"""Batched inference over uint8 images held on the device: the one inference loop of both studies.
+
+What a stage reports (accuracy, probabilities, confidences, calibration, AURC) is computed in fp32 on every
+machine (REPORTED_PRECISION): under bf16 autocast the same checkpoint gave ECE 10.95% against 11.42% in fp32
+(issue 20), so a reported figure would depend on the CPU. bf16 stays where only speed is at stake: the training
+steps, the throughput benchmark, and study B's 224x224 feature extraction, whose precision is part of its cache
+key and written beside its results."""
 import sys
 
 import torch
@@ -7,8 +13,10 @@ import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 from tqdm import tqdm
 
-from .data import Normalizer
-from .device import autocast
+from ..core.device import autocast
+from ..data.cifar10 import Normalizer
+
+REPORTED_PRECISION = "fp32"
 
 
 def default_eval_batch_size(device: torch.device) -> int:
@@ -57,8 +65,8 @@ def run_batched(model: nn.Module, images: torch.Tensor, normalizer: Normalizer, 
     return torch.cat(chunks)
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, normalizer: Normalizer, precision: str,
-                   batch_size: int = 0) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, normalizer: Normalizer,
+                   precision: str = REPORTED_PRECISION, batch_size: int = 0) -> torch.Tensor:
     """fp32 logits of a classifier (BatchNorm folded, fp32 head) for uint8 images on its device."""
     return run_batched(inference_model(model), images, normalizer, precision, batch_size)
 
@@ -75,6 +83,6 @@ def checkpoint_normalizer(checkpoint: dict, device: torch.device) -> Normalizer:
     return Normalizer(checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"], device)
 
 
-def probabilities(model: nn.Module, checkpoint: dict, images: torch.Tensor, precision: str) -> torch.Tensor:
-    """Softmax probabilities (fp32) of a checkpoint's model for uint8 images on its device."""
-    return predict_logits(model, images, checkpoint_normalizer(checkpoint, images.device), precision).softmax(1)
+def probabilities(model: nn.Module, checkpoint: dict, images: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities of a checkpoint's model for uint8 images on its device, computed in fp32."""
+    return predict_logits(model, images, checkpoint_normalizer(checkpoint, images.device)).softmax(1)

@@ -1,5 +1,7 @@
 """Study B, stage 2 (probing/hard_examples.py): rank the test images by how hard they are for a backbone's
 probe; save the hardest with their nearest training neighbours and Grad-CAM; compare across models."""
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -8,41 +10,25 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from . import atomic, paths
-from .backbones import BACKBONES, feature_normalizer, load_backbone
-from .cases import format_meta, replace_folder
-from .cli import positive_int, run_main
-from .plots import explanation_figure, neighbours_figure, save
-from .probe import Probe, heads, l2_normalize, nearest_neighbours, probe_from_args, probing_parser
-from .scores import top_two_margin, true_class_margin
+from ...core import atomic, paths
+from ...core.cases import format_meta, replace_folder
+from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.record import write_record
+from ...nn.backbones import BACKBONES, feature_normalizer, load_backbone
+from ...plots import explanation_figure, neighbours_figure, save
+from ...probe import SMOKE as PROBE_SMOKE
+from ...probe import Probe, ProbeParams, l2_normalize, load_probe, nearest_neighbours, probing_parser, ranked
 
 NEIGHBOURS_SHOWN = 8
 
 
-def hardness_table(probe: Probe, outputs: dict) -> pd.DataFrame:
-    """Every test image ranked hardest first: lowest true-class probability of the linear head, then lowest
-    true-class margin (true-class probability minus the best other class)."""
-    labels, linear, knn = probe.test_labels, outputs["linear"], outputs["knn"]
-    rows = np.arange(len(labels))
-    names = np.array(probe.class_names)
-    table = pd.DataFrame({
-        "test_index": rows, "true_label": names[labels],
-        "linear_pred": names[linear.argmax(1)], "linear_confidence": linear.max(1),
-        "true_class_probability": linear[rows, labels], "margin": top_two_margin(linear),
-        "true_class_margin": true_class_margin(linear, labels),
-        "knn_pred": names[knn.argmax(1)], "knn_true_vote": knn[rows, labels]})
-    table["linear_wrong"] = table.linear_pred != table.true_label
-    table["knn_wrong"] = table.knn_pred != table.true_label
-    table["knn_agrees"] = table.knn_pred == table.linear_pred
-    table = table.sort_values(["true_class_probability", "true_class_margin", "test_index"], ignore_index=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table
+@dataclass(frozen=True)
+class HardExamplesParams(ProbeParams):
+    max_cases: int = 12  # the hardest, saved as case folders
+    cases_dir: Path = paths.PROBING_CASES_DIR
 
 
-def ranked(probe: Probe) -> tuple[dict, pd.DataFrame]:
-    """The probe's heads' outputs and its test images ranked hardest first."""
-    outputs = heads(probe)
-    return outputs, hardness_table(probe, outputs)
+SMOKE = HardExamplesParams(**dataclasses.asdict(PROBE_SMOKE), max_cases=4)
 
 
 class ProbeClassifier(nn.Module):
@@ -60,7 +46,7 @@ def probe_cams(probe: Probe, head: nn.Linear, indices: np.ndarray, classes: list
                                                                                                   np.ndarray]:
     """Grad-CAM maps (N, 224, 224) in [0, 1] of test images through backbone + linear head, explaining
     `classes`, and the probabilities of that (fp32) forward pass."""
-    from .gradcam import compute_cams
+    from ...nn.gradcam import compute_cams
 
     spec = BACKBONES[probe.model_name]
     backbone = load_backbone(probe.model_name, probe.weights, probe.seed)
@@ -140,14 +126,18 @@ def save_hard_examples(probe: Probe, cases_dir: Path, count: int) -> None:
           f"linear head, {int(table.knn_wrong.sum())} by kNN, {int((table.linear_wrong & table.knn_wrong).sum())} "
           f"by both; {count} hardest saved to {cases_dir / probe.model_name}")
     write_cross_model_table(probe.out_dir.parent)
+    write_record(f"hard_examples.{probe.model_name}", {"probe": probe.out_dir, "cases": cases_dir / probe.model_name},
+                 model=probe.model_name, weights=probe.settings["weights"], precision=probe.settings["precision"],
+                 cases=count)
 
 
 def main(description: str, argv=None) -> None:
-    parser = probing_parser(description)
+    parser = probing_parser(description, SMOKE)
+    defaults = HardExamplesParams()
     parser.add_argument("--max-cases", type=positive_int,
-                        help="hardest examples saved as case folders (default 12; --smoke: 4)")
-    parser.add_argument("--cases-dir", type=Path, default=paths.PROBING_CASES_DIR,
+                        help=preset_help("hardest examples saved as case folders", defaults, SMOKE, "max_cases"))
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help="case folders go to CASES_DIR/<model>/case_XX")
     args = parser.parse_args(argv)
-    count = args.max_cases or (4 if args.smoke else 12)
-    run_main(lambda: save_hard_examples(probe_from_args(args), args.cases_dir, count))
+    params = params_from(args, defaults, SMOKE)
+    run_main(lambda: save_hard_examples(load_probe(params), params.cases_dir, params.max_cases), args.debug)

@@ -10,6 +10,7 @@ sample of test images both models get right, for both models, at the layer the e
   (IoU) of their top 20% pixels, against pairs of different images (CIFAR maps share a centre bias)."""
 import copy
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,96 +18,83 @@ import pandas as pd
 import torch
 from pytorch_grad_cam.metrics.road import ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-from scipy.stats import spearmanr
 
-from . import atomic, paths
-from .cases import read_cases
-from .checkpoint import load_classifier
-from .cli import add_checkpoint_args, add_common_args, checkpoints_from, make_parser, non_negative_int, run_main
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .gradcam import gradcam_on_device
-from .plots import randomisation_figure, save
-from .predict import checkpoint_normalizer, probabilities
+from ..core import atomic, paths
+from ..core.cases import read_cases
+from ..core.checkpoint import load_classifier
+from ..core.cli import (Common, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
+                         preset_help, run_main)
+from ..core.device import device_name, resolve_device, seeded
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..metrics import mean_interval, rank_correlations, top_overlap
+from ..nn.gradcam import gradcam_on_device
+from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, probabilities
+from ..plots import randomisation_figure, save
 
-PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]  # the package's defaults
-CORRECT_IMAGES = 100
-TOP_SHARE = 0.2
-SMOKE = {"correct_images": 16, "percentiles": [20, 50, 80]}
+TOP_SHARE = 0.2  # the top 20% pixels of two maps, compared by IoU
 CASCADE = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]  # head first; conv1 with its bn1
 
 
-def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation of each pair of maps (N, H, W); nan where a map is flat."""
-    return np.array([spearmanr(a.ravel(), b.ravel())[0] if np.ptp(a) and np.ptp(b) else np.nan
-                     for a, b in zip(first, second)])
+@dataclass(frozen=True)
+class ExplanationParams(Common):
+    baseline: Path = paths.checkpoint_path("baseline")
+    improved: Path = paths.checkpoint_path("improved")
+    cases_dir: Path = paths.CASES_DIR
+    out_dir: Path = paths.EXPLANATIONS_DIR
+    correct_images: int = 100                                # test images both models get right, sampled
+    percentiles: tuple = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # ROAD's (the package's defaults)
 
 
-def top_overlap(first: np.ndarray, second: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
-    """IoU of the top `share` pixels of each pair of maps."""
-    def top(maps):
-        flat = maps.reshape(len(maps), -1)
-        cut = np.quantile(flat, 1 - share, axis=1, keepdims=True)
-        return flat >= cut
-    a, b = top(first), top(second)
-    return (a & b).sum(1) / np.maximum((a | b).sum(1), 1)
-
-
-def mean_interval(values: np.ndarray, rng: np.random.Generator, resamples: int = 1000) -> tuple[float, float, float]:
-    """Mean and 95% bootstrap percentile interval, ignoring nan."""
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    means = rng.choice(values, (resamples, len(values))).mean(1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+SMOKE = ExplanationParams(correct_images=16, percentiles=(20, 50, 80))
 
 
 def road_scores(model, inputs: torch.Tensor, maps: np.ndarray, classes: np.ndarray, percentiles: list[int],
                 seed: int) -> np.ndarray:
     """ROAD combined score per image (the package's classes; its imputation noise drawn from `seed`)."""
-    torch.manual_seed(seed)
     targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
-    with torch.no_grad(), warnings.catch_warnings():
+    with seeded(seed), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the package's np.float32 over tensors (numpy 2)
-        return ROADCombined(percentiles=percentiles)(inputs, maps, targets, model)
+        return ROADCombined(percentiles=list(percentiles))(inputs, maps, targets, model)
 
 
 def randomised(model: torch.nn.Module, layers: list[str], seed: int) -> torch.nn.Module:
     """A copy of `model` whose `layers` (and conv1's bn1) are re-initialised."""
     copy_ = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    for name in layers:
-        for module_name in [name, "bn1"] if name == "conv1" else [name]:
-            for module in copy_.get_submodule(module_name).modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-                if hasattr(module, "reset_running_stats"):
-                    module.reset_running_stats()
+    with seeded(seed):
+        for name in layers:
+            for module_name in [name, "bn1"] if name == "conv1" else [name]:
+                for module in copy_.get_submodule(module_name).modules():
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+                    if hasattr(module, "reset_running_stats"):
+                        module.reset_running_stats()
     return copy_.eval()
 
 
-def explanation_checks(data_dir: Path, checkpoints: dict, cases_dir: Path, out_dir: Path, device_name: str,
-                       seed: int, correct_count: int, percentiles: list[int]) -> None:
-    device = resolve_device(device_name)
+def explanation_checks(params: ExplanationParams) -> None:
+    cases_dir, seed = params.cases_dir, params.seed
+    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    device = resolve_device(params.device)
     cases = read_cases(cases_dir)
     maps_file = cases[0]["path"] / f"gradcam_{next(iter(paths.RUNS))}.npz"
     if not maps_file.is_file():
         raise UserError(f"{maps_file} not found: run {paths.EXPLAINERS[next(iter(paths.RUNS))]} first")
     with np.load(maps_file) as stored:
         layer = str(stored["layer"])  # decided by the explanation stage
-    data = load_cifar10(data_dir)
-    out_dir = atomic.ensure_writable_dir(out_dir)
+    data = load_cifar10(params.data_dir)
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
     images = torch.from_numpy(data.test_images).to(device)
     labels = data.test_labels
-    precision = pick_precision(device)
-    predicted = {tag: probabilities(model, ckpt, images, precision).argmax(1).cpu().numpy()
+    predicted = {tag: probabilities(model, ckpt, images).argmax(1).cpu().numpy()
                  for tag, (model, ckpt) in models.items()}
     case_index = np.array([int(case["test_index"]) for case in cases])
     right_for_both = np.flatnonzero(np.logical_and.reduce([p == labels for p in predicted.values()]))
     rng = np.random.default_rng(seed)
-    correct_index = np.sort(rng.choice(right_for_both, min(correct_count, len(right_for_both)), replace=False))
+    correct_index = np.sort(rng.choice(right_for_both, min(params.correct_images, len(right_for_both)),
+                                       replace=False))
     sets = {name: index for name, index in [("failure_cases", case_index), ("correct", correct_index)] if len(index)}
     print(f"Grad-CAM on {layer}: {len(case_index)} saved cases and {len(correct_index)} test images both models "
           f"get right", flush=True)
@@ -121,7 +109,7 @@ def explanation_checks(data_dir: Path, checkpoints: dict, cases_dir: Path, out_d
             maps, _ = gradcam_on_device(model, inputs, classes, target_layer, 128)
             random_maps = rng.random(maps.shape).astype(np.float32)
             for kind, kind_maps in [("gradcam", maps), ("random", random_maps)]:
-                scores = road_scores(model, inputs, kind_maps, classes, percentiles, seed)
+                scores = road_scores(model, inputs, kind_maps, classes, params.percentiles, seed)
                 mean, low, high = mean_interval(scores, rng)
                 road_rows.append({"model": tag, "images": set_name, "map": kind, "n": len(index),
                                   "road_combined": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
@@ -144,7 +132,7 @@ def explanation_checks(data_dir: Path, checkpoints: dict, cases_dir: Path, out_d
         shuffled = np.roll(np.arange(len(index)), 1)  # every map against another image's map
         for pairing, other in [("same image", second), ("different images", second[shuffled])]:
             for measure, values in [("spearman", rank_correlations(first, other)),
-                                    (f"top{int(TOP_SHARE * 100)}_iou", top_overlap(first, other))]:
+                                    (f"top{int(TOP_SHARE * 100)}_iou", top_overlap(first, other, TOP_SHARE))]:
                 mean, low, high = mean_interval(values, rng)
                 agreement_rows.append({"images": set_name, "pairing": pairing, "measure": measure, "n": len(index),
                                        "mean": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
@@ -164,25 +152,24 @@ def explanation_checks(data_dir: Path, checkpoints: dict, cases_dir: Path, out_d
         print(f"agreement {row.images:13s} {row.pairing:16s} {row.measure:9s} {row.mean:.3f} "
               f"[{row.low95:.3f}, {row.high95:.3f}]")
     print(f"-> {out_dir}")
+    write_record("explanation_checks", {"explanations": out_dir}, {**checkpoints, "cases": cases_dir},
+                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, layer=layer,
+                 correct_images=len(correct_index), seed=seed)
 
 
 def main(description: str, argv=None) -> None:
+    defaults = ExplanationParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the sample of correct images, the random maps, ROAD's imputation "
                                       "noise, the re-initialised layers and the bootstrap")
     add_checkpoint_args(parser)
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"case_XX folders of {paths.CASES_PRODUCER} with the Grad-CAM maps (their layer is used)")
-    parser.add_argument("--out-dir", type=Path, default=paths.EXPLANATIONS_DIR, help="where tables and figures go")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
     parser.add_argument("--correct-images", type=non_negative_int,
-                        help=f"test images both models get right, sampled (default {CORRECT_IMAGES}; --smoke: "
-                             f"{SMOKE['correct_images']})")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"fewer images and ROAD percentiles {' '.join(map(str, SMOKE['percentiles']))}")
+                        help=preset_help("test images both models get right, sampled", defaults, SMOKE,
+                                         "correct_images"))
+    parser.add_argument("--smoke", action="store_true", help="fewer images and ROAD percentiles "
+                                                             f"{' '.join(map(str, SMOKE.percentiles))}")
     args = parser.parse_args(argv)
-    correct = args.correct_images if args.correct_images is not None else (
-        SMOKE["correct_images"] if args.smoke else CORRECT_IMAGES)
-    percentiles = SMOKE["percentiles"] if args.smoke else PERCENTILES
-    checkpoints = checkpoints_from(args)
-    run_main(lambda: explanation_checks(args.data_dir, checkpoints, args.cases_dir, args.out_dir, args.device,
-                                        args.seed, correct, percentiles))
+    run_main(lambda: explanation_checks(params_from(args, defaults, SMOKE)), args.debug)

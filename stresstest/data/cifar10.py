@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from ..core.errors import UserError
+from ..core.record import portable
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -31,6 +32,14 @@ class Cifar10:
     test_labels: np.ndarray
     class_names: list[str]
     root: Path
+
+
+def data_summary(data: Cifar10) -> dict:
+    """What a stage's record says of the data it read."""
+    return {"data_dir": portable(data.root.parent), "train_images": len(data.train_labels),
+            "test_images": len(data.test_labels),
+            "full_cifar10": (len(data.train_labels), len(data.test_labels)) == (OFFICIAL_TRAIN_COUNT,
+                                                                                OFFICIAL_TEST_COUNT)}
 
 
 def download_cifar10(data_dir: Path, url: str | None = None, md5: str | None = None) -> None:

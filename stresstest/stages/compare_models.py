@@ -1,22 +1,25 @@
-"""Stage 5: the baseline and the label-smoothed model on the same failure cases and on the whole test set."""
+"""Stage 5 (compare_models.py): the baseline and the label-smoothed model on the same failure cases and on the whole
+test set."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import atomic, paths
-from .calibration import expected_calibration_error, negative_log_likelihood
-from .cases import read_case_summary, read_cases
-from .checkpoint import load_classifier
-from .cli import SEED_UNUSED, add_common_args, make_parser, run_main
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .plots import confusion_figure
-from .predict import probabilities
-from .stats import mcnemar_exact, wilson_interval
-from .training import RUN_ONLY_SETTINGS, model_settings
+from ..core import atomic, paths
+from ..core.cases import read_case_summary, read_cases
+from ..core.checkpoint import load_classifier
+from ..core.cli import SEED_UNUSED, Common, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.device import device_name, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..metrics import (expected_calibration_error, mcnemar_exact, negative_log_likelihood, wilson_interval,
+                        wrong_among_most_confident)
+from ..nn.inference import REPORTED_PRECISION, probabilities
+from ..plots import confusion_figure, save
+from ..training import RUN_ONLY_SETTINGS, model_settings
 
 CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                 "improved_confidence", "baseline_true_prob", "improved_true_prob", "fixed", "representative"]
@@ -53,30 +56,29 @@ def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) 
     return pd.DataFrame({"test_index": index, "status": status})
 
 
-def wrong_among_most_confident(probs: np.ndarray, labels: np.ndarray, count: int) -> int:
-    """Wrong answers among a model's `count` most confident ones: a confident-failure count that depends only on
-    how the model ranks its answers, not on the scale of its confidences (label smoothing's target for the
-    true class is 0.91, so a fixed threshold of 0.9 favours it by construction)."""
-    most_confident = np.argsort(-probs.max(1), kind="stable")[:count]
-    return int((probs.argmax(1)[most_confident] != labels[most_confident]).sum())
+@dataclass(frozen=True)
+class CompareParams(Common):
+    baseline: Path = paths.checkpoint_path("baseline")
+    improved: Path = paths.checkpoint_path("improved")
+    cases_dir: Path = paths.CASES_DIR
+    out_dir: Path = paths.COMPARISON_DIR
 
 
-def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir: Path, out_dir: Path,
-            device_name: str) -> None:
-    device = resolve_device(device_name)
-    cases = read_cases(cases_dir)
-    threshold = float(read_case_summary(cases_dir)["threshold"])  # decided by the failure analysis
-    out_dir = atomic.ensure_writable_dir(out_dir)
+def compare(params: CompareParams) -> None:
+    baseline_path, improved_path = params.baseline, params.improved
+    device = resolve_device(params.device)
+    cases = read_cases(params.cases_dir)
+    threshold = float(read_case_summary(params.cases_dir)["threshold"])  # decided by the failure analysis
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
     baseline, base_ckpt = load_classifier(baseline_path, paths.producer("baseline"), device)
     improved, impr_ckpt = load_classifier(improved_path, paths.producer("improved"), device)
     check_compatible(base_ckpt, impr_ckpt, (baseline_path, improved_path))
     change = describe_change(base_ckpt.get("config", {}), impr_ckpt.get("config", {}))
-    data = load_cifar10(data_dir)
+    data = load_cifar10(params.data_dir)
     class_names, labels = base_ckpt["class_names"], data.test_labels
     images = torch.from_numpy(data.test_images).to(device)
-    precision = pick_precision(device)
-    base_probs = probabilities(baseline, base_ckpt, images, precision).cpu().double().numpy()
-    impr_probs = probabilities(improved, impr_ckpt, images, precision).cpu().double().numpy()
+    base_probs = probabilities(baseline, base_ckpt, images).cpu().double().numpy()
+    impr_probs = probabilities(improved, impr_ckpt, images).cpu().double().numpy()
 
     rows = []
     for case in cases:
@@ -134,8 +136,8 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
     summary.append({"metric": "most_confident_answers", "baseline": most_confident, "improved": most_confident,
                     "change": ""})
     atomic.write_csv(out_dir / "test_set_summary.csv", summary, ["metric", "baseline", "improved", "change"])
-    confusion_figure(labels, {"baseline": base_probs.argmax(1), f"improved ({change})": impr_probs.argmax(1)},
-                     class_names, out_dir / "confusion_matrices.png")
+    save(out_dir / "confusion_matrices.png", confusion_figure(
+        labels, {"baseline": base_probs.argmax(1), f"improved ({change})": impr_probs.argmax(1)}, class_names))
 
     print(f"change: {change}")
     print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after the change "
@@ -151,19 +153,20 @@ def compare(data_dir: Path, baseline_path: Path, improved_path: Path, cases_dir:
     print(f"fair to label smoothing: wrong among each model's {most_confident} most confident answers "
           f"{base_m['wrong_among_most_confident']} -> {impr_m['wrong_among_most_confident']}, "
           f"ECE {base_m['ece']:.4f} -> {impr_m['ece']:.4f}")
+    write_record("compare_models", {"comparison": out_dir},
+                 {"baseline": baseline_path, "improved": improved_path, "cases": params.cases_dir},
+                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, change=change,
+                 threshold=threshold)
 
 
 def main(description: str, argv=None) -> None:
+    defaults = CompareParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--baseline", type=Path, default=paths.checkpoint_path("baseline"),
-                        help=f"baseline checkpoint ({paths.producer('baseline')})")
-    parser.add_argument("--improved", type=Path, default=paths.checkpoint_path("improved"),
-                        help=f"improved checkpoint ({paths.producer('improved')})")
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    add_checkpoint_args(parser)
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"case_XX folders and {paths.CASES_SUMMARY} (its confidence threshold is used) written "
                              f"by {paths.CASES_PRODUCER}")
-    parser.add_argument("--out-dir", type=Path, default=paths.COMPARISON_DIR, help="where tables go")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables go")
     args = parser.parse_args(argv)
-    run_main(lambda: compare(args.data_dir, args.baseline, args.improved, args.cases_dir, args.out_dir,
-                             args.device))
+    run_main(lambda: compare(params_from(args, defaults)), args.debug)

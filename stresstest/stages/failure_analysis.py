@@ -1,4 +1,6 @@
-"""Stage 2: predict the whole test set once, tabulate every wrong answer and save the confident ones as cases."""
+"""Stage 2 (failure_analysis.py): predict the whole test set once, tabulate every wrong answer and save the
+confident ones as cases; flag label issues among the test images (and, optionally, the training images)."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -6,32 +8,40 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import atomic, paths, plots
-from .cases import format_meta, replace_folder
-from .checkpoint import load_classifier, read_checkpoint
-from .cli import SEED_UNUSED, add_common_args, make_parser, positive_int, run_main, unit_interval
-from .data import load_cifar10
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .label_issues import describe, flag_label_issues, out_of_fold_probabilities, ranked_issues
-from .predict import probabilities
-from .scores import top_two_margin
+from .. import plots
+from ..core import atomic, paths
+from ..core.cases import format_meta, replace_folder
+from ..core.checkpoint import load_classifier, read_checkpoint
+from ..core.cli import (SEED_UNUSED, Common, add_common_args, make_parser, non_negative_int, params_from,
+                         positive_int, preset_help, run_main, unit_interval)
+from ..core.device import device_name, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..label_issues import describe, flag_label_issues, out_of_fold_probabilities, ranked_issues
+from ..metrics import top_two_margin
+from ..nn.inference import REPORTED_PRECISION, probabilities
 
-DEFAULT_THRESHOLD = 0.9
-SMOKE_THRESHOLD = 0.5  # smoke models are barely trained: confident failures at 0.9 are rare
-MAX_CASES = 30
-SMOKE_MAX_CASES = 12  # every later stage draws, explains and occludes each case: fewer keep the smoke pipeline short
 REPRESENTATIVE_COUNT = 3
-FOLD_EPOCHS = 10       # --train-folds: each cross-validation run is a short run of the baseline's recipe
-SMOKE_FOLD_EPOCHS = 1
 LABEL_ISSUES_SHOWN = 24  # images in label_issues.png / train_label_issues.png
+MOST_CASES = 100         # case folders are numbered case_00 to case_99
 
 
-def confidence_threshold(given: float | None, smoke: bool) -> float:
-    """The --threshold given, else the smoke or the default one."""
-    if given is not None:
-        return given
-    return SMOKE_THRESHOLD if smoke else DEFAULT_THRESHOLD
+@dataclass(frozen=True)
+class FailureParams(Common):
+    checkpoint: Path = paths.checkpoint_path("baseline")
+    cases_dir: Path = paths.CASES_DIR
+    threshold: float = 0.9    # least confidence of a saved case; later stages read it from summary.json
+    max_cases: int = 30
+    train_folds: int = 0      # >0: also flag training-set label issues from this many cross-validation runs
+    fold_epochs: int = 10     # each a short run of the baseline's recipe
+    label_issues_dir: Path = paths.LABEL_ISSUES_DIR
+
+
+# --smoke: smoke models are barely trained (about 28% accurate), so confident failures at 0.9 are rare: at 0.4 four
+# smoke runs had 21-114 wrong answers, at 0.5 as few as 5 (docs/decisions.md); every later stage draws,
+# explains and occludes each case, so fewer cases keep the smoke pipeline short.
+SMOKE = FailureParams(threshold=0.4, max_cases=12, fold_epochs=1)
 
 
 def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -86,18 +96,17 @@ def save_label_issues_figure(path: Path, issues: pd.DataFrame, images: np.ndarra
     plots.save(path, plots.label_issues_figure(shown, issues, len(images), split))
 
 
-def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name: str, threshold: float,
-            max_cases: int) -> None:
-    """Tables and case folders of the model's confident failures (replacing cases_dir whole)."""
-    device = resolve_device(device_name)
+def analyse(params: FailureParams) -> dict:
+    """Tables and case folders of the model's confident failures (replacing cases_dir whole); returns what the
+    record says of them."""
+    checkpoint_path, cases_dir, threshold = params.checkpoint, params.cases_dir, params.threshold
+    device = resolve_device(params.device)
     model, checkpoint = load_classifier(checkpoint_path, paths.producer("baseline"), device)
-    data = load_cifar10(data_dir)
+    data = load_cifar10(params.data_dir)
     if data.class_names != checkpoint["class_names"]:
         raise UserError(f"{checkpoint_path} was trained on classes {checkpoint['class_names']}, but {data.root} "
                         f"has {data.class_names}; use the matching --data-dir or retrain")
-    precision = pick_precision(device)
-    probs = probabilities(model, checkpoint, torch.from_numpy(data.test_images).to(device), precision)
-    probs = probs.cpu().double().numpy()
+    probs = probabilities(model, checkpoint, torch.from_numpy(data.test_images).to(device)).cpu().double().numpy()
     failures = failure_table(probs, data.test_labels, data.class_names)
     flags = flag_label_issues(probs, data.test_labels, data.class_names)
     failures["label_issue"] = flags.label_issue.to_numpy()[failures.test_index]
@@ -107,7 +116,7 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
         raise UserError(f"no wrong answer reached confidence {threshold} ({len(failures)} wrong of "
                         f"{len(data.test_labels)}{highest}), so there are no cases to save; lower --threshold "
                         f"or train longer; {cases_dir} was left as it was")
-    cases = failures[failures.confidence >= threshold].head(max_cases).reset_index(drop=True)
+    cases = failures[failures.confidence >= threshold].head(params.max_cases).reset_index(drop=True)
     cases.insert(0, "case", [f"case_{i:02d}" for i in range(len(cases))])
     representative = pick_representatives(cases)
     cases["representative"] = [i in representative for i in range(len(cases))]
@@ -128,7 +137,8 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
                                           "distinct confusion pairs, then confidence",
                    "label_issues": int(flags.label_issue.sum()),
                    "label_issue_rule": "cleanlab find_label_issues (prune_by_noise_rate) on this model's test-set "
-                                       "probabilities; label_issues.csv ranks them by self-confidence"}
+                                       "probabilities; label_issues.csv ranks them by self-confidence",
+                   "precision": REPORTED_PRECISION}
         atomic.write_json(folder / paths.CASES_SUMMARY, summary)
         for position, row in cases.iterrows():
             case_dir = folder / row.case
@@ -151,16 +161,18 @@ def analyse(data_dir: Path, checkpoint_path: Path, cases_dir: Path, device_name:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
             for i in representative))
+    return {"data": data_summary(data), "device": device_name(device), "test_accuracy": round(accuracy, 6),
+            "confident_failures": confident, "saved_cases": len(cases), "threshold": threshold}
 
 
-def training_label_issues(data_dir: Path, checkpoint_path: Path, folds: int, fold_epochs: int, out_dir: Path,
-                          device_name: str) -> None:
-    """Training-set label issues from out-of-fold probabilities (cleanlab), ranked, into out_dir."""
+def training_label_issues(params: FailureParams) -> None:
+    """Training-set label issues from out-of-fold probabilities (cleanlab), ranked, into label_issues_dir."""
+    checkpoint_path, folds, fold_epochs = params.checkpoint, params.train_folds, params.fold_epochs
     checkpoint = read_checkpoint(checkpoint_path, paths.producer("baseline"))
-    data = load_cifar10(data_dir, quiet=True)
-    out_dir = atomic.ensure_writable_dir(out_dir)
-    probs, fold_of, folders = out_of_fold_probabilities(checkpoint, data, data_dir, folds, fold_epochs,
-                                                        out_dir, device_name)
+    data = load_cifar10(params.data_dir, quiet=True)
+    out_dir = atomic.ensure_writable_dir(params.label_issues_dir)
+    probs, fold_of, folders = out_of_fold_probabilities(checkpoint, data, params.data_dir, folds, fold_epochs,
+                                                        out_dir, params.device)
     labels = data.train_labels[:len(probs)]
     flags = flag_label_issues(probs, labels, data.class_names, split="train")
     flags.insert(1, "fold", fold_of)
@@ -179,39 +191,41 @@ def training_label_issues(data_dir: Path, checkpoint_path: Path, folds: int, fol
 
 
 def main(description: str, argv=None) -> None:
+    defaults = FailureParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--checkpoint", type=Path, default=paths.checkpoint_path("baseline"), help="model to analyse")
-    parser.add_argument("--cases-dir", type=Path, default=paths.CASES_DIR,
+    parser.add_argument("--checkpoint", type=Path, default=defaults.checkpoint, help="model to analyse")
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help="where the tables and case_XX folders go (replaced on every run)")
     parser.add_argument("--threshold", type=unit_interval,
-                        help=f"least confidence of a saved case; later stages read it from {paths.CASES_SUMMARY} "
-                             f"(default {DEFAULT_THRESHOLD}; --smoke: {SMOKE_THRESHOLD})")
+                        help=preset_help(f"least confidence of a saved case; later stages read it from "
+                                         f"{paths.CASES_SUMMARY}", defaults, SMOKE, "threshold"))
     parser.add_argument("--max-cases", type=positive_int,
-                        help=f"most case folders to save, at most 100 (default {MAX_CASES}; "
-                             f"--smoke: {SMOKE_MAX_CASES})")
-    parser.add_argument("--train-folds", type=positive_int, metavar="K",
+                        help=preset_help(f"most case folders to save, at most {MOST_CASES}", defaults, SMOKE,
+                                         "max_cases"))
+    parser.add_argument("--train-folds", type=non_negative_int, metavar="K", default=defaults.train_folds,
                         help="also flag training-set label issues from K-fold cross-validated probabilities: K "
                              "short runs of the checkpoint's recipe, each predicting the fold it never trained on "
-                             "(off by default: K extra trainings)")
+                             "(0, the default, skips it: K extra trainings)")
     parser.add_argument("--fold-epochs", type=positive_int,
-                        help=f"epochs of each cross-validation run (default {FOLD_EPOCHS}; "
-                             f"--smoke: {SMOKE_FOLD_EPOCHS})")
-    parser.add_argument("--label-issues-dir", type=Path, default=paths.LABEL_ISSUES_DIR,
+                        help=preset_help("epochs of each cross-validation run", defaults, SMOKE, "fold_epochs"))
+    parser.add_argument("--label-issues-dir", type=Path, default=defaults.label_issues_dir,
                         help="where --train-folds puts its fold runs (resumed, reused when finished) and tables")
-    parser.add_argument("--smoke", action="store_true",
-                        help=f"threshold {SMOKE_THRESHOLD} for barely trained models, at most {SMOKE_MAX_CASES} cases, "
-                             f"{SMOKE_FOLD_EPOCHS}-epoch folds")
+    parser.add_argument("--smoke", action="store_true", help="a lower threshold and fewer cases for barely trained "
+                                                             "models, 1-epoch folds")
     args = parser.parse_args(argv)
-    max_cases = args.max_cases or (SMOKE_MAX_CASES if args.smoke else MAX_CASES)
-    if max_cases > 100:
-        parser.error("argument --max-cases: at most 100 (case folders are numbered case_00 to case_99)")
-    threshold = confidence_threshold(args.threshold, args.smoke)
-    fold_epochs = args.fold_epochs or (SMOKE_FOLD_EPOCHS if args.smoke else FOLD_EPOCHS)
+    params = params_from(args, defaults, SMOKE)
+    if params.max_cases > MOST_CASES:
+        parser.error(f"argument --max-cases: at most {MOST_CASES} (case folders are numbered case_00 to case_99)")
+    if params.train_folds == 1:
+        parser.error("argument --train-folds: at least 2 folds (or 0 to skip)")
 
     def run():
-        analyse(args.data_dir, args.checkpoint, args.cases_dir, args.device, threshold, max_cases)
-        if args.train_folds:
-            training_label_issues(args.data_dir, args.checkpoint, args.train_folds, fold_epochs,
-                                  args.label_issues_dir, args.device)
-    run_main(run)
+        details = analyse(params)
+        outputs = {"cases": params.cases_dir}
+        if params.train_folds:
+            training_label_issues(params)
+            outputs["label_issues"] = params.label_issues_dir
+        write_record("failure_analysis", outputs, {"checkpoint": params.checkpoint}, **details,
+                     precision=REPORTED_PRECISION, train_folds=params.train_folds)
+    run_main(run, args.debug)

@@ -1,17 +1,29 @@
 """Study B, stage 3 (probing/embedding_similarity.py): why hard examples are hard in embedding space:
 class-centroid similarities, each hard example's similarity to its own and its predicted class, t-SNE."""
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from . import atomic
-from .cli import positive_int, run_main
-from .hard_examples import ranked
-from .plots import centroid_similarity_figure, save, tsne_figure
-from .probe import Probe, l2_normalize, nearest_neighbours, probe_from_args, probing_parser
+from ...core import atomic
+from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.record import write_record
+from ...plots import centroid_similarity_figure, save, tsne_figure
+from ...probe import SMOKE as PROBE_SMOKE
+from ...probe import Probe, ProbeParams, l2_normalize, load_probe, nearest_neighbours, probing_parser, ranked
 
 TSNE_MAX_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class EmbeddingParams(ProbeParams):
+    hard_count: int = 50  # the hardest test images analysed
+
+
+SMOKE = EmbeddingParams(**dataclasses.asdict(PROBE_SMOKE), hard_count=10)
 
 
 def class_centroids(features: torch.Tensor, labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -71,12 +83,15 @@ def embedding_report(probe: Probe, hard_count: int) -> None:
     closer = sum(r["closer_to_predicted"] for r in rows)
     print(f"{probe.model_name}: {closer} of {len(rows)} hardest test images lie closer to the predicted class "
           f"centroid than to their own -> {probe.out_dir}")
+    write_record(f"embedding_similarity.{probe.model_name}", {"probe": probe.out_dir}, model=probe.model_name,
+                 weights=probe.settings["weights"], precision=probe.settings["precision"], hard_examples=len(rows))
 
 
 def main(description: str, argv=None) -> None:
-    parser = probing_parser(description)
+    parser = probing_parser(description, SMOKE)
+    defaults = EmbeddingParams()
     parser.add_argument("--hard-count", type=positive_int,
-                        help="hardest examples to analyse (default 50; --smoke: 10)")
+                        help=preset_help("hardest examples to analyse", defaults, SMOKE, "hard_count"))
     args = parser.parse_args(argv)
-    count = args.hard_count or (10 if args.smoke else 50)
-    run_main(lambda: embedding_report(probe_from_args(args), count))
+    params = params_from(args, defaults, SMOKE)
+    run_main(lambda: embedding_report(load_probe(params), params.hard_count), args.debug)

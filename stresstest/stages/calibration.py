@@ -5,108 +5,32 @@ split the training run held out; risk-coverage curves with AURC and E-AURC (Geif
 confidence scores: the maximum softmax probability, the same after temperature scaling, and the centred
 logit p-norm score (MaxLogit-pNorm, Cattelan & Silva 2023, reported by Xia et al. 2024 to undo label
 smoothing's harm to selective classification), with p chosen on the validation split."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy.optimize import minimize_scalar
 
-from . import atomic, paths
-from .checkpoint import load_classifier
-from .cli import add_checkpoint_args, add_common_args, checkpoints_from, make_parser, run_main
-from .data import load_cifar10, run_split
-from .device import pick_precision, resolve_device
-from .errors import UserError
-from .plots import reliability_figure, risk_coverage_figure, save
-from .predict import checkpoint_normalizer, predict_logits
+from ..core import atomic, paths
+from ..core.checkpoint import load_classifier
+from ..core.cli import Common, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.device import device_name, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10, run_split
+from ..metrics import (aurc, bootstrap_interval, brier_score, excess_aurc, expected_calibration_error,
+                        fit_temperature, negative_log_likelihood, pnorm_score, reliability, risk_coverage, softmax)
+from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, predict_logits
+from ..plots import reliability_figure, risk_coverage_figure, save
 
-BINS = 15
-P_NORMS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-BOOTSTRAP = 1000  # resamples of the test images for the 95% intervals
-
-
-# -- metrics ------------------------------------------------------------------------------------------------
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(1, keepdims=True)
+P_NORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the p of the p-norm score is chosen among these on validation
 
 
-def bin_index(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
-    """Equal-width bins closed on the right, ((i-1)/bins, i/bins]: a confidence of exactly 1.0 falls in the
-    last bin, not one of its own (the convention of Guo et al. 2017)."""
-    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-
-
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> pd.DataFrame:
-    """Per bin: count, mean confidence, accuracy."""
-    index = bin_index(confidence, bins)
-    count = np.bincount(index, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_confidence = np.bincount(index, confidence, bins) / count
-        accuracy = np.bincount(index, correct.astype(float), bins) / count
-    return pd.DataFrame({"bin_low": np.arange(bins) / bins, "bin_high": np.arange(1, bins + 1) / bins,
-                         "count": count, "mean_confidence": mean_confidence, "accuracy": accuracy})
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
-    """Sum over bins of (share of images) * |accuracy - mean confidence| = sum |hits - confidences| / n."""
-    index = bin_index(confidence, bins)
-    gap = np.bincount(index, correct.astype(float), bins) - np.bincount(index, confidence, bins)
-    return float(np.abs(gap).sum() / len(confidence))
-
-
-def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
-
-
-def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Multi-class Brier: mean over images of the squared distance to the one-hot label (0 to 2)."""
-    onehot = np.eye(probs.shape[1])[labels]
-    return float(((probs - onehot) ** 2).sum(1).mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T > 0 that minimises the NLL of softmax(logits / T) (Guo et al. 2017)."""
-    result = minimize_scalar(lambda log_t: negative_log_likelihood(softmax(logits / np.exp(log_t)), labels),
-                             bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
-
-
-def pnorm_score(logits: np.ndarray, p: float) -> np.ndarray:
-    """MaxLogit-pNorm: the largest centred logit divided by the p-norm of the centred logits."""
-    centred = logits - logits.mean(1, keepdims=True)
-    return centred.max(1) / np.clip(np.linalg.norm(centred, ord=p, axis=1), 1e-12, None)
-
-
-def risk_coverage(score: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage k/n and selective risk (error rate among the k most confident), k = 1..n; ties broken
-    by image order (a stable sort)."""
-    order = np.argsort(-score, kind="stable")
-    errors = np.cumsum(~correct[order])
-    count = np.arange(1, len(score) + 1)
-    return count / len(score), errors / count
-
-
-def aurc(score: np.ndarray, correct: np.ndarray) -> float:
-    """Area under the risk-coverage curve: the mean selective risk over all n coverages."""
-    return float(risk_coverage(score, correct)[1].mean())
-
-
-def excess_aurc(score: np.ndarray, correct: np.ndarray) -> float:
-    """E-AURC: AURC minus that of the oracle score that ranks every right answer first."""
-    return aurc(score, correct) - aurc(correct.astype(float), correct)
-
-
-def bootstrap_interval(statistic, *arrays, seed: int = 0, resamples: int = BOOTSTRAP) -> tuple[float, float]:
-    """Percentile 95% interval of statistic(*arrays) over resamples of the images."""
-    rng = np.random.default_rng(seed)
-    n = len(arrays[0])
-    values = [statistic(*(a[picks] for a in arrays)) for picks in rng.integers(0, n, size=(resamples, n))]
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+@dataclass(frozen=True)
+class CalibrationParams(Common):
+    baseline: Path = paths.checkpoint_path("baseline")
+    improved: Path = paths.checkpoint_path("improved")
+    out_dir: Path = paths.CALIBRATION_DIR
 
 
 # -- the stage ----------------------------------------------------------------------------------------------
@@ -157,21 +81,21 @@ def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[lis
     return metrics, selective, figures
 
 
-def calibrate(data_dir: Path, checkpoints: dict, out_dir: Path, device_name: str, seed: int) -> None:
-    """Both models' metrics and figures into out_dir; checkpoints maps tag -> best_model.pth."""
-    device = resolve_device(device_name)
-    data = load_cifar10(data_dir)
-    out_dir = atomic.ensure_writable_dir(out_dir)
-    precision = pick_precision(device)
+def calibrate(params: CalibrationParams) -> None:
+    """Both models' metrics and figures into out_dir."""
+    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
     metrics, selective, figures = [], [], {}
     for tag in paths.RUNS:
         model, checkpoint = load_classifier(checkpoints[tag], paths.producer(tag), device)
         val_images, val_labels = validation_images(checkpoint, data)
         normalizer = checkpoint_normalizer(checkpoint, device)
-        logits = {split: predict_logits(model, torch.from_numpy(images).to(device), normalizer, precision)
+        logits = {split: predict_logits(model, torch.from_numpy(images).to(device), normalizer)
                   .double().cpu().numpy() for split, images in [("val", val_images), ("test", data.test_images)]}
         rows, choices, figures[tag] = evaluate_model(tag, logits, {"val": val_labels, "test": data.test_labels},
-                                                     seed)
+                                                     params.seed)
         metrics += rows
         selective += choices
     atomic.write_csv(out_dir / "calibration_metrics.csv", metrics, list(metrics[0]))
@@ -188,13 +112,15 @@ def calibrate(data_dir: Path, checkpoints: dict, out_dir: Path, device_name: str
         print(f"{row['model']:9s} {row['score']:16s} AURC {row['aurc']:.4f} [{row['aurc_low']:.4f}, "
               f"{row['aurc_high']:.4f}]  E-AURC {row['e_aurc']:.4f}")
     print(f"-> {out_dir}")
+    write_record("calibration", {"calibration": out_dir}, checkpoints, data=data_summary(data),
+                 device=device_name(device), precision=REPORTED_PRECISION, seed=params.seed)
 
 
 def main(description: str, argv=None) -> None:
+    defaults = CalibrationParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals")
     add_checkpoint_args(parser)
-    parser.add_argument("--out-dir", type=Path, default=paths.CALIBRATION_DIR, help="where tables and figures go")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
     args = parser.parse_args(argv)
-    checkpoints = checkpoints_from(args)
-    run_main(lambda: calibrate(args.data_dir, checkpoints, args.out_dir, args.device, args.seed))
+    run_main(lambda: calibrate(params_from(args, defaults)), args.debug)

@@ -3,7 +3,6 @@ one per visible device at a time (GPUs: one job per GPU; a CPU-only machine: one
 
 `launcher`: 'inline' runs the jobs in this process, one after another (no submitit); 'local' and 'slurm'
 force submitit's executor; 'auto' takes SLURM when `sbatch` is on the PATH, else local."""
-import shlex
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +14,6 @@ from .errors import UserError
 
 LAUNCHERS = ["inline", "auto", "local", "slurm"]
 POLL_SECONDS = 2.0
-# the job processes unpickle functions of this package: put its folder on their path, wherever they start
-SETUP = [f"export PYTHONPATH={shlex.quote(str(Path(__file__).resolve().parents[1]))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def resolve_launcher(launcher: str) -> str:
@@ -39,7 +36,7 @@ def run_jobs(jobs: list[tuple[Callable, tuple]], launcher: str, folder: Path, ti
     if launcher == "slurm":
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1, tasks_per_node=1, nodes=1,
-                                   slurm_array_parallelism=len(jobs), name="cnn-stress-testing", slurm_setup=SETUP,
+                                   slurm_array_parallelism=len(jobs), name="cnn-stress-testing",
                                    **(slurm or {}))
         with executor.batch():  # one job array
             submitted = [executor.submit(function, *args) for function, args in jobs]
@@ -54,7 +51,7 @@ def run_jobs(jobs: list[tuple[Callable, tuple]], launcher: str, folder: Path, ti
                 position, (function, args) = pending.pop(0)
                 executor = submitit.LocalExecutor(folder=folder)
                 gpus = {} if device is None else {"gpus_per_node": 1, "visible_gpus": [device]}
-                executor.update_parameters(timeout_min=timeout_min, setup=SETUP, **gpus)
+                executor.update_parameters(timeout_min=timeout_min, **gpus)
                 running[device] = (position, executor.submit(function, *args))
             for device, (position, job) in list(running.items()):
                 if job.done():

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -11,22 +12,20 @@ import torch
 
 from .errors import UserError
 
-_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it); new files honour it
-os.umask(_UMASK)
-
 
 def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # mode 0o666 less the process umask, as open() gives any new file (mkstemp would make it 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -49,12 +48,6 @@ def write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
 def save_torch(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_bytes(path, buffer.getvalue())
-
-
-def save_figure(path: Path, figure) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=figure.dpi, bbox_inches="tight")
     write_bytes(path, buffer.getvalue())
 
 

@@ -1,11 +1,13 @@
-"""Study B, stage 1 (probing/baseline_knn.py): kNN and linear-head accuracy on a backbone's frozen features."""
+"""Study B, stage 1 (probing/baseline_knn.py): kNN and linear-head accuracy on a backbone's frozen features, with
+Wilson intervals and McNemar's test of one head against the other."""
 import numpy as np
 
-from . import atomic
-from .cli import run_main
-from .plots import confusion_figure
-from .probe import Probe, heads, probe_from_args, probing_parser, sklearn_knn_predictions
-from .stats import mcnemar_exact, wilson_interval
+from ...core import atomic
+from ...core.cli import params_from, run_main
+from ...core.record import write_record
+from ...metrics import mcnemar_exact, wilson_interval
+from ...plots import confusion_figure, save
+from ...probe import SMOKE, Probe, ProbeParams, heads, load_probe, probing_parser, sklearn_knn_predictions
 
 
 def knn_report(probe: Probe) -> None:
@@ -18,7 +20,9 @@ def knn_report(probe: Probe) -> None:
     sklearn_pred = sklearn_knn_predictions(probe.train_features, probe.train_labels, probe.test_features)
     right = {"knn_dino": predictions["knn"] == labels, "knn_sklearn": sklearn_pred == labels,
              "linear_logreg": predictions["linear"] == labels}
+    precision = probe.settings["precision"]
     rows = [{"head": head, "accuracy": round(float(correct.mean()), 6), "test_images": len(labels),
+             "feature_precision": precision,
              **{name: round(bound, 6) for name, bound in zip(["low95", "high95"],
                                                              wilson_interval(correct.sum(), len(labels)))}}
             for head, correct in right.items()]
@@ -35,16 +39,20 @@ def knn_report(probe: Probe) -> None:
                              for head, pred in predictions.items()}})
     atomic.write_csv(probe.out_dir / "per_class_accuracy.csv", per_class,
                      ["class", "images", "knn_accuracy", "linear_accuracy"])
-    confusion_figure(labels, {f"{probe.model_name} kNN (DINO)": predictions["knn"],
-                              f"{probe.model_name} linear": predictions["linear"]}, names,
-                     probe.out_dir / "confusion_matrices.png")
+    save(probe.out_dir / "confusion_matrices.png",
+         confusion_figure(labels, {f"{probe.model_name} kNN (DINO)": predictions["knn"],
+                                   f"{probe.model_name} linear": predictions["linear"]}, names))
     agreement = float(np.mean(sklearn_pred == predictions["knn"]))
     print(f"{probe.model_name} ({probe.settings['weights']}), {len(labels)} test images: kNN k=20 accuracy "
           f"{right['knn_dino'].mean():.4f} (scikit-learn {right['knn_sklearn'].mean():.4f}, same prediction on "
           f"{agreement:.1%}), linear head {right['linear_logreg'].mean():.4f}; McNemar's exact test: {only_knn} "
-          f"images right only for kNN, {only_linear} only for the linear head, p = {p_value:.3g} -> {probe.out_dir}")
+          f"images right only for kNN, {only_linear} only for the linear head, p = {p_value:.3g} ({precision} "
+          f"features) -> {probe.out_dir}")
+    write_record(f"baseline_knn.{probe.model_name}", {"probe": probe.out_dir}, model=probe.model_name,
+                 weights=probe.settings["weights"], precision=precision, test_images=len(labels))
 
 
 def main(description: str, argv=None) -> None:
     args = probing_parser(description).parse_args(argv)
-    run_main(lambda: knn_report(probe_from_args(args)))
+    params = params_from(args, ProbeParams(), SMOKE)
+    run_main(lambda: knn_report(load_probe(params)), args.debug)

@@ -1,5 +1,5 @@
-"""Throughput of this pipeline beside the common DataLoader + PIL way (../shared/bench/peer_dataloader.py),
-in one run, on the same data and device."""
+"""bench.py: throughput of this pipeline beside the common DataLoader + PIL way (../shared/bench/peer_dataloader.py),
+in one run, on the same data and device. The speed targets live here (TARGETS)."""
 import os
 import re
 import subprocess
@@ -11,14 +11,16 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
-from .data import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
-from .device import pick_precision, resolve_device, synchronize
-from .errors import UserError
-from .predict import predict_logits
-from .training import TrainConfig, Trainer
+from ..core.cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
+from ..core.device import pick_precision, resolve_device, synchronize
+from ..core.errors import UserError
+from ..data.cifar10 import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from ..nn.inference import REPORTED_PRECISION, predict_logits
+from ..nn.occlusion import occlusion_maps, patch_starts
+from ..training import TrainConfig, Trainer
 
-DEFAULT_PEER = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer_dataloader.py"
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEFAULT_PEER = REPOSITORY.parent / "shared" / "bench" / "peer_dataloader.py"
 TARGETS = {"cpu": {"train": 2.0, "eval": 3.0, "corruptions": 5.0, "gradcam": 10.0}, "cuda": {"train": 5.0}}
 OCCLUSION = {"patch": 8, "stride": 2, "severity": 3}
 
@@ -28,7 +30,7 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
     # one epoch per step at least, so that the one-cycle schedule never runs out whatever --steps is
     config = TrainConfig(batch_size=batch_size, epochs=warmup + steps, compile=compile_model)
     trainer = Trainer(config, data_dir, None, device)
-    generator = trainer._epoch_generator(0)
+    generator = trainer.epoch_generator(0)
     count = trainer.train_labels.numel()
     trainer.model.train()
     for step in range(warmup + steps):
@@ -40,12 +42,15 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
     synchronize(device)
     train_rate = steps * trainer.batch_size / (time.perf_counter() - started)
 
-    predict_logits(trainer.model, trainer.test_images[:trainer.batch_size], trainer.normalize, trainer.precision)
-    synchronize(device)
-    started = time.perf_counter()
-    predict_logits(trainer.model, trainer.test_images, trainer.normalize, trainer.precision).argmax(1).cpu()
-    eval_rate = len(trainer.test_images) / (time.perf_counter() - started)
-    return {"train": train_rate, "eval": eval_rate, "precision": trainer.precision, "trainer": trainer}
+    eval_rates = {}
+    for precision in dict.fromkeys([trainer.precision, REPORTED_PRECISION]):  # the fast path; what stages report in
+        predict_logits(trainer.model, trainer.test_images[:trainer.batch_size], trainer.normalize, precision)
+        synchronize(device)
+        started = time.perf_counter()
+        predict_logits(trainer.model, trainer.test_images, trainer.normalize, precision).argmax(1).cpu()
+        eval_rates[precision] = len(trainer.test_images) / (time.perf_counter() - started)
+    return {"train": train_rate, "eval": eval_rates[trainer.precision], "eval_rates": eval_rates,
+            "precision": trainer.precision, "trainer": trainer}
 
 
 def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
@@ -54,8 +59,8 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from .explain import DEFAULT_LAYER
-    from .gradcam import gradcam_on_device
+    from ..explain import DEFAULT_LAYER
+    from ..nn.gradcam import gradcam_on_device
 
     model = trainer.model.eval()
     layer = model.get_submodule(DEFAULT_LAYER)
@@ -102,7 +107,7 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> flo
 
 def measure_feature_extraction(device: torch.device, count: int) -> dict:
     """Frozen-backbone feature extraction images/s at 224x224 (random-init weights: speed does not depend on them)."""
-    from .backbones import BACKBONES, extract_features, load_backbone
+    from ..nn.backbones import BACKBONES, extract_features, load_backbone
 
     precision = pick_precision(device)
     rates = {}
@@ -121,8 +126,8 @@ def measure_feature_extraction(device: torch.device, count: int) -> dict:
 def measure_corruptions(images: torch.Tensor, reference_count: int, severity: int) -> dict:
     """Images/s of every corruption here (the whole uint8 batch on its device) and of the per-image numpy/PIL
     reference (reference_corruptions.py) on the first `reference_count` images, at one severity."""
-    from .corruptions import NAMES, PARAMETERS, corrupt, severity_generator
-    from .reference_corruptions import corrupt_one_by_one
+    from ..data.corruptions import NAMES, PARAMETERS, corrupt, severity_generator
+    from ..data.reference_corruptions import corrupt_one_by_one
 
     on_cpu = images[:reference_count].permute(0, 2, 3, 1).cpu().numpy()
     rates = {}
@@ -143,8 +148,6 @@ def measure_corruptions(images: torch.Tensor, reference_count: int, severity: in
 def occlusion_by_position(model: torch.nn.Module, normalizer: Normalizer, fill: torch.Tensor, image: torch.Tensor,
                           target: int, patch: int, stride: int) -> np.ndarray:
     """Occlusion sensitivity the plain way: one forward per patch position, the fall averaged per pixel."""
-    from .robustness import patch_starts
-
     size = image.shape[-1]
     with torch.no_grad():
         base = model(normalizer(image[None])).softmax(1)[0, target]
@@ -163,16 +166,14 @@ def occlusion_by_position(model: torch.nn.Module, normalizer: Normalizer, fill: 
 def measure_occlusion(model: torch.nn.Module, images: torch.Tensor, single_count: int) -> dict:
     """Occlusion maps/s: robustness.py's batched pass over all positions of all images, versus one forward per
     position (fp32 both, so that only the batching differs)."""
-    from .robustness import occlusion_maps
-
     model = model.eval()
     device = images.device
     checkpoint = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
     classes = np.zeros(len(images), dtype=int)
-    occlusion_maps(model, checkpoint, images[:1], classes[:1], OCCLUSION["patch"], 8, "fp32")  # warm-up
+    occlusion_maps(model, checkpoint, images[:1], classes[:1], OCCLUSION["patch"], 8)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    occlusion_maps(model, checkpoint, images, classes, OCCLUSION["patch"], OCCLUSION["stride"], "fp32")
+    occlusion_maps(model, checkpoint, images, classes, OCCLUSION["patch"], OCCLUSION["stride"])
     synchronize(device)
     batched = len(images) / (time.perf_counter() - started)
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
@@ -192,7 +193,7 @@ def measure_data_parallel(data_dir: Path, processes: int, images: int, batch_siz
     import pandas as pd
 
     torchrun = Path(sys.executable).parent / "torchrun"
-    script = Path(__file__).resolve().parents[1] / "train.py"
+    script = REPOSITORY / "train.py"
     flags = ["--data-dir", str(Path(data_dir).resolve()), "--device", "cpu", "--epochs", "2", "--batch-size",
              str(batch_size), "--max-train-images", str(images), "--precision", "fp32"]
     rates = {}
@@ -223,8 +224,8 @@ def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, w
     return {"train": float(match.group(1)), "eval": float(match.group(2))}
 
 
-def main(argv=None) -> None:
-    parser = make_parser(__doc__)
+def main(description: str, argv=None) -> None:
+    parser = make_parser(description)
     add_common_args(parser)
     parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps (after warm-up)")
     parser.add_argument("--warmup", type=positive_int, default=3, help="untimed warm-up steps")
@@ -259,6 +260,9 @@ def main(argv=None) -> None:
         ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
         print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",
               flush=True)
+        if len(ours["eval_rates"]) > 1:
+            print(f"ours  eval in {REPORTED_PRECISION} (what the analysis stages report in) "
+                  f"{ours['eval_rates'][REPORTED_PRECISION]:8.1f} img/s", flush=True)
         cams = measure_gradcam(ours["trainer"], args.gradcam_images, max(1, args.gradcam_images // 8))
         single = cams["rates"]["package_single"]
         gradcam_target = TARGETS.get(device.type, {}).get("gradcam")
@@ -304,4 +308,4 @@ def main(argv=None) -> None:
             target = f" (target {targets[kind]:.0f}x)" if kind in targets else ""
             print(f"ratio {kind} {ratio:5.2f}x{target}")
 
-    run_main(run)
+    run_main(run, args.debug)

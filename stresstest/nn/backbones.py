@@ -16,9 +16,10 @@ import torch.nn as nn
 import torchvision
 import torchvision.models as tvm
 
-from .data import Normalizer
-from .errors import UserError
-from .predict import run_batched
+from ..core.device import seeded
+from ..core.errors import UserError
+from ..data.cifar10 import Normalizer
+from .inference import run_batched
 
 IMAGE_SIZE = 224  # CIFAR's 32x32 is resized (bilinear, not padded) to the resolution the ImageNet weights expect
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -123,8 +124,8 @@ def load_backbone(name: str, weights: str, seed: int) -> nn.Module:
     offline use) or the path of a state dict of the full classifier saved earlier."""
     spec = check_name(name)
     weights_identity(name, weights, seed)  # a missing file fails before anything is built
-    torch.manual_seed(seed)
-    model = spec.build()
+    with seeded(seed):
+        model = spec.build()
     if weights == "default":
         model.load_state_dict(spec.load_default())
     elif weights != "none":
@@ -153,8 +154,9 @@ def extract_features(model: nn.Module, name: str, images: torch.Tensor, precisio
 def feature_code_identity(name: str) -> dict:
     """Everything besides settings and data that changes the features: the source of the code that computes
     them and the library versions (any edit to these files invalidates cached features)."""
-    package = Path(__file__).parent
-    digest = hashlib.sha256(b"".join((package / f).read_bytes() for f in ["backbones.py", "data.py", "predict.py"]))
+    package = Path(__file__).parents[1]
+    digest = hashlib.sha256(b"".join((package / f).read_bytes()
+                                     for f in ["nn/backbones.py", "data/cifar10.py", "nn/inference.py"]))
     versions = {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)}
     if name == "efficientnet_lite0":
         versions["efficientnet-lite-pytorch"] = metadata.version("efficientnet-lite-pytorch")

@@ -1,0 +1,2 @@
+"""What every stage stands on: errors, paths, the command line, records, devices, atomic writes, torchrun,
+checkpoints, case folders, sweeps."""

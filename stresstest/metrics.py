@@ -1,0 +1,187 @@
+"""Every metric, interval and test the stages report, written once: calibration (ECE, NLL, Brier, temperature),
+selective prediction (risk-coverage, AURC), per-image scores (margins), intervals (Wilson, Student t, bootstrap),
+paired tests (McNemar) and agreement of maps and sets (Spearman, top-k overlap, Jaccard)."""
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.stats import binomtest, spearmanr
+from scipy.stats import t as student_t
+
+BINS = 15          # equal-width confidence bins of the ECE (Guo et al. 2017)
+BOOTSTRAP = 1000   # resamples of the images behind a bootstrap 95% interval
+
+
+# -- probabilities and per-image scores ---------------------------------------------------------------------
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(1, keepdims=True)
+
+
+def top_two_margin(probs: np.ndarray) -> np.ndarray:
+    """`margin`: top-1 minus top-2 probability (how decided the prediction is, whatever the label)."""
+    top = np.sort(probs, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def true_class_margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`true_class_margin`: true-class probability minus the best other class (negative: misclassified)."""
+    rows = np.arange(len(labels))
+    others = probs.copy()
+    others[rows, labels] = -np.inf
+    return probs[rows, labels] - others.max(1)
+
+
+def pnorm_score(logits: np.ndarray, p: float) -> np.ndarray:
+    """MaxLogit-pNorm (Cattelan & Silva 2023): the largest centred logit over the p-norm of the centred logits."""
+    centred = logits - logits.mean(1, keepdims=True)
+    return centred.max(1) / np.clip(np.linalg.norm(centred, ord=p, axis=1), 1e-12, None)
+
+
+# -- calibration --------------------------------------------------------------------------------------------
+
+def bin_index(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Equal-width bins closed on the right, ((i-1)/bins, i/bins]: a confidence of exactly 1.0 falls in the
+    last bin, not one of its own (the convention of Guo et al. 2017)."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> dict:
+    """Per bin: its edges, count, mean confidence and accuracy (nan in empty bins)."""
+    index = bin_index(confidence, bins)
+    count = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(index, confidence, bins) / count
+        accuracy = np.bincount(index, correct.astype(float), bins) / count
+    return {"bin_low": np.arange(bins) / bins, "bin_high": np.arange(1, bins + 1) / bins, "count": count,
+            "mean_confidence": mean_confidence, "accuracy": accuracy}
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """Sum over bins of (share of images) * |accuracy - mean confidence| = sum |hits - confidences| / n."""
+    index = bin_index(confidence, bins)
+    gap = np.bincount(index, correct.astype(float), bins) - np.bincount(index, confidence, bins)
+    return float(np.abs(gap).sum() / len(confidence))
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier: mean over images of the squared distance to the one-hot label (0 to 2)."""
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(((probs - onehot) ** 2).sum(1).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 that minimises the NLL of softmax(logits / T) (Guo et al. 2017)."""
+    result = minimize_scalar(lambda log_t: negative_log_likelihood(softmax(logits / np.exp(log_t)), labels),
+                             bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+# -- selective prediction -----------------------------------------------------------------------------------
+
+def risk_coverage(score: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage k/n and selective risk (error rate among the k most confident), k = 1..n; ties broken
+    by image order (a stable sort)."""
+    order = np.argsort(-score, kind="stable")
+    errors = np.cumsum(~correct[order])
+    count = np.arange(1, len(score) + 1)
+    return count / len(score), errors / count
+
+
+def aurc(score: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk-coverage curve: the mean selective risk over all n coverages (Geifman et al. 2019)."""
+    return float(risk_coverage(score, correct)[1].mean())
+
+
+def excess_aurc(score: np.ndarray, correct: np.ndarray) -> float:
+    """E-AURC: AURC minus that of the oracle score that ranks every right answer first."""
+    return aurc(score, correct) - aurc(correct.astype(float), correct)
+
+
+def wrong_among_most_confident(probs: np.ndarray, labels: np.ndarray, count: int) -> int:
+    """Wrong answers among a model's `count` most confident ones: a confident-failure count that depends only on
+    how the model ranks its answers, not on the scale of its confidences (label smoothing's target for the
+    true class is 0.91, so a fixed threshold of 0.9 favours it by construction)."""
+    most_confident = np.argsort(-probs.max(1), kind="stable")[:count]
+    return int((probs.argmax(1)[most_confident] != labels[most_confident]).sum())
+
+
+# -- intervals and tests ------------------------------------------------------------------------------------
+
+def wilson_interval(successes: int, trials: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (accuracy on n images)."""
+    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def mcnemar_exact(first_right: np.ndarray, second_right: np.ndarray) -> tuple[int, int, float]:
+    """McNemar's exact test of two classifiers on the same images: the images only the first gets right, only
+    the second gets right, and the two-sided binomial p-value of that split under p = 1/2."""
+    only_first = int((first_right & ~second_right).sum())
+    only_second = int((~first_right & second_right).sum())
+    discordant = only_first + only_second
+    p_value = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
+    return only_first, only_second, float(p_value)
+
+
+def t_interval(values) -> tuple[float, float, float, float]:
+    """Mean, sample standard deviation and the 95% Student-t interval of the mean (nan below two values)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    std = float(values.std(ddof=1))
+    half = float(student_t.ppf(0.975, len(values) - 1)) * std / np.sqrt(len(values))
+    return mean, std, mean - half, mean + half
+
+
+def bootstrap_interval(statistic, *arrays, seed: int | np.random.Generator = 0,
+                       resamples: int = BOOTSTRAP) -> tuple[float, float]:
+    """Percentile 95% interval of statistic(*arrays) over resamples of the images (rows of every array alike);
+    `seed` is a seed or a generator to draw from."""
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    values = [statistic(*(a[picks] for a in arrays)) for picks in rng.integers(0, n, size=(resamples, n))]
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def mean_interval(values: np.ndarray, seed: int | np.random.Generator = 0) -> tuple[float, float, float]:
+    """Mean and 95% bootstrap interval of the finite values (nan where there are none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    return (float(values.mean()), *bootstrap_interval(np.mean, values, seed=seed))
+
+
+# -- agreement ----------------------------------------------------------------------------------------------
+
+def rank_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho and its p-value between two maps of any shape; nan for a flat map (no rank order)."""
+    if np.ptp(first) == 0 or np.ptp(second) == 0:
+        return float("nan"), float("nan")
+    rho, p_value = spearmanr(np.ravel(first), np.ravel(second))
+    return float(rho), float(p_value)
+
+
+def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each pair of maps (N, H, W); nan where a map is flat."""
+    return np.array([rank_correlation(a, b)[0] for a, b in zip(first, second)])
+
+
+def top_overlap(first: np.ndarray, second: np.ndarray, share: float) -> np.ndarray:
+    """IoU of the top `share` pixels of each pair of maps (N, H, W)."""
+    def top(maps):
+        flat = maps.reshape(len(maps), -1)
+        return flat >= np.quantile(flat, 1 - share, axis=1, keepdims=True)
+    a, b = top(first), top(second)
+    return (a & b).sum(1) / np.maximum((a | b).sum(1), 1)
+
+
+def jaccard(first: set, second: set) -> float:
+    return len(first & second) / len(first | second) if first | second else 1.0

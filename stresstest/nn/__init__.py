@@ -1,0 +1,1 @@
+"""Networks at work: batched inference, Grad-CAM, study B's backbones, occlusion."""

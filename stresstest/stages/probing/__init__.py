@@ -1,0 +1,1 @@
+"""Study B's stages, one per script in probing/."""
