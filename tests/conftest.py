@@ -3,6 +3,7 @@ import functools
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import runpy
 import subprocess
@@ -16,12 +17,13 @@ import pytest
 import torch
 
 from models import build_model
-from stresstest.atomic import save_torch
-from stresstest.checkpoint import classifier_checkpoint
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD
+from stresstest.core.atomic import save_torch
+from stresstest.core.checkpoint import classifier_checkpoint
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
+DATA_VARIABLE = "STRESSTEST_CIFAR10_DIR"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -66,12 +68,34 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("tiny"), per_batch=80, test_count=120)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--cifar10-dir", type=Path, help="folder holding cifar-10-batches-py/ with real CIFAR-10 images "
+                                                      "for the real_data tests (the full set or a subset)")
+
+
+def real_data_candidates(config) -> list[Path]:
+    """Where real CIFAR-10 may be, in order: --cifar10-dir, $STRESSTEST_CIFAR10_DIR, the repository's data/ (the
+    stages download it there), and ../shared/data/cifar10-subset beside the repository (CI and developers)."""
+    given = [config.getoption("--cifar10-dir"), os.environ.get(DATA_VARIABLE)]
+    return [Path(p) for p in given if p] + [REPO / "data", SUBSET]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # the real_data marker follows the fixture, so -m real_data runs exactly these tests
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+
+
 @pytest.fixture(scope="session")
-def subset_data() -> Path:
-    """The real CIFAR-10 subset beside the repository (CI has it; a user's clone may not: those tests skip)."""
-    if not (SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file():
-        pytest.skip(f"real CIFAR-10 images not found at {SUBSET} (only CI and the developers have ../shared)")
-    return SUBSET
+def real_data(pytestconfig) -> Path:
+    """A folder of real CIFAR-10 images in the official layout (the full set or a subset), or a skip with one line
+    that says where the tests looked."""
+    candidates = real_data_candidates(pytestconfig)
+    for folder in candidates:
+        if (folder / "cifar-10-batches-py" / "data_batch_1").is_file():
+            return folder
+    pytest.skip(f"no real CIFAR-10 images (looked in {', '.join(map(str, candidates))}; pass --cifar10-dir or set "
+                f"{DATA_VARIABLE})")
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import run_stage_in_process, write_cifar
-from stresstest import benchmark
-from stresstest.corruptions import NAMES
+from stresstest.stages import bench as benchmark
+from stresstest.data.corruptions import NAMES
 from stresstest.explain import DEFAULT_LAYER
 
 

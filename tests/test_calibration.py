@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
-from stresstest import calibration as cal
+from stresstest import metrics as cal
 from stresstest import plots
+from stresstest.stages.calibration import evaluate_model
 
 
 def synthetic(n=4000, classes=10, sharpen=3.0, seed=0):
@@ -88,7 +89,7 @@ def test_aurc_equals_a_direct_loop_and_the_oracle_has_no_excess():
 
 def test_figures_show_the_intervals_the_tables_report():
     logits, labels, sharp = synthetic(n=300)
-    metrics, selective, figures = cal.evaluate_model("m", {"val": sharp[:100], "test": sharp[100:]},
+    metrics, selective, figures = evaluate_model("m", {"val": sharp[:100], "test": sharp[100:]},
                                                      {"val": labels[:100], "test": labels[100:]}, seed=0)
     titles = [axis.get_title() for axis in plots.reliability_figure({"m": figures["reliability"]}, 200).axes]
     for row, title in zip(metrics, titles):

@@ -6,8 +6,8 @@ import torch
 import torchvision.transforms.functional as TF
 from conftest import CLASS_NAMES, assert_user_error, run_stage_in_process
 
-from stresstest import data as cifar
-from stresstest.errors import UserError
+from stresstest.data import cifar10 as cifar
+from stresstest.core.errors import UserError
 
 
 def test_loads_official_layout_with_count_notice(tiny_data, capsys):
@@ -19,16 +19,17 @@ def test_loads_official_layout_with_count_notice(tiny_data, capsys):
     assert "read 400 training and 120 test images" in capsys.readouterr().err
 
 
-def test_loads_real_subset_pixels_as_stored(subset_data, capsys):
-    loaded = cifar.load_cifar10(subset_data)
-    assert (len(loaded.train_labels), len(loaded.test_labels)) == (5085, 500)
-    assert "subset" in capsys.readouterr().err
-    with open(subset_data / "cifar-10-batches-py" / "test_batch", "rb") as f:
+def test_loads_real_pixels_as_stored(real_data, capsys):
+    loaded = cifar.load_cifar10(real_data)
+    with open(real_data / "cifar-10-batches-py" / "test_batch", "rb") as f:
         raw = __import__("pickle").load(f, encoding="bytes")
+    full = (len(loaded.train_labels), len(loaded.test_labels)) == (50_000, 10_000)
+    assert ("subset" in capsys.readouterr().err) != full
+    assert len(loaded.test_labels) == len(raw[b"labels"])
     # channel-major rows: the first 1024 bytes of a row are the red plane
     assert np.array_equal(loaded.test_images[7, 0].ravel(), raw[b"data"][7, :1024])
     assert loaded.test_labels[7] == raw[b"labels"][7]
-    assert np.bincount(loaded.train_labels, minlength=10).min() > 400  # real class balance
+    assert np.bincount(loaded.train_labels, minlength=10).min() > 0.08 * len(loaded.train_labels)  # real balance
 
 
 def test_download_extracts_verified_archive(tiny_archive_url, tmp_path, monkeypatch):
@@ -142,8 +143,8 @@ def _all_crops_and_flips(image: torch.Tensor) -> torch.Tensor:
     return torch.stack(crops + [crop.flip(-1) for crop in crops])
 
 
-def test_crop_flip_gives_valid_and_independent_augmentations(subset_data):
-    loaded = cifar.load_cifar10(subset_data, quiet=True)
+def test_crop_flip_gives_valid_and_independent_augmentations(real_data):
+    loaded = cifar.load_cifar10(real_data, quiet=True)
     images = torch.from_numpy(loaded.train_images[:4])
     padded = cifar.pad_for_crop(images)
     indices = torch.tensor([0, 1, 2, 3] * 32)
@@ -160,8 +161,8 @@ def test_crop_flip_gives_valid_and_independent_augmentations(subset_data):
     assert 5 < flipped < 27
 
 
-def test_resizing_normalizer_matches_torchvision(subset_data):
-    loaded = cifar.load_cifar10(subset_data, quiet=True)
+def test_resizing_normalizer_matches_torchvision(real_data):
+    loaded = cifar.load_cifar10(real_data, quiet=True)
     images = torch.from_numpy(loaded.test_images[:4])
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     ours = cifar.Normalizer(mean, std, torch.device("cpu"), size=224)(images)
@@ -171,8 +172,8 @@ def test_resizing_normalizer_matches_torchvision(subset_data):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_normalizer_matches_torchvision(subset_data):
-    loaded = cifar.load_cifar10(subset_data, quiet=True)
+def test_normalizer_matches_torchvision(real_data):
+    loaded = cifar.load_cifar10(real_data, quiet=True)
     images = torch.from_numpy(loaded.test_images[:8])
     ours = cifar.Normalizer(cifar.CIFAR10_MEAN, cifar.CIFAR10_STD, torch.device("cpu"))(images)
     theirs = TF.normalize(images.float() / 255, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD)

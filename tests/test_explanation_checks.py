@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from conftest import run_stage_in_process, write_checkpoint
 from models import build_model
-from stresstest.explanation_checks import randomised, rank_correlations, road_scores, top_overlap
+from stresstest.metrics import rank_correlations, top_overlap
+from stresstest.stages.explanation_checks import TOP_SHARE, randomised, road_scores
 
 
 class CornerModel(nn.Module):
@@ -48,9 +49,9 @@ def test_agreement_measures_on_known_answers():
     maps = np.random.default_rng(0).random((3, 32, 32))
     np.testing.assert_allclose(rank_correlations(maps, maps), 1)
     np.testing.assert_allclose(rank_correlations(maps, -maps), -1)
-    np.testing.assert_allclose(top_overlap(maps, maps), 1)
+    np.testing.assert_allclose(top_overlap(maps, maps, TOP_SHARE), 1)
     flipped = maps.reshape(3, -1)
-    assert (top_overlap(maps, (flipped.max(1, keepdims=True) - flipped).reshape(maps.shape)) == 0).all()
+    assert (top_overlap(maps, (flipped.max(1, keepdims=True) - flipped).reshape(maps.shape), TOP_SHARE) == 0).all()
     assert np.isnan(rank_correlations(np.zeros((1, 4, 4)), maps[:1, :4, :4])[0])
 
 

@@ -7,9 +7,9 @@ import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from models import build_model
-from stresstest.backbones import BACKBONES, feature_normalizer, load_backbone
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
-from stresstest.gradcam import gradcam_on_device
+from stresstest.nn.backbones import BACKBONES, feature_normalizer, load_backbone
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
+from stresstest.nn.gradcam import gradcam_on_device
 
 
 def package_gradcam(model, inputs, classes, layer, reshape_transform=None):
@@ -18,8 +18,8 @@ def package_gradcam(model, inputs, classes, layer, reshape_transform=None):
 
 
 @pytest.fixture(scope="module")
-def real_test_images(subset_data):
-    data = load_cifar10(subset_data, quiet=True)
+def real_test_images(real_data):
+    data = load_cifar10(real_data, quiet=True)
     return torch.from_numpy(data.test_images[:24]), data.test_labels[:24]
 
 

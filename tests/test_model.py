@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from models import ARCHITECTURES, build_model
-from stresstest.atomic import save_torch
-from stresstest.checkpoint import classifier_checkpoint, load_classifier
-from stresstest.errors import UserError
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD
-from stresstest.predict import inference_model
+from stresstest.core.atomic import save_torch
+from stresstest.core.checkpoint import classifier_checkpoint, load_classifier
+from stresstest.core.errors import UserError
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
+from stresstest.nn.inference import inference_model
 
 
 def test_resnet18_has_the_cifar_parameter_count():

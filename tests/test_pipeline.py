@@ -11,16 +11,15 @@ from PIL import Image
 
 from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process, write_checkpoint
 from models import build_model
-from stresstest.cases import parse_meta
-from stresstest.checkpoint import load_classifier
-from stresstest.compare import describe_change
-from stresstest.data import load_cifar10
-from stresstest.device import pick_precision
-from stresstest.errors import UserError
+from stresstest.core.cases import parse_meta
+from stresstest.core.checkpoint import load_classifier
+from stresstest.stages.compare_models import describe_change
+from stresstest.data.cifar10 import load_cifar10
+from stresstest.core.errors import UserError
 from stresstest.explain import ROLES, SIDE_BY_SIDE, resolve_layer
-from stresstest.failures import SMOKE_MAX_CASES, SMOKE_THRESHOLD, pick_representatives
-from stresstest.gradcam import compute_cams
-from stresstest.predict import probabilities
+from stresstest.stages.failure_analysis import SMOKE, pick_representatives
+from stresstest.nn.gradcam import compute_cams
+from stresstest.nn.inference import probabilities
 
 SPEC_META_KEYS = {"test_index", "true_label", "predicted_label", "confidence"}
 SPEC_COMPARISON = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
@@ -30,23 +29,23 @@ CPU = torch.device("cpu")
 
 def model_probs(checkpoint_path, data):
     model, checkpoint = load_classifier(checkpoint_path, "train.py", CPU)
-    return probabilities(model, checkpoint, torch.from_numpy(data.test_images), pick_precision(CPU)).double().numpy()
+    return probabilities(model, checkpoint, torch.from_numpy(data.test_images)).double().numpy()
 
 
 @pytest.fixture(scope="module")
-def pipeline(subset_data, tmp_path_factory):
+def pipeline(real_data, tmp_path_factory):
     """The smoke pipeline on the real subset, as a user runs it (about 3 minutes on 2 CPU cores)."""
     workdir = tmp_path_factory.mktemp("pipeline")
-    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", subset_data, "--device", "cpu", cwd=workdir,
+    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("=== stage") == 11
-    return workdir, load_cifar10(subset_data, quiet=True)
+    return workdir, load_cifar10(real_data, quiet=True)
 
 
 @pytest.mark.slow
 def test_every_contract_file_is_there(pipeline):
-    workdir, _ = pipeline
+    workdir, data = pipeline
     for run in ["baseline", "improved"]:
         for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png"]:
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
@@ -61,7 +60,7 @@ def test_every_contract_file_is_there(pipeline):
         assert {p.name for p in case.iterdir()} >= {"image.png", "meta.txt", "gradcam_baseline.png",
                                                      "gradcam_improved.png", SIDE_BY_SIDE}
     raw = torch.load(workdir / "experiments" / "improved" / "best_model.pth", weights_only=True)
-    assert raw["config"]["label_smoothing"] == 0.1 and raw["split_sizes"]["test"] == 500
+    assert raw["config"]["label_smoothing"] == 0.1 and raw["split_sizes"]["test"] == len(data.test_labels)
 
 
 @pytest.mark.slow
@@ -80,13 +79,13 @@ def test_failures_are_the_models_own_wrong_answers(pipeline):
                                                            abs=1e-5)
         assert 0 <= row.margin <= row.confidence
     cases = pd.read_csv(folder / "cases.csv")
-    expected = failures[failures.confidence >= SMOKE_THRESHOLD].head(SMOKE_MAX_CASES)
+    expected = failures[failures.confidence >= SMOKE.threshold].head(SMOKE.max_cases)
     assert list(cases.test_index) == list(expected.test_index)
     for case in cases.itertuples():
         meta = parse_meta((folder / case.case / "meta.txt").read_text())
         assert SPEC_META_KEYS <= set(meta)
         assert int(meta["test_index"]) == case.test_index and meta["true_label"] == case.true_label
-        assert float(meta["confidence"]) >= 0.5
+        assert float(meta["confidence"]) >= SMOKE.threshold
         with Image.open(folder / case.case / "image.png") as image:
             pixels = np.asarray(image)
         assert pixels.shape == (32, 32, 3)
@@ -155,11 +154,11 @@ def test_comparison_matches_both_models(pipeline):
         assert row.fixed == int(row.improved_pred == row.true_label)
     summary = {r["metric"]: r for r in csv.DictReader(open(out / "test_set_summary.csv"))}
     assert summary["change"]["change"] == "label_smoothing 0.0 -> 0.1"
-    assert float(summary["threshold"]["change"]) == 0.5  # the smoke threshold stage 2 decided
+    assert float(summary["threshold"]["change"]) == SMOKE.threshold  # the smoke threshold stage 2 decided
     assert float(summary["accuracy"]["baseline"]) == pytest.approx((base.argmax(1) == data.test_labels).mean())
     assert float(summary["accuracy"]["improved"]) == pytest.approx((impr.argmax(1) == data.test_labels).mean())
     changes = pd.read_csv(out / "confident_failures.csv")
-    confident_wrong = (base.argmax(1) != data.test_labels) & (base.max(1) >= 0.5)
+    confident_wrong = (base.argmax(1) != data.test_labels) & (base.max(1) >= SMOKE.threshold)
     assert set(changes.test_index[changes.status.isin(["fixed", "kept", "less_confident_wrong"])]) == \
         set(np.flatnonzero(confident_wrong))
     with Image.open(out / "confusion_matrices.png") as image:
@@ -167,14 +166,14 @@ def test_comparison_matches_both_models(pipeline):
 
 
 @pytest.mark.slow
-def test_rerun_replaces_cases_cleanly(pipeline, subset_data, tmp_path):
+def test_rerun_replaces_cases_cleanly(pipeline, real_data, tmp_path):
     workdir, _ = pipeline
     shutil.copytree(workdir / "experiments" / "baseline", tmp_path / "experiments" / "baseline")
     shutil.copytree(workdir / "failure_cases", tmp_path / "failure_cases")
     before = len(list((tmp_path / "failure_cases" / "baseline").glob("case_*")))
     failures = pd.read_csv(tmp_path / "failure_cases" / "baseline" / "all_failures.csv")
     threshold = float(np.floor(failures.confidence.iloc[2] * 100) / 100)  # at least three failures reach it
-    result = run_stage_in_process("failure_analysis.py", "--data-dir", subset_data, "--threshold", threshold,
+    result = run_stage_in_process("failure_analysis.py", "--data-dir", real_data, "--threshold", threshold,
                                   "--max-cases", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "failure_cases" / "baseline"
@@ -211,6 +210,7 @@ def test_stages_refuse_to_run_before_their_inputs_exist(tiny_data, random_init_c
     assert file_digests(workdir) == before
 
 
+@pytest.mark.slow  # a new interpreter that imports torch
 def test_a_run_of_the_real_script_fails_in_one_line(tmp_path):
     """The subprocess form, once: what a user sees from the shell, without a traceback."""
     assert_user_error(run_stage("failure_analysis.py", "--data-dir", tmp_path, cwd=tmp_path), "run train.py first")
@@ -299,9 +299,8 @@ def test_describe_change_names_every_differing_setting():
     assert describe_change({"label_smoothing": 0.0, "seed": 0, "compile": False},
                            {"label_smoothing": 0.1, "seed": 0, "compile": True}) == "label_smoothing 0.0 -> 0.1"
     assert describe_change({"lr": 0.1}, {"lr": 0.1}) == "no change in the training config"
-    older = {"label_smoothing": 0.0}  # saved before cv_folds and select_within_se existed
+    older = {"label_smoothing": 0.0}  # saved before cv_folds existed: its default, which is what the run did
     assert describe_change(older, {"label_smoothing": 0.1, "cv_folds": 0}) == "label_smoothing 0.0 -> 0.1"
-    assert describe_change(older, {"select_within_se": 1.0}) == "select_within_se 0.0 -> 1.0"
 
 
 def test_unknown_layer_lists_the_valid_ones():
@@ -309,6 +308,7 @@ def test_unknown_layer_lists_the_valid_ones():
         resolve_layer(build_model("resnet18", 10), "layer9")
 
 
+@pytest.mark.slow  # the pipeline runs each stage as a new interpreter
 def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
@@ -332,7 +332,7 @@ def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
 
 
 def test_wilson_and_mcnemar_on_known_answers():
-    from stresstest.stats import mcnemar_exact, wilson_interval
+    from stresstest.metrics import mcnemar_exact, wilson_interval
 
     low, high = wilson_interval(0, 10)
     assert low == pytest.approx(0, abs=1e-12) and high == pytest.approx(0.2775, abs=1e-4)
@@ -350,7 +350,7 @@ def test_wilson_and_mcnemar_on_known_answers():
 def test_most_confident_count_ignores_the_scale_of_the_confidences():
     """Confidences raised by a monotone map (the same ranking, another scale) change the count at a fixed
     threshold, not the count among each model's most confident answers."""
-    from stresstest.compare import wrong_among_most_confident
+    from stresstest.metrics import wrong_among_most_confident
 
     rng = np.random.default_rng(0)
     predicted, top = rng.integers(0, 10, 200), rng.uniform(0.3, 0.95, 200)
@@ -370,6 +370,7 @@ def test_most_confident_count_ignores_the_scale_of_the_confidences():
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_the_report_renders_in_a_real_browser(pipeline, tmp_path):
     """experiments/report/index.html opened by headless Chromium (Debian's package, when installed): the page
     loads its images from their relative paths and renders to a non-blank screenshot."""

@@ -10,12 +10,12 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from conftest import assert_user_error, run_stage, run_stage_in_process, write_cifar
-from stresstest import backbones
-from stresstest.backbones import BACKBONES, extract_features, load_backbone
-from stresstest.errors import UserError
-from stresstest.hard_examples import probe_cams
-from stresstest.probe import Probe, knn_probabilities, load_probe, sklearn_knn_predictions
-from stresstest.stats import wilson_interval
+from stresstest.nn import backbones
+from stresstest.nn.backbones import BACKBONES, extract_features, load_backbone
+from stresstest.core.errors import UserError
+from stresstest.stages.probing.hard_examples import probe_cams
+from stresstest.probe import Probe, ProbeParams, knn_probabilities, load_probe, sklearn_knn_predictions
+from stresstest.metrics import wilson_interval
 
 RANDOM = ["--weights", "none", "--device", "cpu"]
 
@@ -100,7 +100,8 @@ def test_gradcam_maps_for_every_architecture(name, micro_data):
 @pytest.mark.slow  # whole stages on generated data: several seconds
 def test_feature_cache_is_reused_and_invalidated(micro_data, tmp_path, monkeypatch, capsys):
     def probe(**changes):
-        return load_probe(micro_data, "efficientnet_lite0", "none", tmp_path, "cpu", **changes)
+        return load_probe(ProbeParams(data_dir=micro_data, model="efficientnet_lite0", weights="none",
+                                      out_dir=tmp_path, device="cpu", **changes))
 
     first = probe()
     assert first.train_features.shape == (60, 1280) and first.test_features.shape == (24, 1280)
@@ -121,11 +122,13 @@ def test_feature_cache_is_reused_and_invalidated(micro_data, tmp_path, monkeypat
 
 def test_feature_code_identity_follows_the_source(monkeypatch, tmp_path):
     before = backbones.feature_code_identity("resnet50")
-    for name in ["backbones.py", "data.py", "predict.py"]:
-        (tmp_path / name).write_bytes((Path(backbones.__file__).parent / name).read_bytes())
-    monkeypatch.setattr(backbones, "__file__", str(tmp_path / "backbones.py"))
+    package = Path(backbones.__file__).parents[1]
+    for name in ["nn/backbones.py", "data/cifar10.py", "nn/inference.py"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes((package / name).read_bytes())
+    monkeypatch.setattr(backbones, "__file__", str(tmp_path / "nn" / "backbones.py"))
     assert backbones.feature_code_identity("resnet50") == before
-    (tmp_path / "data.py").write_text((tmp_path / "data.py").read_text() + "\n# edited\n")
+    (tmp_path / "data" / "cifar10.py").write_text((tmp_path / "data" / "cifar10.py").read_text() + "\n# edited\n")
     assert backbones.feature_code_identity("resnet50")["code"] != before["code"]
 
 
@@ -244,8 +247,8 @@ def test_knn_stage_in_process_on_generated_data(micro_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_knn_stage_on_the_real_subset(subset_data, tmp_path):
-    result = run_stage("probing/baseline_knn.py", "--smoke", "--model", "resnet50", "--data-dir", subset_data,
+def test_knn_stage_on_the_real_subset(real_data, tmp_path):
+    result = run_stage("probing/baseline_knn.py", "--smoke", "--model", "resnet50", "--data-dir", real_data,
                        *RANDOM, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     accuracy = pd.read_csv(tmp_path / "experiments" / "probing" / "resnet50" / "probe_accuracy.csv")

@@ -9,13 +9,14 @@ import torch
 import torch.nn as nn
 
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint, write_cifar
-from stresstest.benchmark import occlusion_by_position
-from stresstest.cifar10c import corrupted_images
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer
-from stresstest.probe import heads, load_probe
+from stresstest.stages.bench import occlusion_by_position
+from stresstest.data.cifar10c import corrupted_images
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from stresstest.probe import ProbeParams, heads, load_probe
 from stresstest.plots import severity_figure
-from stresstest.robustness import occlusion_maps, set_metrics
-from stresstest.stats import wilson_interval
+from stresstest.nn.occlusion import occlusion_maps
+from stresstest.stages.robustness import set_metrics
+from stresstest.metrics import wilson_interval
 
 CHECKPOINT = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
 
@@ -38,7 +39,7 @@ def test_batched_occlusion_equals_one_forward_per_position(patch, stride, tiny_d
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     images[:, 0, :8, :8] = 250  # a bright red corner: class 0 is likely, occluding the corner lowers it
     model = CornerModel().eval()
-    maps = occlusion_maps(model, CHECKPOINT, images, np.zeros(3, int), patch, stride, "fp32")
+    maps = occlusion_maps(model, CHECKPOINT, images, np.zeros(3, int), patch, stride)
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
     fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8).view(3, 1, 1)
     for image, batched in zip(images, maps):
@@ -142,6 +143,7 @@ def test_robustness_reads_the_published_layout_and_checks_its_labels(tiny_data, 
     assert_user_error(result, "do not follow the test set of --data-dir")
 
 
+@pytest.mark.slow  # whole stages on generated data: several seconds
 def test_robustness_needs_the_grad_cam_maps(tiny_data, tmp_path):
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
     write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
@@ -167,7 +169,8 @@ def test_backbones_join_the_table_with_cached_features(tmp_path):
     backbone = table[table.model == "efficientnet_lite0"].set_index(["corruption", "severity"])
     assert sorted(backbone.index) == [("clean", 0), ("contrast", 3), ("gaussian_noise", 3)]
     assert sorted(table[table.model == "baseline"].severity) == [0, 1, 1]
-    probe = load_probe(data, "efficientnet_lite0", "default", folder / "experiments" / "probing", "cpu")
+    probe = load_probe(ProbeParams(data_dir=data, model="efficientnet_lite0", weights="default",
+                                   out_dir=folder / "experiments" / "probing", device="cpu"))
     linear = heads(probe)["linear"]
     assert backbone.accuracy["clean", 0] == pytest.approx((linear.argmax(1) == probe.test_labels).mean(), abs=1e-6)
     corrupted_cache = folder / "experiments" / "probing" / "efficientnet_lite0" / "corrupted"

@@ -1,21 +1,28 @@
 """The seeds stage: t-intervals and stability against direct computations, and the stage on generated data
 (tiny runs), including that a finished seed is not retrained and that a foreign run is refused."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
-from stresstest import seeds
+from stresstest.metrics import t_interval
+from stresstest.stages import seeds
+from stresstest.training import TrainConfig
+
+TINY_RECIPE = TrainConfig(epochs=1, max_train_images=128, batch_size=32, lr=0.05, val_fraction=0.1)
 
 
 def test_t_interval_is_scipys():
     values = [0.71, 0.74, 0.73, 0.70, 0.75]
-    mean, std, low, high = seeds.t_interval(values)
+    mean, std, low, high = t_interval(values)
     expected = stats.t.interval(0.95, 4, loc=np.mean(values), scale=stats.sem(values))
     assert mean == pytest.approx(0.726) and std == pytest.approx(np.std(values, ddof=1))
     assert (low, high) == pytest.approx(expected)
-    assert np.isnan(seeds.t_interval([0.7])[2])
+    assert np.isnan(t_interval([0.7])[2])
 
 
 def test_paired_difference_is_taken_seed_by_seed():
@@ -34,10 +41,11 @@ def test_stability_counts_and_overlap():
 
 
 @pytest.mark.slow
-def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(seeds, "SMOKE_PRESET", {"epochs": 1, "max_train_images": 128, "batch_size": 32, "lr": 0.05,
-                                                 "val_fraction": 0.1})
-    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
+def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path):
+    # each model's recipe comes from its training stage's checkpoint (here untrained ones with tiny recipes)
+    for tag, smoothing in [("baseline", 0.0), ("improved", 0.1)]:
+        write_checkpoint(tmp_path / "experiments" / tag / "best_model.pth", seed=0,
+                         config=dataclasses.asdict(dataclasses.replace(TINY_RECIPE, label_smoothing=smoothing)))
     result = run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--threshold", "0.1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     args = ["--data-dir", tiny_data, "--device", "cpu", "--smoke", "--seeds", "0", "1"]
@@ -53,14 +61,22 @@ def test_seeds_stage_trains_once_and_reports(tiny_data, tmp_path, monkeypatch):
     assert (summary.threshold == 0.1).all()
     tests = pd.read_csv(out / "mcnemar.csv")
     assert len(tests) == 2 and tests.mcnemar_exact_p.between(0, 1).all()
-    for folder in ["baseline/seed_0", "improved/seed_1"]:
-        assert (out / folder / "best_model.pth").is_file()
+    for folder, smoothing in [("baseline/seed_0", 0.0), ("improved/seed_1", 0.1)]:
+        config = torch.load(out / folder / "best_model.pth", weights_only=True)["config"]
+        assert config == dataclasses.asdict(dataclasses.replace(TINY_RECIPE, label_smoothing=smoothing,
+                                                                seed=int(folder[-1])))
     assert (out / "seeds.png").is_file() and (out / "failure_stability.csv").is_file()
     again = run_stage_in_process("seeds.py", *args, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("finished run in") == 4  # nothing retrained
     pd.testing.assert_frame_equal(per_seed, pd.read_csv(out / "per_seed.csv"))
-    result = run_stage_in_process("seeds.py", "--data-dir", tiny_data, "--device", "cpu", "--seeds", "0", cwd=tmp_path)
+    longer = tmp_path / "longer" / "best_model.pth"  # a baseline of another recipe meets seed 0's finished run
+    write_checkpoint(longer, config=dataclasses.asdict(dataclasses.replace(TINY_RECIPE, epochs=2)))
+    result = run_stage_in_process("seeds.py", "--data-dir", tiny_data, "--device", "cpu", "--seeds", "0",
+                                  "--baseline", longer, cwd=tmp_path)
     assert_user_error(result, "holds a run with other settings", "epochs")
+    write_checkpoint(longer)  # no training config: not a run of the training stages
+    result = run_stage_in_process("seeds.py", "--data-dir", tiny_data, "--baseline", longer, cwd=tmp_path)
+    assert_user_error(result, "has no training config", "train.py")
     # a new seed through submitit's local processes (the fallback where there is no SLURM)
     result = run_stage_in_process("seeds.py", *args[:-2], "2", "--launcher", "local", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

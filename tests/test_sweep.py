@@ -6,7 +6,7 @@ import time
 import cloudpickle
 import pytest
 
-from stresstest.sweep import resolve_launcher, run_jobs
+from stresstest.core.sweep import resolve_launcher, run_jobs
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the job processes cannot import this test module
 

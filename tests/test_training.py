@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from conftest import REPO, assert_user_error, file_digests, run_stage, run_stage_in_process
-from stresstest import atomic, training
-from stresstest.checkpoint import load_classifier
-from stresstest.data import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
-from stresstest.errors import UserError
-from stresstest.predict import loss_and_accuracy, predict_logits
+from stresstest import training
+from stresstest.core import atomic
+from stresstest.core.checkpoint import load_classifier
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
+from stresstest.core.errors import UserError
+from stresstest.nn.inference import loss_and_accuracy, predict_logits
 from stresstest.training import METRIC_FIELDS, TrainConfig, Trainer
 
 TINY_RUN = ["--epochs", "2", "--batch-size", "60", "--lr", "0.05", "--seed", "1"]
@@ -80,7 +81,7 @@ def test_best_checkpoint_reproduces_its_logged_test_accuracy(tiny_run, tiny_data
     data = load_cifar10(tiny_data, quiet=True)
     logits = predict_logits(model, torch.from_numpy(data.test_images),
                             Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu")),
-                            json.loads((out / "run_info.json").read_text())["precision"])  # as the run evaluated
+                            json.loads((out / "run_info.json").read_text())["evaluation_precision"])  # fp32
     loss, accuracy = loss_and_accuracy(logits, torch.from_numpy(data.test_labels))
     assert round(accuracy, 5) == float(best_row["test_acc"])
     assert abs(loss - float(best_row["test_loss"])) < 1e-4
@@ -150,6 +151,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_data, tmp_path):
     assert not (tmp_path / "nan" / "best_model.pth").exists()
 
 
+@pytest.mark.slow  # a training run
 def test_resume_with_nothing_saved_starts_afresh_and_clears_temporaries(tiny_data, tmp_path):
     out = tmp_path / "preempted"
     out.mkdir()
@@ -165,16 +167,16 @@ def test_resume_with_nothing_saved_starts_afresh_and_clears_temporaries(tiny_dat
     assert again.returncode == 0 and "nothing to resume" in again.stdout
 
 
-def test_a_run_saved_before_a_setting_existed_counts_as_finished_with_what_it_did(tmp_path):
-    config = TrainConfig(epochs=2, select_within_se=0.0)  # before the setting, the best epoch itself was kept
-    newer = {"cv_folds", "cv_fold", "select_within_se"}
+def test_a_run_saved_before_a_setting_existed_counts_as_finished_with_its_default(tmp_path):
+    config = TrainConfig(epochs=2)
+    newer = {"cv_folds", "cv_fold", "div_factor", "base_momentum"}  # settings added after the run was saved
     saved = {key: value for key, value in dataclasses.asdict(config).items() if key not in newer}
     (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "best_model.pth").write_bytes(b"")
     (tmp_path / "metrics.csv").write_text("epoch\n1\n2\n")
     assert training.finished_run(tmp_path, config)
     assert training.saved_config(saved, "old") == config
-    assert not training.finished_run(tmp_path, dataclasses.replace(config, select_within_se=1.0))
+    assert not training.finished_run(tmp_path, dataclasses.replace(config, div_factor=10.0))
     assert not training.finished_run(tmp_path, dataclasses.replace(config, cv_folds=4))
     assert not training.finished_run(tmp_path, dataclasses.replace(config, epochs=3))
 
@@ -211,13 +213,15 @@ def test_the_checkpoint_is_the_latest_epoch_within_noise_of_the_best(correct, wi
     assert chosen_epoch(correct, 102, within_se) == expected
 
 
-@pytest.mark.parametrize("flags, expected", [([], {"val_fraction": 0.02, "epochs": 30, "max_train_images": 0}),
-                                             (["--smoke"], {"val_fraction": 0.1, "epochs": 2, "max_train_images": 768}),
-                                             (["--smoke", "--val-fraction", "0.2"], {"val_fraction": 0.2})])
+@pytest.mark.parametrize("flags, expected", [
+    ([], {"val_fraction": 0.02, "epochs": 30, "max_train_images": 0, "batch_size": 128, "label_smoothing": 0.1}),
+    (["--smoke"], {"val_fraction": 0.1, "epochs": 2, "max_train_images": 1024, "batch_size": 32, "lr": 0.02}),
+    (["--smoke", "--val-fraction", "0.2", "--label-smoothing", "0.3"], {"val_fraction": 0.2, "label_smoothing": 0.3})])
 def test_defaults_smoke_preset_and_flags_resolve_in_that_order(flags, expected, monkeypatch):
     seen = {}
-    monkeypatch.setattr(training, "train", lambda config, *rest: seen.update(dataclasses.asdict(config)))
-    training.training_cli("test", "baseline", flags)
+    monkeypatch.setattr(training, "train", lambda config, *rest, **options: seen.update(dataclasses.asdict(config)))
+    training.training_stage("test", training.RunSettings(stage="improvement", tag="improved", label_smoothing=0.1),
+                            flags)
     assert {key: seen[key] for key in expected} == expected
 
 
@@ -225,7 +229,7 @@ def test_defaults_smoke_preset_and_flags_resolve_in_that_order(flags, expected, 
 def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
     config = TrainConfig(epochs=10, batch_size=20, max_train_images=100, cycle_momentum=cycle)
     trainer = Trainer(config, tiny_data, None, torch.device("cpu"))
-    generator = trainer._epoch_generator(1)
+    generator = trainer.epoch_generator(1)
     seen = []
     for step in range(3):
         trainer.train_step(torch.arange(step * 20, step * 20 + 20) % trainer.train_labels.numel(), generator)
@@ -243,7 +247,6 @@ def test_a_resumed_run_chooses_against_the_best_epoch_before_the_kill(tiny_data,
     state = trainer.state()
     done = {field: 1.0 for field in METRIC_FIELDS} | {"best": 1}
     state["rows"] = [done | {"epoch": 1, "val_acc": 0.5}, done | {"epoch": 2, "val_acc": 1.0}]
-    state["best_val"] = [1.0, 0.1]  # what loop states kept before the rule: ignored, the rows say it
     trainer.load_state(state)
     assert trainer.fit("resumed")["epoch"] == 2  # an untrained epoch 3 is far below 1.0
     assert trainer.rows[-1]["epoch"] == 3 and trainer.rows[-1]["best"] == 0
