@@ -55,10 +55,9 @@ def main(description: str, argv=None) -> None:
     add_common_args(parser, seed_help="seed of the random corruptions (one generator per corruption and severity)")
     parser.add_argument("--out-dir", type=Path, default=defaults.out_dir,
                         help="folder for <corruption>.npy, labels.npy and manifest.json")
-    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, default=list(NAMES),
-                        metavar="NAME", help=f"corruptions to export (default all 15: {' '.join(NAMES)})")
+    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, metavar="NAME",
+                        help=f"corruptions to export (default all 15: {' '.join(NAMES)})")
     parser.add_argument("--severity", dest="severities", nargs="+", type=int, choices=SEVERITIES,
-                        default=list(SEVERITIES),
                         help="severities to export, in this order (default 1 2 3 4 5, the published layout)")
     args = parser.parse_args(argv)
     run_main(lambda: export(params_from(args, defaults)), args.debug)

@@ -242,8 +242,8 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--cifar10c-dir", type=Path,
                         help="evaluate on these CIFAR-10-C files (the published ones, preferred by their authors, "
                              "or make_cifar10c.py's) instead of computing the corruptions here")
-    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, default=list(NAMES),
-                        metavar="NAME", help="corruptions to evaluate (default all 15)")
+    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, metavar="NAME",
+                        help="corruptions to evaluate (default all 15)")
     parser.add_argument("--severity", dest="severities", nargs="+", type=int, choices=SEVERITIES,
                         help=preset_help("severities", defaults, SMOKE, "severities"))
     parser.add_argument("--max-images", type=non_negative_int,
@@ -258,7 +258,8 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--backbone-weights", default=defaults.backbone_weights,
                         help="weights of the backbones, as study B's --weights ('default', 'none' or a FILE)")
     parser.add_argument("--backbone-severity", dest="backbone_severities", nargs="+", type=int, choices=SEVERITIES,
-                        default=list(defaults.backbone_severities), help="severities for the backbones")
+                        help="severities for the backbones (default "
+                             f"{' '.join(map(str, defaults.backbone_severities))})")
     parser.add_argument("--probing-dir", type=Path, default=defaults.probing_dir,
                         help="study B's feature caches (<dir>/<model>/); the backbones' corrupted-set features "
                              "are cached in <dir>/<model>/corrupted/")
