@@ -94,7 +94,7 @@ def real_data(pytestconfig) -> Path:
     for folder in candidates:
         if (folder / "cifar-10-batches-py" / "data_batch_1").is_file():
             return folder
-    pytest.skip(f"no real CIFAR-10 images (looked in {', '.join(map(str, candidates))}; pass --cifar10-dir or set "
+    pytest.skip(f"no real CIFAR-10 images (looked in {', '.join(map(str, candidates))}; pass --cifar10-dir=DIR or set "
                 f"{DATA_VARIABLE})")
 
 
