@@ -37,6 +37,7 @@ class ProbeParams(Common):
     train_images: int = 0            # the first N training images (0: all)
     test_images: int = 0             # the first N test images (0: all)
     batch_size: int = 0              # feature-extraction batch (0: by device)
+    precision: str = "auto"          # of the features: auto is bf16 where the hardware has it (speed only)
     cached_only: bool = False
 
 
@@ -139,7 +140,7 @@ def load_probe(params: ProbeParams, ranks: Ranks = Ranks()) -> Probe:
     n_test = min(params.test_images or len(data.test_labels), len(data.test_labels))
     train_images, train_labels = data.train_images[:n_train], data.train_labels[:n_train]
     test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
-    precision = pick_precision(device)
+    precision = pick_precision(device, params.precision)
     spec = BACKBONES[model_name]
     settings = {"model": model_name, "weights": weights_identity(model_name, weights, seed),
                 "image_size": IMAGE_SIZE, "mean": list(spec.mean), "std": list(spec.std), "precision": precision,
@@ -301,6 +302,9 @@ def probing_parser(description: str, smoke: ProbeParams = SMOKE):
                                              f"{split}_images"))
     parser.add_argument("--batch-size", type=non_negative_int, default=defaults.batch_size,
                         help="feature-extraction batch (0: 256 on GPU, 32 on CPU)")
+    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
+                        help="precision of the features (part of the cache key, written beside the results); auto: "
+                             "bf16 where the hardware has it")
     parser.add_argument("--cached-only", action="store_true",
                         help="fail instead of extracting when no matching feature cache exists")
     parser.add_argument("--smoke", action="store_true", help="a few hundred images")
