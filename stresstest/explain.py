@@ -17,7 +17,7 @@ from .core import atomic, paths
 from .core.cases import read_cases
 from .core.checkpoint import load_classifier
 from .core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
-from .core.device import device_name, resolve_device
+from .core.device import describe_device, resolve_device
 from .core.errors import UserError
 from .core.record import write_record
 from .nn.gradcam import METHODS, compute_cams
@@ -101,7 +101,7 @@ def explain(params: ExplainParams, settings: TwinSettings) -> None:
     print(f"{method} on {layer} for {count} cases, explaining the {target} class: {cases_dir}/case_*/gradcam_{tag}.png")
     side_by_side(cases, images)
     write_record(settings.stage, {"cases": cases_dir}, {"checkpoint": checkpoint_path}, model=tag, method=method,
-                 layer=layer, target=target, cases=count, device=device_name(device), precision=REPORTED_PRECISION)
+                 layer=layer, target=target, cases=count, device=describe_device(device), precision=REPORTED_PRECISION)
 
 
 def side_by_side(cases: list[dict], images: np.ndarray) -> None:

@@ -23,7 +23,7 @@ from .core import atomic, paths
 from .core.checkpoint import classifier_checkpoint
 from .core.cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction,
                        params_from, positive_float, positive_int, preset_help, run_main, unit_interval)
-from .core.device import autocast, cpu_name, device_name, pick_precision, seeded, synchronize
+from .core.device import autocast, cpu_name, describe_device, pick_precision, seeded, synchronize
 from .core.distributed import Ranks, all_sum, barrier, torchrun_job
 from .core.errors import UserError
 from .core.record import write_record
@@ -85,7 +85,7 @@ def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
         commit = git.stdout.strip() if git.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    hardware = torch.cuda.get_describe_device(device) if device.type == "cuda" else cpu_name()
     return {"git_commit": commit, "torch": torch.__version__, "python": platform.python_version(),
             "device": str(device), "device_name": hardware, "precision": precision,
             "cpu_threads": torch.get_num_threads(), "command": " ".join(sys.argv), "seed": config.seed,
@@ -338,7 +338,7 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
               f"validation accuracy, {highest:.4f}): val acc {best['val_acc']:.4f}, test acc "
               f"{best['test_acc']:.4f} -> {out_dir / paths.BEST_MODEL}")
         if record:
-            write_record(record, {"run": out_dir}, data=trainer.data_summary, device=device_name(device),
+            write_record(record, {"run": out_dir}, data=trainer.data_summary, device=describe_device(device),
                          precision=f"training {trainer.precision}, evaluation {REPORTED_PRECISION}",
                          chosen_epoch=best["epoch"], test_accuracy=best["test_acc"])
 

@@ -46,6 +46,18 @@ class Common:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class BothModels(Common):
+    """The common settings and the two study A checkpoints (the flags of add_checkpoint_args)."""
+    baseline: Path = paths.checkpoint_path("baseline")
+    improved: Path = paths.checkpoint_path("improved")
+
+    @property
+    def checkpoints(self) -> dict:
+        """{tag: checkpoint path}, in paths.RUNS's order."""
+        return {tag: getattr(self, tag) for tag in paths.RUNS}
+
+
 def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random seed") -> None:
     """The flags of every stage: --data-dir, --device, --seed, and --debug."""
     parser.add_argument("--data-dir", type=Path, default=Common.data_dir,

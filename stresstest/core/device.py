@@ -31,9 +31,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_name(device: torch.device) -> str:
+def describe_device(device: torch.device) -> str:
     """What a record says of the device: its type and the hardware's name."""
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    hardware = torch.cuda.get_describe_device(device) if device.type == "cuda" else cpu_name()
     return f"{device.type} ({hardware})"
 
 

@@ -2,7 +2,6 @@
 on which data, device and precision, and the command that ran it. report.py reads these records, so a stage run
 with another --out-dir still shows up in the report; a stage without a record has not run (in this folder)."""
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def read_record(stage: str, records_dir: Path = RECORDS_DIR) -> dict | None:
     except (OSError, ValueError):
         return None
     for key in ["outputs", "inputs"]:
-        record[key] = {name: Path(os.path.expanduser(path)) for name, path in record.get(key, {}).items()}
+        record[key] = {name: Path(path) for name, path in record.get(key, {}).items()}
     return record
 
 

@@ -255,7 +255,7 @@ def main(description: str, argv=None) -> None:
                             "or --skip-peer")
         device = resolve_device(args.device)
         torch.manual_seed(args.seed)
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        name = torch.cuda.get_describe_device(device) if device.type == "cuda" else device.type
         print(f"benchmark on {name}, batch {args.batch_size}, {args.steps} timed steps", flush=True)
         ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
         print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",

@@ -13,8 +13,8 @@ import torch
 
 from ..core import atomic, paths
 from ..core.checkpoint import load_classifier
-from ..core.cli import Common, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
-from ..core.device import device_name, resolve_device
+from ..core.cli import BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10, run_split
@@ -27,9 +27,7 @@ P_NORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the p of the p-norm score is chosen
 
 
 @dataclass(frozen=True)
-class CalibrationParams(Common):
-    baseline: Path = paths.checkpoint_path("baseline")
-    improved: Path = paths.checkpoint_path("improved")
+class CalibrationParams(BothModels):
     out_dir: Path = paths.CALIBRATION_DIR
 
 
@@ -83,7 +81,7 @@ def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[lis
 
 def calibrate(params: CalibrationParams) -> None:
     """Both models' metrics and figures into out_dir."""
-    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    checkpoints = params.checkpoints
     device = resolve_device(params.device)
     data = load_cifar10(params.data_dir)
     out_dir = atomic.ensure_writable_dir(params.out_dir)
@@ -113,7 +111,7 @@ def calibrate(params: CalibrationParams) -> None:
               f"{row['aurc_high']:.4f}]  E-AURC {row['e_aurc']:.4f}")
     print(f"-> {out_dir}")
     write_record("calibration", {"calibration": out_dir}, checkpoints, data=data_summary(data),
-                 device=device_name(device), precision=REPORTED_PRECISION, seed=params.seed)
+                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed)
 
 
 def main(description: str, argv=None) -> None:

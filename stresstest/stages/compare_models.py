@@ -10,8 +10,8 @@ import torch
 from ..core import atomic, paths
 from ..core.cases import read_case_summary, read_cases
 from ..core.checkpoint import load_classifier
-from ..core.cli import SEED_UNUSED, Common, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
-from ..core.device import device_name, resolve_device
+from ..core.cli import SEED_UNUSED, BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -57,9 +57,7 @@ def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) 
 
 
 @dataclass(frozen=True)
-class CompareParams(Common):
-    baseline: Path = paths.checkpoint_path("baseline")
-    improved: Path = paths.checkpoint_path("improved")
+class CompareParams(BothModels):
     cases_dir: Path = paths.CASES_DIR
     out_dir: Path = paths.COMPARISON_DIR
 
@@ -155,7 +153,7 @@ def compare(params: CompareParams) -> None:
           f"ECE {base_m['ece']:.4f} -> {impr_m['ece']:.4f}")
     write_record("compare_models", {"comparison": out_dir},
                  {"baseline": baseline_path, "improved": improved_path, "cases": params.cases_dir},
-                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, change=change,
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, change=change,
                  threshold=threshold)
 
 

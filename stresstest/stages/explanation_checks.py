@@ -22,9 +22,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier
-from ..core.cli import (Common, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          preset_help, run_main)
-from ..core.device import device_name, resolve_device, seeded
+from ..core.device import describe_device, resolve_device, seeded
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -38,9 +38,7 @@ CASCADE = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]  # head first;
 
 
 @dataclass(frozen=True)
-class ExplanationParams(Common):
-    baseline: Path = paths.checkpoint_path("baseline")
-    improved: Path = paths.checkpoint_path("improved")
+class ExplanationParams(BothModels):
     cases_dir: Path = paths.CASES_DIR
     out_dir: Path = paths.EXPLANATIONS_DIR
     correct_images: int = 100                                # test images both models get right, sampled
@@ -75,7 +73,7 @@ def randomised(model: torch.nn.Module, layers: list[str], seed: int) -> torch.nn
 
 def explanation_checks(params: ExplanationParams) -> None:
     cases_dir, seed = params.cases_dir, params.seed
-    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    checkpoints = params.checkpoints
     device = resolve_device(params.device)
     cases = read_cases(cases_dir)
     maps_file = cases[0]["path"] / f"gradcam_{next(iter(paths.RUNS))}.npz"
@@ -153,7 +151,7 @@ def explanation_checks(params: ExplanationParams) -> None:
               f"[{row.low95:.3f}, {row.high95:.3f}]")
     print(f"-> {out_dir}")
     write_record("explanation_checks", {"explanations": out_dir}, {**checkpoints, "cases": cases_dir},
-                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, layer=layer,
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, layer=layer,
                  correct_images=len(correct_index), seed=seed)
 
 

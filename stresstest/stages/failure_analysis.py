@@ -14,7 +14,7 @@ from ..core.cases import format_meta, replace_folder
 from ..core.checkpoint import load_classifier, read_checkpoint
 from ..core.cli import (SEED_UNUSED, Common, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main, unit_interval)
-from ..core.device import device_name, resolve_device
+from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -161,7 +161,7 @@ def analyse(params: FailureParams) -> dict:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
             for i in representative))
-    return {"data": data_summary(data), "device": device_name(device), "test_accuracy": round(accuracy, 6),
+    return {"data": data_summary(data), "device": describe_device(device), "test_accuracy": round(accuracy, 6),
             "confident_failures": confident, "saved_cases": len(cases), "threshold": threshold}
 
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..core import atomic
 from ..core.cli import Common, add_common_args, make_parser, params_from, run_main
-from ..core.device import device_name, resolve_device
+from ..core.device import describe_device, resolve_device
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data.cifar10c import MANIFEST, corrupted_test_set, save_npy
@@ -45,7 +45,8 @@ def export(params: ExportParams) -> None:
                 "source": str(data.root), "corruptions": names,
                 "made_by": "make_cifar10c.py (CIFAR-10-C-style: computed here, not the published files)"}
     atomic.write_json(out_dir / MANIFEST, manifest)
-    write_record("make_cifar10c", {"cifar10c": out_dir}, data=data_summary(data), device=device_name(device), seed=seed,
+    write_record("make_cifar10c", {"cifar10c": out_dir}, data=data_summary(data), device=describe_device(device),
+                 seed=seed,
                  corruptions=names, severities=severities)
 
 

@@ -2,7 +2,6 @@
 sets computed on the device, or the published CIFAR-10-C files), optionally study B's frozen backbones with
 their linear heads on the same images, and occlusion sensitivity of every saved failure case beside its
 Grad-CAM."""
-import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,9 @@ from .. import probe as study_b
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier
-from ..core.cli import (Common, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main)
-from ..core.device import device_name, resolve_device
+from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -32,9 +31,7 @@ from ..plots import corruption_examples_figure, occlusion_figure, save, severity
 
 
 @dataclass(frozen=True)
-class RobustnessParams(Common):
-    baseline: Path = paths.checkpoint_path("baseline")
-    improved: Path = paths.checkpoint_path("improved")
+class RobustnessParams(BothModels):
     cases_dir: Path = paths.CASES_DIR
     out_dir: Path = paths.ROBUSTNESS_DIR
     cifar10c_dir: Path | None = None     # published (or exported) CIFAR-10-C files instead of computing the sets
@@ -47,11 +44,12 @@ class RobustnessParams(Common):
     backbone_weights: str = "default"
     backbone_severities: tuple = (1, 3, 5)  # one 224x224 feature pass per set: a backbone gets fewer sets
     probing_dir: Path = paths.PROBING_DIR
-    backbone_images: study_b.ProbeParams = study_b.ProbeParams()  # the image counts of study B's feature cache
+    backbone_images: tuple = (0, 0)      # training and test images of study B's feature cache (0: all)
 
 
 # --smoke: about 40 s on a 2-core fp32 CPU; backbones read study B's smoke features
-SMOKE = RobustnessParams(max_images=50, severities=(1, 3, 5), stride=8, backbone_images=study_b.SMOKE)
+SMOKE = RobustnessParams(max_images=50, severities=(1, 3, 5), stride=8,
+                         backbone_images=(study_b.SMOKE.train_images, study_b.SMOKE.test_images))
 
 
 def evaluation_sets(images: torch.Tensor, labels: np.ndarray, names: list[str], severities: list[int], seed: int,
@@ -177,12 +175,14 @@ def robustness(params: RobustnessParams) -> None:
     labels = data.test_labels[:count]
     case_index = np.array([int(case["test_index"]) for case in cases])
     case_index = case_index[case_index < count]
-    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    checkpoints = params.checkpoints
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
     fused = {tag: inference_model(model) for tag, (model, _) in models.items()}
-    probes = {name: BackboneProbe(dataclasses.replace(
-        params.backbone_images, data_dir=params.data_dir, device=params.device, seed=seed, model=name,
-        weights=params.backbone_weights, out_dir=params.probing_dir)) for name in params.backbones}
+    train_images, test_images = params.backbone_images
+    probes = {name: BackboneProbe(study_b.ProbeParams(
+        data_dir=params.data_dir, device=params.device, seed=seed, model=name, weights=params.backbone_weights,
+        out_dir=params.probing_dir, train_images=train_images, test_images=test_images))
+        for name in params.backbones}
     rows, clean_pred, examples = [], {}, {}
     all_severities = sorted(set(severities) | (set(backbone_severities) if probes else set()))
     for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, all_severities, seed,
@@ -226,7 +226,7 @@ def robustness(params: RobustnessParams) -> None:
         print(f"{tag}: occlusion vs Grad-CAM Spearman median {group.spearman.median():.2f} over {len(group)} cases")
     print(f"-> {out_dir}")
     write_record("robustness", {"robustness": out_dir, "cases": params.cases_dir}, checkpoints,
-                 data=data_summary(data), device=device_name(device), precision=REPORTED_PRECISION, source=source,
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, source=source,
                  images_per_set=count, backbones=list(params.backbones))
 
 

@@ -15,8 +15,8 @@ import torch
 from ..core import atomic, paths
 from ..core.cases import read_case_summary
 from ..core.checkpoint import load_classifier, read_checkpoint
-from ..core.cli import Common, add_common_args, make_parser, params_from, preset_help, run_main
-from ..core.device import device_name, resolve_device
+from ..core.cli import BothModels, add_common_args, make_parser, params_from, preset_help, run_main
+from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..core.sweep import LAUNCHERS, run_jobs
@@ -31,10 +31,8 @@ METRICS = ["accuracy", "nll", "ece", "confident_failures", "wrong_among_most_con
 
 
 @dataclass(frozen=True)
-class SeedsParams(Common):
+class SeedsParams(BothModels):
     seeds: tuple = (0, 1, 2, 3, 4)
-    baseline: Path = paths.checkpoint_path("baseline")   # each model's recipe is read from its checkpoint
-    improved: Path = paths.checkpoint_path("improved")
     out_dir: Path = paths.SEEDS_DIR
     cases_dir: Path = paths.CASES_DIR
     launcher: str = "inline"
@@ -98,7 +96,7 @@ def seeds_study(params: SeedsParams) -> None:
     seeds = list(params.seeds)
     threshold = float(read_case_summary(params.cases_dir)["threshold"])  # decided by the failure analysis
     out_dir = atomic.ensure_writable_dir(params.out_dir)
-    checkpoints = {"baseline": params.baseline, "improved": params.improved}
+    checkpoints = params.checkpoints
     recipes = {tag: recipe(path, tag) for tag, path in checkpoints.items()}  # decided by the training stages
     runs = [(tag, seed) for tag in paths.RUNS for seed in seeds]
     jobs = [(ensure_run, (tag, dataclasses.replace(recipes[tag], seed=seed), Path(params.data_dir).resolve(),
@@ -150,7 +148,7 @@ def seeds_study(params: SeedsParams) -> None:
               f"{test['right_only_for_improved']} only for the improved model)")
     print("  confident-failure sets, mean pairwise Jaccard overlap between seeds: "
           + ", ".join(f"{tag} {value:.2f}" for tag, value in overlap.items()) + f" -> {out_dir}")
-    write_record("seeds", {"seeds": out_dir}, checkpoints, data=data_summary(data), device=device_name(device),
+    write_record("seeds", {"seeds": out_dir}, checkpoints, data=data_summary(data), device=describe_device(device),
                  precision=REPORTED_PRECISION, seeds=seeds, threshold=threshold)
 
 
