@@ -15,18 +15,16 @@ from PIL import Image
 
 from .core import atomic, paths
 from .core.cases import read_cases
-from .core.checkpoint import load_classifier
+from .core.checkpoint import load_classifier, model_card
 from .core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
 from .core.device import describe_device, resolve_device
 from .core.errors import UserError
 from .core.record import write_record
+from .nn.cam_layers import AUTO, MIN_SIDE, cam_target, to_image_size
 from .nn.gradcam import METHODS, compute_cams
 from .nn.inference import REPORTED_PRECISION, checkpoint_normalizer, probabilities
 from .plots import cam_grid_figure, explanation_figure, save
 
-# layer3 gives an 8x8 map for a 32x32 input (each cell sees a 4x4 patch); layer4 is only 4x4, too coarse to
-# tell an object from its background, while layer3 is still deep enough (6 of 8 blocks) to be class-specific.
-DEFAULT_LAYER = "layer3"
 ROLES = ["predicted", "true", "failure"]  # the model's own prediction, the true class, the case's failure class
 SIDE_BY_SIDE = "gradcam_side_by_side.png"
 
@@ -43,17 +41,9 @@ class ExplainParams(Common):
     checkpoint: Path = paths.checkpoint_path("baseline")
     cases_dir: Path = paths.CASES_DIR
     method: str = "gradcam"
-    layer: str = DEFAULT_LAYER
+    layer: str = AUTO
     target: str = "predicted"
     batch_size: int = 128
-
-
-def resolve_layer(model: torch.nn.Module, layer: str) -> torch.nn.Module:
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name.startswith("layer") and name.count(".") <= 1]
-        raise UserError(f"--layer {layer} is not a layer of this model; choose one of {', '.join(names)}") from None
 
 
 def save_npz(path: Path, **arrays) -> None:
@@ -64,7 +54,7 @@ def save_npz(path: Path, **arrays) -> None:
 
 def explain(params: ExplainParams, settings: TwinSettings) -> None:
     tag, cases_dir, checkpoint_path = settings.tag, params.cases_dir, params.checkpoint
-    method, layer, target = params.method, params.layer, params.target
+    method, layer, role = params.method, params.layer, params.target
     device = resolve_device(params.device)
     cases = read_cases(cases_dir)
     model, checkpoint = load_classifier(checkpoint_path, paths.producer(tag), device)
@@ -74,7 +64,8 @@ def explain(params: ExplainParams, settings: TwinSettings) -> None:
             if case.get(key) not in names:
                 raise UserError(f"{case['path'] / 'meta.txt'} names class {case.get(key)!r}, which "
                                 f"{checkpoint_path} does not know; run {paths.CASES_PRODUCER} again")
-    target_layer = resolve_layer(model, layer)
+    target = cam_target(model, checkpoint, layer)
+    layer = target.describe()  # its name and map size, in every title
     images = np.stack([np.asarray(Image.open(case["path"] / "image.png").convert("RGB")) for case in cases])
     on_device = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     probs = probabilities(model, checkpoint, on_device).cpu().numpy()
@@ -84,29 +75,34 @@ def explain(params: ExplainParams, settings: TwinSettings) -> None:
     inputs = checkpoint_normalizer(checkpoint, device)(on_device)
     count = len(cases)
     maps, _ = compute_cams(model, inputs.repeat(len(ROLES), 1, 1, 1), np.concatenate([classes[r] for r in ROLES]),
-                           target_layer, method, params.batch_size)
+                           target.module, method, params.batch_size, target.reshape)
+    maps = to_image_size(maps, images.shape[1])  # a model fed resized inputs: maps back on the image's pixels
     maps = maps.reshape(len(ROLES), count, *maps.shape[1:])
-    shown = ROLES.index(target)
+    shown = ROLES.index(role)
     for i, case in enumerate(cases):
-        explained = classes[target][i]
+        explained = classes[role][i]
         pred = classes["predicted"][i]
         title = (f"{case['case']} (test #{case['test_index']}): true {case['true_label']}, "
                  f"{tag} model predicts {names[pred]} ({probs[i, pred]:.3f})")
-        subtitle = (f"{method} on {layer} explaining {names[explained]} (the {target} class, "
+        subtitle = (f"{method} on {layer} explaining {names[explained]} (the {role} class, "
                     f"p={probs[i, explained]:.3f})")
         save(case["path"] / f"gradcam_{tag}.png", explanation_figure(images[i], maps[shown, i], title, subtitle))
         save_npz(case["path"] / f"gradcam_{tag}.npz", maps=maps[:, i], roles=np.array(ROLES),
                  classes=np.array([names[classes[r][i]] for r in ROLES]), probabilities=probs[i],
-                 class_names=np.array(names), method=np.array(method), layer=np.array(layer))
-    print(f"{method} on {layer} for {count} cases, explaining the {target} class: {cases_dir}/case_*/gradcam_{tag}.png")
+                 class_names=np.array(names), method=np.array(method), layer=np.array(target.name),
+                 layer_map=np.array(layer))
+    print(f"{method} on {layer} of {checkpoint['arch']} for {count} cases, explaining the {role} class: "
+          f"{cases_dir}/case_*/gradcam_{tag}.png")
     side_by_side(cases, images)
     write_record(settings.stage, {"cases": cases_dir}, {"checkpoint": checkpoint_path}, model=tag, method=method,
-                 layer=layer, target=target, cases=count, device=describe_device(device), precision=REPORTED_PRECISION)
+                 layer=target.name, layer_map=layer, target=role, cases=count,
+                 models={tag: model_card(checkpoint, checkpoint_path)}, device=describe_device(device),
+                 precision=REPORTED_PRECISION)
 
 
 def side_by_side(cases: list[dict], images: np.ndarray) -> None:
-    """gradcam_side_by_side.png in every case whose folder has the maps of every model (same method and layer):
-    rows are the true class and the failure class, columns the models."""
+    """gradcam_side_by_side.png in every case whose folder has the maps of every model (same method; each model's
+    layer named in the title): rows are the true class and the failure class, columns the models."""
     tags = list(paths.RUNS)
     written = 0
     for case, image in zip(cases, images):
@@ -117,12 +113,13 @@ def side_by_side(cases: list[dict], images: np.ndarray) -> None:
         for tag, f in zip(tags, files):
             with np.load(f) as arrays:
                 stored[tag] = dict(arrays)
-        settings = {(str(s["method"]), str(s["layer"])) for s in stored.values()}
-        if len(settings) != 1:
-            print(f"{case['case']}: the models' maps use different methods or layers ({sorted(settings)}); "
-                  f"rerun both explanation stages with the same --method and --layer for {SIDE_BY_SIDE}")
+        methods = {str(s["method"]) for s in stored.values()}
+        if len(methods) != 1:
+            print(f"{case['case']}: the models' maps use different methods ({sorted(methods)}); rerun both "
+                  f"explanation stages with the same --method for {SIDE_BY_SIDE}")
             continue
-        method, layer = settings.pop()
+        method = methods.pop()
+        layers = ", ".join(f"{tag} {s.get('layer_map', s['layer'])}" for tag, s in stored.items())
         rows, cams, captions = [], {}, {}
         for role, label in [("true", "true class"), ("failure", "failure class")]:
             class_name = case["true_label" if role == "true" else "predicted_label"]
@@ -134,7 +131,7 @@ def side_by_side(cases: list[dict], images: np.ndarray) -> None:
                 own = names[int(probs.argmax())]
                 cams[row, tag] = s["maps"][list(s["roles"]).index(role)]
                 captions[row, tag] = f"p({class_name})={probs[names.index(class_name)]:.3f}, predicts {own}"
-        title = (f"{case['case']} (test #{case['test_index']}): {method} on {layer}, "
+        title = (f"{case['case']} (test #{case['test_index']}): {method} on {layers}; "
                  f"each row explains one class in every model")
         save(case["path"] / SIDE_BY_SIDE, cam_grid_figure(image, rows, tags, cams, captions, title))
         written += 1
@@ -154,7 +151,10 @@ def explanation_stage(description: str, settings: TwinSettings, argv=None) -> No
     parser.add_argument("--method", default=defaults.method, choices=list(METHODS),
                         help="CAM method of pytorch_grad_cam")
     parser.add_argument("--layer", default=defaults.layer,
-                        help="target layer (layer3: 8x8 map; layer4 is only 4x4 on 32x32 inputs)")
+                        help="target layer by module name; auto: layer3 of the built-in ResNet-18 (8x8 map; "
+                             "layer4 is only 4x4), else the deepest convolution whose map is at least "
+                             f"{MIN_SIDE}x{MIN_SIDE} at the model's input size (a ViT: the norm before its last "
+                             "block, as a token grid)")
     parser.add_argument("--target", default=defaults.target, choices=ROLES,
                         help=f"class that gradcam_{settings.tag}.png explains: this model's prediction, the true "
                              "class, or the case's failure class (what the analysed model predicted); the .npz keeps "

@@ -305,16 +305,17 @@ def seeds_figure(per_seed, summary, metrics: list[str], count: int):
 
 
 def randomisation_figure(image: np.ndarray, cascade: dict, title: str):
-    """One row per model: the original Grad-CAM, then the map after each step of the re-initialisation cascade.
-    cascade: {model: {step: cam}}."""
-    steps = list(next(iter(cascade.values())))
-    figure, axes = subplots(len(cascade), len(steps), figsize=(2.4 * len(steps), 2.7 * len(cascade)), dpi=100,
+    """One row per model: the original Grad-CAM, then the map after each step of the re-initialisation cascade
+    (each model its own steps). cascade: {model: {step: cam}}."""
+    columns = max(len(maps) for maps in cascade.values())
+    figure, axes = subplots(len(cascade), columns, figsize=(2.4 * columns, 2.7 * len(cascade)), dpi=100,
                             squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
     for row, (model, maps) in enumerate(cascade.items()):
-        for column, step in enumerate(steps):
-            axes[row, column].imshow(overlay(image, maps[step]))
+        for column, (step, cam) in enumerate(maps.items()):
+            axes[row, column].imshow(overlay(image, cam))
             axes[row, column].set_title(f"{model}\n{step}" if column == 0 else step, fontsize=9)
-            axes[row, column].axis("off")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure

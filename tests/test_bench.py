@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import run_stage_in_process, write_cifar
 from stresstest.stages import bench as benchmark
 from stresstest.data.corruptions import NAMES
-from stresstest.explain import DEFAULT_LAYER
+from stresstest.nn.cam_layers import BUILT_IN_LAYERS
 
 
 def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
@@ -26,7 +26,7 @@ def test_the_gradcam_ceiling_counts_the_forward_pass_and_the_backward_to_the_lay
         model(torch.zeros(1, 3, 32, 32))
     with FlopCounterMode(display=False) as last_stage:  # the backward to layer3 costs about layer4's forward
         model.layer4(torch.zeros(1, 256, 8, 8))
-    assert DEFAULT_LAYER == "layer3"
+    assert BUILT_IN_LAYERS["resnet18"] == "layer3"
     expected = forward.get_total_flops() + last_stage.get_total_flops()
     assert cams["flops_per_map"] == pytest.approx(expected, rel=0.01)  # no weight gradients
     assert cams["matmul_flops_per_s"] > 0 and all(rate > 0 for rate in cams["rates"].values())

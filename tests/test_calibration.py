@@ -8,7 +8,7 @@ import torch
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
 from stresstest import metrics as cal
 from stresstest import plots
-from stresstest.stages.calibration import evaluate_model
+from stresstest.stages.calibration import cross_fitted, evaluate_model, fit_on, fitted_on_validation
 
 
 def synthetic(n=4000, classes=10, sharpen=3.0, seed=0):
@@ -89,8 +89,8 @@ def test_aurc_equals_a_direct_loop_and_the_oracle_has_no_excess():
 
 def test_figures_show_the_intervals_the_tables_report():
     logits, labels, sharp = synthetic(n=300)
-    metrics, selective, figures = evaluate_model("m", {"val": sharp[:100], "test": sharp[100:]},
-                                                     {"val": labels[:100], "test": labels[100:]}, seed=0)
+    fitted = fitted_on_validation(sharp[:100], labels[:100], 200)
+    metrics, selective, figures = evaluate_model("m", sharp[100:], labels[100:], fitted, seed=0)
     titles = [axis.get_title() for axis in plots.reliability_figure({"m": figures["reliability"]}, 200).axes]
     for row, title in zip(metrics, titles):
         assert f"ECE {row['ece']:.3f} (95% {row['ece_low']:.3f}-{row['ece_high']:.3f}, n=200)" in title
@@ -99,6 +99,23 @@ def test_figures_show_the_intervals_the_tables_report():
     assert [text.get_text() for text in legend.get_texts()] == [
         f"{row['score']}: AURC {row['aurc']:.4f} (95% {row['aurc_low']:.4f}-{row['aurc_high']:.4f})"
         for row in selective]
+
+
+def test_cross_fitting_scores_each_half_with_the_other_halfs_values():
+    logits, labels, sharp = synthetic(n=600)
+    fitted = cross_fitted(sharp, labels, seed=0)
+    temperatures = np.unique(fitted.temperature)
+    assert len(temperatures) == 2 and "two-fold cross-fit on the test images" in fitted.fitted_on
+    first = fitted.temperature == temperatures[0]
+    assert 250 <= first.sum() <= 350  # stratified halves
+    # each half carries the temperature fitted on the *other* half, never its own
+    assert fitted.temperature[first][0] == pytest.approx(fit_on(sharp[~first], labels[~first])[0])
+    assert fitted.temperature[first][0] != pytest.approx(fit_on(sharp[first], labels[first])[0])
+    assert fitted.temperature.mean() == pytest.approx(3.0, rel=0.15)  # the sharpening undone
+    metrics, selective, _ = evaluate_model("m", sharp, labels, fitted, seed=0)
+    scaled = metrics[1]
+    assert scaled["fitted_on"] == fitted.fitted_on and scaled["ece"] < metrics[0]["ece"]
+    assert [row["score"].split("_p")[0] for row in selective] == ["msp", "msp_temperature", "pnorm"]
 
 
 def test_pnorm_score_is_the_normalised_centred_max_logit():

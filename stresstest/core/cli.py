@@ -12,6 +12,7 @@ from pathlib import Path
 from . import paths
 from .errors import UserError
 
+NO_MODEL = "none"  # --improved none: the baseline alone
 DEBUG_VARIABLE = "STRESSTEST_DEBUG"  # set to 1: every one-line error also shows its traceback
 
 
@@ -48,14 +49,15 @@ class Common:
 
 @dataclass(frozen=True)
 class BothModels(Common):
-    """The common settings and the two study A checkpoints (the flags of add_checkpoint_args)."""
+    """The common settings and the two models a study C stage compares (the flags of add_checkpoint_args): study A's
+    by default, any imported ones when given; `--improved none` analyses the baseline alone."""
     baseline: Path = paths.checkpoint_path("baseline")
     improved: Path = paths.checkpoint_path("improved")
 
     @property
     def checkpoints(self) -> dict:
-        """{tag: checkpoint path}, in paths.RUNS's order."""
-        return {tag: getattr(self, tag) for tag in paths.RUNS}
+        """{tag: checkpoint path} of the models given, in paths.RUNS's order."""
+        return {tag: getattr(self, tag) for tag in paths.RUNS if getattr(self, tag) != Path(NO_MODEL)}
 
 
 def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random seed") -> None:
@@ -162,8 +164,12 @@ def run_main(main, debug: bool = False) -> None:
         sys.exit(130 if isinstance(stop, KeyboardInterrupt) else 143)
 
 
-def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    """--baseline and --improved: the two study A checkpoints, at their usual places by default."""
-    for tag in paths.RUNS:
-        parser.add_argument(f"--{tag}", type=Path, default=paths.checkpoint_path(tag),
-                            help=f"{tag} checkpoint ({paths.producer(tag)})")
+def add_checkpoint_args(parser: argparse.ArgumentParser, improved_optional: bool = True) -> None:
+    """--baseline and --improved: the study A checkpoints at their usual places by default, or any model
+    import_model.py brought in; `--improved none` analyses the baseline alone where the stage allows it."""
+    parser.add_argument("--baseline", type=Path, default=paths.checkpoint_path("baseline"),
+                        help=f"baseline checkpoint ({paths.producer('baseline')}, or experiments/<name>/best_model.pth "
+                             "of import_model.py)")
+    parser.add_argument("--improved", type=Path, default=paths.checkpoint_path("improved"),
+                        help=f"the model compared with it ({paths.producer('improved')}, or an imported one)"
+                             + (f"; '{NO_MODEL}': the baseline alone" if improved_optional else ""))

@@ -33,7 +33,7 @@ def cpu_name() -> str:
 
 def describe_device(device: torch.device) -> str:
     """What a record says of the device: its type and the hardware's name."""
-    hardware = torch.cuda.get_describe_device(device) if device.type == "cuda" else cpu_name()
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return f"{device.type} ({hardware})"
 
 

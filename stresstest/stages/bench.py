@@ -59,11 +59,11 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from ..explain import DEFAULT_LAYER
+    from ..nn.cam_layers import BUILT_IN_LAYERS
     from ..nn.gradcam import gradcam_on_device
 
     model = trainer.model.eval()
-    layer = model.get_submodule(DEFAULT_LAYER)
+    layer = model.get_submodule(BUILT_IN_LAYERS[trainer.config.arch])
     images = trainer.normalize(trainer.test_images[:count])
     classes = [0] * len(images)
 

@@ -1,10 +1,12 @@
-"""Study C: calibration and selective prediction of the study A models (calibration.py).
+"""Study C: calibration and selective prediction of the study A models, or of imported ones (calibration.py).
 
 ECE with 15 equal-width bins, NLL and Brier, before and after temperature scaling fitted on the validation
-split the training run held out; risk-coverage curves with AURC and E-AURC (Geifman et al. 2019) for three
+split the training run held out (a model without one, imported: two-fold cross-fitting on the test images, each
+half scored with the value fitted on the other half, never fitted and scored on the same images); risk-coverage
+curves with AURC and E-AURC (Geifman et al. 2019) for three
 confidence scores: the maximum softmax probability, the same after temperature scaling, and the centred
 logit p-norm score (MaxLogit-pNorm, Cattelan & Silva 2023, reported by Xia et al. 2024 to undo label
-smoothing's harm to selective classification), with p chosen on the validation split."""
+smoothing's harm to selective classification), with p chosen where the temperature is fitted."""
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +14,12 @@ import numpy as np
 import torch
 
 from ..core import atomic, paths
-from ..core.checkpoint import load_classifier
+from ..core.checkpoint import is_imported, load_classifier, model_card
 from ..core.cli import BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
-from ..data.cifar10 import data_summary, load_cifar10, run_split
+from ..data.cifar10 import data_summary, load_cifar10, run_split, split_validation
 from ..metrics import (aurc, bootstrap_interval, brier_score, excess_aurc, expected_calibration_error,
                         fit_temperature, negative_log_likelihood, pnorm_score, reliability, risk_coverage, softmax)
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, predict_logits
@@ -32,6 +34,11 @@ class CalibrationParams(BothModels):
 
 
 # -- the stage ----------------------------------------------------------------------------------------------
+
+def has_validation_split(checkpoint: dict) -> bool:
+    """A run of the training stages records the validation split it held out; an imported model has none."""
+    return not is_imported(checkpoint) and "val_fraction" in checkpoint.get("config", {})
+
 
 def validation_images(checkpoint: dict, data) -> tuple[np.ndarray, np.ndarray]:
     """The validation split the training run held out, rebuilt from its saved config."""
@@ -48,33 +55,68 @@ def validation_images(checkpoint: dict, data) -> tuple[np.ndarray, np.ndarray]:
     return data.train_images[val_idx], data.train_labels[val_idx]
 
 
-def evaluate_model(tag: str, logits: dict, labels: dict, seed: int) -> tuple[list[dict], list[dict], dict]:
+@dataclass(frozen=True)
+class Fitted:
+    """The temperature and the p-norm's p each test image is scored with, and where they were fitted."""
+    temperature: np.ndarray  # (N,)
+    p: np.ndarray            # (N,)
+    fitted_on: str
+
+
+def fit_on(logits: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """Temperature (NLL) and the p of the p-norm score (least AURC) fitted on these images."""
+    correct = logits.argmax(1) == labels
+    return fit_temperature(logits, labels), min(P_NORMS, key=lambda p: aurc(pnorm_score(logits, p), correct))
+
+
+def fitted_on_validation(val_logits: np.ndarray, val_labels: np.ndarray, test_images: int) -> Fitted:
+    temperature, p = fit_on(val_logits, val_labels)
+    return Fitted(np.full(test_images, temperature), np.full(test_images, p),
+                  f"validation split ({len(val_labels)} images)")
+
+
+def cross_fitted(test_logits: np.ndarray, test_labels: np.ndarray, seed: int) -> Fitted:
+    """Two-fold cross-fitting on the test images: stratified halves, each scored with the temperature and p fitted
+    on the other half."""
+    halves = split_validation(test_labels, 0.5, seed)
+    temperature, p, values = np.zeros(len(test_labels)), np.zeros(len(test_labels), int), []
+    for fit, score in [halves, halves[::-1]]:
+        values.append(fit_on(test_logits[fit], test_labels[fit]))
+        temperature[score], p[score] = values[-1]
+    shown = " / ".join(f"T {t:.3f}, p {q}" for t, q in values)
+    return Fitted(temperature, p, f"two-fold cross-fit on the test images ({shown})")
+
+
+def evaluate_model(tag: str, test_logits: np.ndarray, test_labels: np.ndarray, fitted: Fitted,
+                   seed: int) -> tuple[list[dict], list[dict], dict]:
     """Metric rows (before/after temperature scaling), selective-prediction rows, and curves for figures."""
-    temperature = fit_temperature(logits["val"], labels["val"])
-    test_logits, test_labels = logits["test"], labels["test"]
-    val_correct = logits["val"].argmax(1) == labels["val"]
-    best_p = min(P_NORMS, key=lambda p: aurc(pnorm_score(logits["val"], p), val_correct))
     correct = test_logits.argmax(1) == test_labels
     metrics, figures = [], {"reliability": {}, "curves": {}}
-    for scaling, scale in [("none", 1.0), ("temperature", temperature)]:
-        probs = softmax(test_logits / scale)
+    for scaling, scale in [("none", np.ones(len(correct))), ("temperature", fitted.temperature)]:
+        probs = softmax(test_logits / scale[:, None])
         confidence = probs.max(1)
         low, high = bootstrap_interval(expected_calibration_error, confidence, correct, seed=seed)
-        metrics.append({"model": tag, "scaling": scaling, "temperature": round(scale, 4), "test_images": len(correct),
-                        "accuracy": round(float(correct.mean()), 6),
+        metrics.append({"model": tag, "scaling": scaling, "temperature": round(float(scale.mean()), 4),
+                        "fitted_on": fitted.fitted_on if scaling == "temperature" else "",
+                        "test_images": len(correct), "accuracy": round(float(correct.mean()), 6),
                         "ece": round(expected_calibration_error(confidence, correct), 6),
                         "ece_low": round(low, 6), "ece_high": round(high, 6),
                         "nll": round(negative_log_likelihood(probs, test_labels), 6),
                         "brier": round(brier_score(probs, test_labels), 6)})
         figures["reliability"][scaling] = (reliability(confidence, correct), metrics[-1]["ece"], (low, high))
-    scores = {"msp": softmax(test_logits).max(1), "msp_temperature": softmax(test_logits / temperature).max(1),
-              f"pnorm_p{best_p}": pnorm_score(test_logits, best_p)}
+    pnorm = np.zeros(len(correct))
+    for p in np.unique(fitted.p):  # one p, or one per cross-fitted half
+        pnorm[fitted.p == p] = pnorm_score(test_logits[fitted.p == p], p)
+    scores = {"msp": softmax(test_logits).max(1),
+              "msp_temperature": softmax(test_logits / fitted.temperature[:, None]).max(1),
+              "pnorm_p" + "/".join(map(str, np.unique(fitted.p))): pnorm}
     selective = []
     for name, score in scores.items():
         low, high = bootstrap_interval(aurc, score, correct, seed=seed)
-        selective.append({"model": tag, "score": name, "test_images": len(correct),
-                          "aurc": round(aurc(score, correct), 6), "aurc_low": round(low, 6),
-                          "aurc_high": round(high, 6), "e_aurc": round(excess_aurc(score, correct), 6)})
+        selective.append({"model": tag, "score": name, "fitted_on": fitted.fitted_on if name != "msp" else "",
+                          "test_images": len(correct), "aurc": round(aurc(score, correct), 6),
+                          "aurc_low": round(low, 6), "aurc_high": round(high, 6),
+                          "e_aurc": round(excess_aurc(score, correct), 6)})
         figures["curves"][name] = (*risk_coverage(score, correct), selective[-1]["aurc"], (low, high))
     return metrics, selective, figures
 
@@ -86,14 +128,23 @@ def calibrate(params: CalibrationParams) -> None:
     data = load_cifar10(params.data_dir)
     out_dir = atomic.ensure_writable_dir(params.out_dir)
     metrics, selective, figures = [], [], {}
-    for tag in paths.RUNS:
-        model, checkpoint = load_classifier(checkpoints[tag], paths.producer(tag), device)
-        val_images, val_labels = validation_images(checkpoint, data)
+    cards = {}
+    for tag, path in checkpoints.items():
+        model, checkpoint = load_classifier(path, paths.producer(tag), device)
+        cards[tag] = model_card(checkpoint, path)
         normalizer = checkpoint_normalizer(checkpoint, device)
-        logits = {split: predict_logits(model, torch.from_numpy(images).to(device), normalizer)
-                  .double().cpu().numpy() for split, images in [("val", val_images), ("test", data.test_images)]}
-        rows, choices, figures[tag] = evaluate_model(tag, logits, {"val": val_labels, "test": data.test_labels},
-                                                     params.seed)
+
+        def logits_of(images):
+            return predict_logits(model, torch.from_numpy(images).to(device), normalizer).double().cpu().numpy()
+        test_logits = logits_of(data.test_images)
+        if has_validation_split(checkpoint):
+            val_images, val_labels = validation_images(checkpoint, data)
+            fitted = fitted_on_validation(logits_of(val_images), val_labels, len(data.test_labels))
+            label = tag
+        else:
+            fitted = cross_fitted(test_logits, data.test_labels, params.seed)
+            label = f"{tag} (temperature cross-fitted on test halves)"
+        rows, choices, figures[label] = evaluate_model(tag, test_logits, data.test_labels, fitted, params.seed)
         metrics += rows
         selective += choices
     atomic.write_csv(out_dir / "calibration_metrics.csv", metrics, list(metrics[0]))
@@ -105,19 +156,20 @@ def calibrate(params: CalibrationParams) -> None:
     for row in metrics:
         print(f"{row['model']:9s} {row['scaling']:12s} T={row['temperature']:<7} ECE {row['ece']:.4f} "
               f"[{row['ece_low']:.4f}, {row['ece_high']:.4f}]  NLL {row['nll']:.4f}  Brier {row['brier']:.4f}  "
-              f"(n={row['test_images']})")
+              f"(n={row['test_images']}){'; fitted on ' + row['fitted_on'] if row['fitted_on'] else ''}")
     for row in selective:
         print(f"{row['model']:9s} {row['score']:16s} AURC {row['aurc']:.4f} [{row['aurc_low']:.4f}, "
               f"{row['aurc_high']:.4f}]  E-AURC {row['e_aurc']:.4f}")
     print(f"-> {out_dir}")
     write_record("calibration", {"calibration": out_dir}, checkpoints, data=data_summary(data),
-                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed)
+                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed, models=cards)
 
 
 def main(description: str, argv=None) -> None:
     defaults = CalibrationParams()
     parser = make_parser(description)
-    add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals")
+    add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals and of "
+                                      "the test halves a model without a validation split is cross-fitted on")
     add_checkpoint_args(parser)
     parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import torch
 
 from ..core import atomic, paths
 from ..core.cases import read_case_summary, read_cases
-from ..core.checkpoint import load_classifier
+from ..core.checkpoint import is_imported, load_classifier, model_card
 from ..core.cli import SEED_UNUSED, BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
@@ -26,15 +26,29 @@ CASE_COLUMNS = ["case", "test_index", "true_label", "baseline_pred", "baseline_c
 
 
 def check_compatible(baseline: dict, improved: dict, files: tuple[Path, Path]) -> None:
-    for key in ["arch", "num_classes", "class_names", "normalization"]:
-        if baseline[key] != improved[key]:
-            raise UserError(f"{files[0]} and {files[1]} differ in {key} ({baseline[key]} vs {improved[key]}); "
-                            "the comparison needs the same architecture and classes: retrain one of them")
+    """Two models are compared on the same test images, so they need the same classes (architecture, preprocessing
+    and origin may differ: each model is fed as it expects)."""
+    if baseline["class_names"] != improved["class_names"]:
+        raise UserError(f"{files[0]} and {files[1]} differ in their classes ({baseline['class_names']} vs "
+                        f"{improved['class_names']}); the comparison needs the same classes in the same order")
 
 
-def describe_change(baseline_config: dict, improved_config: dict) -> str:
-    """What the improved run changed, read from the two checkpoints' training configs (a setting one of them
-    predates counts as what that run did; a checkpoint without a config leaves every setting unknown: None)."""
+def describe_model(checkpoint: dict) -> str:
+    """An imported model as its import recorded it: architecture, weights file, preprocessing."""
+    imported = checkpoint["imported"]
+    return f"{checkpoint['arch']} ({imported['weights']}, {imported['preprocessing']})"
+
+
+def describe_change(baseline: dict, improved: dict) -> str:
+    """What tells the two models apart: for two runs of the training stages, the settings that differ in their
+    training configs (a setting one of them predates counts as what that run did; a checkpoint without a config
+    leaves every setting unknown: None); where a model was imported, the two models as their records name them."""
+    if is_imported(baseline) or is_imported(improved):
+        def named(checkpoint):
+            return describe_model(checkpoint) if is_imported(checkpoint) else \
+                f"{checkpoint['arch']} trained here (label_smoothing {checkpoint['config'].get('label_smoothing')})"
+        return f"{named(baseline)} -> {named(improved)}"
+    baseline_config, improved_config = baseline.get("config", {}), improved.get("config", {})
     if baseline_config and improved_config:
         baseline_config, improved_config = model_settings(baseline_config), model_settings(improved_config)
     keys = sorted((set(baseline_config) | set(improved_config)) - RUN_ONLY_SETTINGS)
@@ -64,6 +78,8 @@ class CompareParams(BothModels):
 
 def compare(params: CompareParams) -> None:
     baseline_path, improved_path = params.baseline, params.improved
+    if len(params.checkpoints) < 2:
+        raise UserError("compare_models.py compares two models: give --improved a checkpoint")
     device = resolve_device(params.device)
     cases = read_cases(params.cases_dir)
     threshold = float(read_case_summary(params.cases_dir)["threshold"])  # decided by the failure analysis
@@ -71,7 +87,7 @@ def compare(params: CompareParams) -> None:
     baseline, base_ckpt = load_classifier(baseline_path, paths.producer("baseline"), device)
     improved, impr_ckpt = load_classifier(improved_path, paths.producer("improved"), device)
     check_compatible(base_ckpt, impr_ckpt, (baseline_path, improved_path))
-    change = describe_change(base_ckpt.get("config", {}), impr_ckpt.get("config", {}))
+    change = describe_change(base_ckpt, impr_ckpt)
     data = load_cifar10(params.data_dir)
     class_names, labels = base_ckpt["class_names"], data.test_labels
     images = torch.from_numpy(data.test_images).to(device)
@@ -154,14 +170,15 @@ def compare(params: CompareParams) -> None:
     write_record("compare_models", {"comparison": out_dir},
                  {"baseline": baseline_path, "improved": improved_path, "cases": params.cases_dir},
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, change=change,
-                 threshold=threshold)
+                 threshold=threshold, models={"baseline": model_card(base_ckpt, baseline_path),
+                                              "improved": model_card(impr_ckpt, improved_path)})
 
 
 def main(description: str, argv=None) -> None:
     defaults = CompareParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    add_checkpoint_args(parser)
+    add_checkpoint_args(parser, improved_optional=False)
     parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
                         help=f"case_XX folders and {paths.CASES_SUMMARY} (its confidence threshold is used) written "
                              f"by {paths.CASES_PRODUCER}")

@@ -21,7 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
 from ..core import atomic, paths
 from ..core.cases import read_cases
-from ..core.checkpoint import load_classifier
+from ..core.checkpoint import load_classifier, model_card
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          preset_help, run_main)
 from ..core.device import describe_device, resolve_device, seeded
@@ -29,12 +29,13 @@ from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..metrics import mean_interval, rank_correlations, top_overlap
+from ..nn.cam_layers import cam_target, to_image_size
 from ..nn.gradcam import gradcam_on_device
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, probabilities
 from ..plots import randomisation_figure, save
 
 TOP_SHARE = 0.2  # the top 20% pixels of two maps, compared by IoU
-CASCADE = ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"]  # head first; conv1 with its bn1
+MIN_CASCADE_STEPS = 4  # fewer top-level parts than this: the cascade goes one level deeper
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,41 @@ def road_scores(model, inputs: torch.Tensor, maps: np.ndarray, classes: np.ndarr
         return ROADCombined(percentiles=list(percentiles))(inputs, maps, targets, model)
 
 
+def cascade(model: torch.nn.Module) -> list[str]:
+    """The parts the randomisation check re-initialises one after another, head first: the model's top-level
+    modules that hold parameters, in reverse order of registration (the built-in ResNet-18: fc, layer4, ..., bn1,
+    conv1); a model with fewer than MIN_CASCADE_STEPS of them (one Sequential and a head) goes one level deeper."""
+    def parts(module, prefix=""):
+        return [f"{prefix}{name}" for name, child in module.named_children() if any(True for _ in child.parameters())]
+    names = parts(model)
+    if len(names) < MIN_CASCADE_STEPS:
+        names = [deeper for name in names for deeper in (parts(model.get_submodule(name), f"{name}.") or [name])]
+    return names[::-1]
+
+
 def randomised(model: torch.nn.Module, layers: list[str], seed: int) -> torch.nn.Module:
-    """A copy of `model` whose `layers` (and conv1's bn1) are re-initialised."""
+    """A copy of `model` whose `layers` are re-initialised."""
     copy_ = copy.deepcopy(model)
     with seeded(seed):
         for name in layers:
-            for module_name in [name, "bn1"] if name == "conv1" else [name]:
-                for module in copy_.get_submodule(module_name).modules():
-                    if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
-                    if hasattr(module, "reset_running_stats"):
-                        module.reset_running_stats()
+            for module in copy_.get_submodule(name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
     return copy_.eval()
+
+
+def explained_layers(cases: list[dict], tags) -> dict:
+    """{model: the layer its explanation stage used}, read from the first case's maps (decided by that stage)."""
+    layers = {}
+    for tag in tags:
+        maps_file = cases[0]["path"] / f"gradcam_{tag}.npz"
+        if not maps_file.is_file():
+            raise UserError(f"{maps_file} not found: run {paths.EXPLAINERS[tag]} first")
+        with np.load(maps_file) as stored:
+            layers[tag] = str(stored["layer"])
+    return layers
 
 
 def explanation_checks(params: ExplanationParams) -> None:
@@ -76,11 +100,7 @@ def explanation_checks(params: ExplanationParams) -> None:
     checkpoints = params.checkpoints
     device = resolve_device(params.device)
     cases = read_cases(cases_dir)
-    maps_file = cases[0]["path"] / f"gradcam_{next(iter(paths.RUNS))}.npz"
-    if not maps_file.is_file():
-        raise UserError(f"{maps_file} not found: run {paths.EXPLAINERS[next(iter(paths.RUNS))]} first")
-    with np.load(maps_file) as stored:
-        layer = str(stored["layer"])  # decided by the explanation stage
+    layers = explained_layers(cases, checkpoints)
     data = load_cifar10(params.data_dir)
     out_dir = atomic.ensure_writable_dir(params.out_dir)
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
@@ -94,17 +114,19 @@ def explanation_checks(params: ExplanationParams) -> None:
     correct_index = np.sort(rng.choice(right_for_both, min(params.correct_images, len(right_for_both)),
                                        replace=False))
     sets = {name: index for name, index in [("failure_cases", case_index), ("correct", correct_index)] if len(index)}
-    print(f"Grad-CAM on {layer}: {len(case_index)} saved cases and {len(correct_index)} test images both models "
-          f"get right", flush=True)
+    print(f"Grad-CAM on {', '.join(f'{tag} {layer}' for tag, layer in layers.items())}: {len(case_index)} saved "
+          f"cases and {len(correct_index)} test images {'both models get' if len(models) > 1 else 'the model gets'} "
+          "right", flush=True)
 
     road_rows, cascade_rows, agreement_rows, true_maps, cascade_maps = [], [], [], {}, {}
     for tag, (model, checkpoint) in models.items():
         normalize = checkpoint_normalizer(checkpoint, device)
-        target_layer = model.get_submodule(layer)
+        target = cam_target(model, checkpoint, layers[tag])
+        parts = cascade(model)
         for set_name, index in sets.items():
             inputs = normalize(images[index])
             classes = predicted[tag][index]
-            maps, _ = gradcam_on_device(model, inputs, classes, target_layer, 128)
+            maps, _ = gradcam_on_device(model, inputs, classes, target.module, 128, target.reshape)
             random_maps = rng.random(maps.shape).astype(np.float32)
             for kind, kind_maps in [("gradcam", maps), ("random", random_maps)]:
                 scores = road_scores(model, inputs, kind_maps, classes, params.percentiles, seed)
@@ -113,20 +135,22 @@ def explanation_checks(params: ExplanationParams) -> None:
                                   "road_combined": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
             # the cascade on every image of this set, explaining the original model's prediction
             steps = {"original": maps}
-            for depth in range(1, len(CASCADE) + 1):
-                broken = randomised(model, CASCADE[:depth], seed)
-                steps[f"up to {CASCADE[depth - 1]}"], _ = gradcam_on_device(
-                    broken, inputs, classes, broken.get_submodule(layer), 128)
+            for depth in range(1, len(parts) + 1):
+                broken = randomised(model, parts[:depth], seed)
+                steps[f"up to {parts[depth - 1]}"], _ = gradcam_on_device(
+                    broken, inputs, classes, broken.get_submodule(target.name), 128, target.reshape)
             for step, step_maps in list(steps.items())[1:]:
                 mean, low, high = mean_interval(rank_correlations(maps, step_maps), rng)
                 cascade_rows.append({"model": tag, "images": set_name, "randomised": step, "n": len(index),
                                      "spearman_with_original": round(mean, 6), "low95": round(low, 6),
                                      "high95": round(high, 6)})
             if set_name == "failure_cases":
-                cascade_maps[tag] = {step: step_maps[0] for step, step_maps in steps.items()}
-            true_maps[tag, set_name], _ = gradcam_on_device(model, inputs, labels[index], target_layer, 128)
-    for set_name, index in sets.items():
-        first, second = (true_maps[tag, set_name] for tag in paths.RUNS)
+                cascade_maps[tag] = {step: to_image_size(step_maps[:1], images.shape[-1])[0]
+                                     for step, step_maps in steps.items()}
+            true_maps[tag, set_name] = to_image_size(gradcam_on_device(
+                model, inputs, labels[index], target.module, 128, target.reshape)[0], images.shape[-1])
+    for set_name, index in sets.items() if len(models) == 2 else ():  # the two models' maps on the same pixels
+        first, second = (true_maps[tag, set_name] for tag in models)
         shuffled = np.roll(np.arange(len(index)), 1)  # every map against another image's map
         for pairing, other in [("same image", second), ("different images", second[shuffled])]:
             for measure, values in [("spearman", rank_correlations(first, other)),
@@ -136,12 +160,15 @@ def explanation_checks(params: ExplanationParams) -> None:
                                        "mean": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
     tables = {"road.csv": road_rows, "randomisation.csv": cascade_rows, "agreement.csv": agreement_rows}
     for name, rows in tables.items():
-        atomic.write_csv(out_dir / name, rows, list(rows[0]))
+        if rows:
+            atomic.write_csv(out_dir / name, rows, list(rows[0]))
+        else:  # one model: no agreement to measure (and no stale table from an earlier run)
+            (out_dir / name).unlink(missing_ok=True)
     first_case = cases[0]
     save(out_dir / "randomisation.png", randomisation_figure(
         data.test_images[int(first_case["test_index"])].transpose(1, 2, 0), cascade_maps,
-        f"{first_case['case']} (test #{first_case['test_index']}): Grad-CAM on {layer} as layers are re-initialised "
-        "from the head down"))
+        f"{first_case['case']} (test #{first_case['test_index']}): Grad-CAM ({', '.join(layers.values())}) as parts "
+        "are re-initialised from the head down"))
     road = pd.DataFrame(road_rows)
     for row in road.itertuples():
         print(f"ROAD {row.model:9s} {row.images:13s} {row.map:8s} {row.road_combined:+.4f} "
@@ -151,8 +178,9 @@ def explanation_checks(params: ExplanationParams) -> None:
               f"[{row.low95:.3f}, {row.high95:.3f}]")
     print(f"-> {out_dir}")
     write_record("explanation_checks", {"explanations": out_dir}, {**checkpoints, "cases": cases_dir},
-                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, layer=layer,
-                 correct_images=len(correct_index), seed=seed)
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, layers=layers,
+                 correct_images=len(correct_index), seed=seed,
+                 models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 
 
 def main(description: str, argv=None) -> None:

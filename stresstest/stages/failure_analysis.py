@@ -11,7 +11,7 @@ from PIL import Image
 from .. import plots
 from ..core import atomic, paths
 from ..core.cases import format_meta, replace_folder
-from ..core.checkpoint import load_classifier, read_checkpoint
+from ..core.checkpoint import load_classifier, model_card, read_checkpoint, require_training_run
 from ..core.cli import (SEED_UNUSED, Common, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main, unit_interval)
 from ..core.device import describe_device, resolve_device
@@ -162,6 +162,7 @@ def analyse(params: FailureParams) -> dict:
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
             for i in representative))
     return {"data": data_summary(data), "device": describe_device(device), "test_accuracy": round(accuracy, 6),
+            "models": {"baseline": model_card(checkpoint, checkpoint_path)},
             "confident_failures": confident, "saved_cases": len(cases), "threshold": threshold}
 
 
@@ -169,6 +170,7 @@ def training_label_issues(params: FailureParams) -> None:
     """Training-set label issues from out-of-fold probabilities (cleanlab), ranked, into label_issues_dir."""
     checkpoint_path, folds, fold_epochs = params.checkpoint, params.train_folds, params.fold_epochs
     checkpoint = read_checkpoint(checkpoint_path, paths.producer("baseline"))
+    require_training_run(checkpoint, checkpoint_path, "--train-folds", paths.producer("baseline"))
     data = load_cifar10(params.data_dir, quiet=True)
     out_dir = atomic.ensure_writable_dir(params.label_issues_dir)
     probs, fold_of, folders = out_of_fold_probabilities(checkpoint, data, params.data_dir, folds, fold_epochs,

@@ -249,17 +249,50 @@ def what_ran(records: Records, data_dir: Path) -> tuple[pd.DataFrame | None, lis
     return (pd.DataFrame(rows) if rows else None), elsewhere
 
 
+def model_cards(records: Records) -> dict:
+    """{model: its card} as the stages that read the models recorded them (core.checkpoint.model_card; the newest
+    record wins)."""
+    cards = {}
+    for record in sorted(records.every(), key=lambda record: record.get("finished", "")):
+        cards.update(record.get("models") or {})
+    return {tag: cards[tag] for tag in paths.RUNS if tag in cards}
+
+
+def models_table(cards: dict) -> pd.DataFrame | None:
+    """One row per model: what it is, where its weights came from, how it is fed, its test accuracy."""
+    rows = []
+    for tag, card in cards.items():
+        origin = card.get("origin", "")
+        if card.get("weights"):
+            origin += f"; weights {card['weights']} (sha256 {card.get('weights_sha256', '')[:12]})"
+        elif card.get("label_smoothing") is not None:
+            origin += f"; label smoothing {card['label_smoothing']}, seed {card.get('seed')}, epoch " \
+                      f"{card.get('chosen_epoch')} of {card.get('epochs')}"
+        accuracy = with_interval(card["test_accuracy"], card["test_accuracy_low95"], card["test_accuracy_high95"]) \
+            if "test_accuracy" in card else ""
+        rows.append({"model": tag, "architecture": card.get("arch", ""), "origin": origin,
+                     "checkpoint": f"{card.get('checkpoint', '')} (sha256 {card.get('checkpoint_sha256', '')[:12]})",
+                     "preprocessing": card.get("preprocessing") or
+                     f"mean {card['normalization']['mean']}, std {card['normalization']['std']}",
+                     "input size": card.get("input_size", ""), "test accuracy (Wilson 95%)": accuracy,
+                     "n": card.get("test_images", "")})
+    return pd.DataFrame(rows) if rows else None
+
+
 # -- the sections -----------------------------------------------------------------------------------------------
 
 def runs_section(page: Page, records: Records) -> None:
     page.heading("Training runs (study A)")
-    rows, folders = [], []
+    rows, folders, cards = [], [], model_cards(records)
     for stage, tag in [("train", "baseline"), ("improvement", "improved")]:
         folder = records.output(stage, "run")
         config, info = read_json(_join(folder, paths.CONFIG)), read_json(_join(folder, "run_info.json"))
         metrics = read_csv(_join(folder, "metrics.csv"))
         if config is None or metrics is None:
-            page.missing(f"the {tag} run", f"python {paths.producer(tag)}")
+            if "imported" in cards.get(tag, {}).get("origin", ""):
+                page.paragraph(f"The {tag} model was imported, not trained here (see Models above).", "note")
+            else:
+                page.missing(f"the {tag} run", f"python {paths.producer(tag)}")
             continue
         folders.append((tag, folder))
         best = metrics[metrics.best.astype(bool)].iloc[-1]
@@ -277,7 +310,7 @@ def runs_section(page: Page, records: Records) -> None:
 
 
 def results_section(page: Page, records: Records) -> None:
-    page.heading("Results on the test set: baseline against label smoothing")
+    page.heading("Results on the test set: baseline against improved")
     folder = records.output("compare_models", "comparison")
     summary = read_csv(_join(folder, "test_set_summary.csv"))
     if summary is None:
@@ -297,7 +330,7 @@ def case_tile(page: Page, row, folder: Path, improved: dict | None) -> None:
     caption = (f"{row.case} #{row.test_index}: {row.true_label} &rarr; {html.escape(str(row.predicted_label))} "
                f"({number(float(row.confidence))})")
     if improved:
-        caption += (f"; LS: {html.escape(str(improved['improved_pred']))} "
+        caption += (f"; improved: {html.escape(str(improved['improved_pred']))} "
                     f"({number(float(improved['improved_confidence']))})")
     page.add("<details><summary>")
     page.image(folder / "image.png", f"{row.case} image")
@@ -457,7 +490,7 @@ SECTIONS = [runs_section, results_section, cases_section, training_label_issues_
 
 @dataclass(frozen=True)
 class ReportParams(Common):
-    out_dir: Path = paths.EXPERIMENTS / "report"
+    out_dir: Path = paths.REPORT_DIR
     records_dir: Path = RECORDS_DIR
 
 
@@ -477,6 +510,10 @@ def summary_header(page: Page, records: Records, data_dir: Path) -> list[str]:
     if unreadable:
         top.add(f"<p class='flag'>Tables of {html.escape(', '.join(unreadable))} could not be read for the summary "
                 "(another version's, or edited): rerun those stages.</p>")
+    models = models_table(model_cards(records))
+    if models is not None:
+        top.heading("Models", 3)
+        top.table(models)
     ran, elsewhere = what_ran(records, data_dir)
     top.heading("What ran", 3)
     if ran is None:

@@ -14,7 +14,7 @@ from PIL import Image
 from .. import probe as study_b
 from ..core import atomic, paths
 from ..core.cases import read_cases
-from ..core.checkpoint import load_classifier
+from ..core.checkpoint import load_classifier, model_card
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main)
 from ..core.device import describe_device, resolve_device
@@ -227,7 +227,8 @@ def robustness(params: RobustnessParams) -> None:
     print(f"-> {out_dir}")
     write_record("robustness", {"robustness": out_dir, "cases": params.cases_dir}, checkpoints,
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, source=source,
-                 images_per_set=count, backbones=list(params.backbones))
+                 images_per_set=count, backbones=list(params.backbones),
+                 models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 
 
 def main(description: str, argv=None) -> None:

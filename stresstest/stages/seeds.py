@@ -14,10 +14,9 @@ import torch
 
 from ..core import atomic, paths
 from ..core.cases import read_case_summary
-from ..core.checkpoint import load_classifier, read_checkpoint
+from ..core.checkpoint import load_classifier, read_checkpoint, require_training_run
 from ..core.cli import BothModels, add_common_args, make_parser, params_from, preset_help, run_main
 from ..core.device import describe_device, resolve_device
-from ..core.errors import UserError
 from ..core.record import write_record
 from ..core.sweep import LAUNCHERS, run_jobs
 from ..data.cifar10 import data_summary, load_cifar10
@@ -44,9 +43,7 @@ SMOKE = SeedsParams(seeds=(0, 1))
 def recipe(checkpoint_path: Path, tag: str) -> TrainConfig:
     """The config the training stage made this model with: every other seed is trained with it."""
     checkpoint = read_checkpoint(checkpoint_path, paths.producer(tag))
-    if not checkpoint.get("config"):
-        raise UserError(f"{checkpoint_path} has no training config, so its recipe is unknown: the seeds study needs a "
-                        f"run of {paths.producer(tag)}")
+    require_training_run(checkpoint, checkpoint_path, "seeds.py", paths.producer(tag))
     return saved_config(checkpoint["config"], checkpoint_path)
 
 
