@@ -15,7 +15,7 @@ FLAGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(if $(SMOKE),--smoke)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt requirements-timm.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"

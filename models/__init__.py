@@ -1,4 +1,4 @@
-"""Architectures only. `build_model(name, num_classes)` is how checkpoints rebuild them."""
+"""Architectures only: the built-in ones, by name (stresstest.core.architecture builds these and any other spec)."""
 import torch.nn as nn
 
 from .resnet18 import ResNet18

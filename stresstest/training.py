@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import build_model
 
 from .core import atomic, paths
+from .core.architecture import build_architecture, is_user_code
 from .core.checkpoint import classifier_checkpoint
 from .core.cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction,
                        params_from, positive_float, positive_int, preset_help, run_main, unit_interval)
@@ -150,7 +150,7 @@ class Trainer:
         self.rank_batch = self.batch_size // ranks.world
         self.steps_per_epoch = len(train_idx) // self.batch_size  # drop the ragged last batch
         with seeded(config.seed):  # the same initial weights in every process
-            self.model = build_model(config.arch, len(self.class_names))
+            self.model = build_architecture(config.arch, len(self.class_names))
         self.model.to(device, memory_format=torch.channels_last)
         replica = self.model
         if ranks.world > 1:
@@ -381,6 +381,12 @@ def ensure_finished(config: TrainConfig, data_dir: Path, folder: Path, device_na
     return folder
 
 
+def trainable_arch(text: str) -> str:
+    if is_user_code(text):
+        raise argparse.ArgumentTypeError("user code is not trained here: train it yourself, then import_model.py")
+    return text
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """What tells the twin training stages apart."""
@@ -398,6 +404,10 @@ def training_stage(description: str, settings: RunSettings, argv=None) -> None:
     def preset(text, name):
         return preset_help(text, defaults, SMOKE_CONFIG, name)
     parser.add_argument("--out-dir", type=Path, default=paths.run_dir(settings.tag), help="where this run's files go")
+    parser.add_argument("--arch", type=trainable_arch, default=defaults.arch,
+                        help="the network: resnet18 (the study's CIFAR ResNet-18), or torchvision:<builder> / "
+                             "timm:<name> trained from scratch with the same recipe (your own code: train it yourself, "
+                             "then import_model.py)")
     parser.add_argument("--epochs", type=positive_int, help=preset("training epochs", "epochs"))
     parser.add_argument("--batch-size", type=positive_int,
                         help=preset("training batch size; under torchrun the global batch, split evenly among the "

@@ -14,6 +14,8 @@ def test_our_measurement_times_exactly_the_steps_asked_for(tmp_path):
     trainer = ours["trainer"]
     assert trainer.steps_per_epoch == 1 and trainer.scheduler.last_epoch == 4  # the schedule did not run out
     assert ours["train"] > 0 and ours["eval"] > 0
+    check = benchmark.measure_import_check(trainer)  # the import's check of the same model, on all 8 test images
+    assert check["images"] == 8 and check["seconds"] > 0
 
 
 def test_the_gradcam_ceiling_counts_the_forward_pass_and_the_backward_to_the_layer_only(tmp_path):

@@ -9,7 +9,7 @@ import torch.nn as nn
 from conftest import run_stage_in_process, write_checkpoint
 from models import build_model
 from stresstest.metrics import rank_correlations, top_overlap
-from stresstest.stages.explanation_checks import TOP_SHARE, randomised, road_scores
+from stresstest.stages.explanation_checks import TOP_SHARE, cascade, randomised, road_scores
 
 
 class CornerModel(nn.Module):
@@ -45,6 +45,13 @@ def test_randomised_resets_only_the_named_layers():
     assert changed == {"fc", "layer4"}
 
 
+def test_the_cascade_goes_head_first_and_deeper_for_a_model_of_few_parts():
+    assert cascade(build_model("resnet18", 10)) == ["fc", "layer4", "layer3", "layer2", "layer1", "bn1", "conv1"]
+    small = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)), nn.Flatten(),
+                          nn.Linear(4 * 28 * 28, 10))
+    assert cascade(small) == ["2", "0.2", "0.0"]  # two parts with parameters: one level deeper, ReLU has none
+
+
 def test_agreement_measures_on_known_answers():
     maps = np.random.default_rng(0).random((3, 32, 32))
     np.testing.assert_allclose(rank_correlations(maps, maps), 1)
@@ -67,13 +74,13 @@ def test_explanation_checks_stage_on_generated_data(tiny_data, tmp_path):
     result = run_stage_in_process("explanation_checks.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
                                   "--correct-images", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Grad-CAM on layer4" in result.stdout  # the explanation stage's layer
+    assert "Grad-CAM on baseline layer4, improved layer4" in result.stdout  # the explanation stages' layer
     out = tmp_path / "experiments" / "explanations"
     road = pd.read_csv(out / "road.csv")
     assert set(road["map"]) == {"gradcam", "random"} and set(road.model) == {"baseline", "improved"}
     cascade = pd.read_csv(out / "randomisation.csv")
     assert list(cascade[(cascade.model == "baseline") & (cascade.images == "failure_cases")].randomised) == [
-        "up to fc", "up to layer4", "up to layer3", "up to layer2", "up to layer1", "up to conv1"]
+        "up to fc", "up to layer4", "up to layer3", "up to layer2", "up to layer1", "up to bn1", "up to conv1"]
     agreement = pd.read_csv(out / "agreement.csv")
     assert set(agreement.pairing) == {"same image", "different images"}
     assert (out / "randomisation.png").is_file()

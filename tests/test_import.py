@@ -298,9 +298,12 @@ def test_the_fast_inference_path_equals_a_plain_fp32_forward(name):
 
 def test_timm_models_import_when_timm_is_installed():
     timm = pytest.importorskip("timm", reason="timm is an optional extra (pip install -e '.[timm]')")
-    model = build_architecture("timm:resnet10t", 10)
+    model = build_architecture("timm:resnet10t", 10).eval()
     assert isinstance(model, nn.Module) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    assert timm.is_model("resnet10t")
+    assert timm.is_model("resnet10t") and cam_target(model, {"arch": "timm:resnet10t"}).grid == (4, 4)
+    vit = build_architecture("timm:vit_tiny_patch16_224", 10).eval()
+    target = cam_target(vit, {"arch": "timm:vit_tiny_patch16_224", "input_size": 224})
+    assert target.name == "blocks.11.norm1" and target.grid == (14, 14)
 
 
 # -- every analysis stage on imported models -------------------------------------------------------------------
@@ -386,3 +389,21 @@ def test_a_changed_user_file_is_noticed_in_one_line(tiny_data, tmp_path):
         patch.setattr("sys.stderr", err)
         load_classifier(tmp_path / "experiments" / "small" / "best_model.pth", "", torch.device("cpu"))
     assert err.getvalue().count("\n") == 1 and "changed since the model was imported" in err.getvalue()
+
+
+def test_the_python_entry_point_imports_a_model_in_memory_and_runs_the_stages(tiny_data, user_file, tmp_path,
+                                                                             monkeypatch):
+    import stresstest
+    monkeypatch.chdir(tmp_path)
+    net = build_architecture(f"{user_file}:RawPixelNet", 10)
+    wrapped = torch.compile(net)  # a compiled model's state dict carries _orig_mod. prefixes
+    checkpoint = stresstest.import_model(wrapped, arch=f"{user_file}:RawPixelNet", name="mine", data_dir=tiny_data,
+                                         preprocessing=stresstest.RAW_PIXELS, quiet=True)
+    assert checkpoint == Path("experiments/mine/best_model.pth") and checkpoint.is_file()
+    model, saved = load_classifier(checkpoint, "", torch.device("cpu"))
+    assert saved["imported"]["preprocessing"] == "raw pixels 0..255"
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())
+    with pytest.raises(stresstest.UserError, match="stage 2/11 failure_analysis.py failed"):
+        stresstest.stress_test(tmp_path / "missing.pth", data_dir=tiny_data)  # the first stage says what is missing
+    report = stresstest.stress_test(checkpoint, data_dir=tiny_data, from_stage="report.py")
+    assert report.is_file() and "RawPixelNet" not in report.read_text()  # no analysis stage has run yet

@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
-from ..core.device import pick_precision, resolve_device, synchronize
+from ..core.device import describe_device, pick_precision, resolve_device, synchronize
 from ..core.errors import UserError
 from ..data.cifar10 import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
 from ..nn.inference import REPORTED_PRECISION, predict_logits
@@ -185,6 +185,18 @@ def measure_occlusion(model: torch.nn.Module, images: torch.Tensor, single_count
     return {"batched": batched, "single": single_count / (time.perf_counter() - started), "count": len(images)}
 
 
+def measure_import_check(trainer: Trainer) -> dict:
+    """What import_model.py spends checking a model: rebuild from the spec, strict load, plain forward over the test
+    images, the fast path compared with it (the built-in ResNet-18, as a user's state dict)."""
+    from ..importing import Preprocessing, import_classifier
+
+    test_images, test_labels = trainer.test_images.cpu().numpy(), trainer.test_labels.cpu().numpy()
+    started = time.perf_counter()
+    _, check = import_classifier(trainer.model, trainer.config.arch, trainer.class_names, Preprocessing(),
+                                 test_images, test_labels, trainer.device)
+    return {"seconds": time.perf_counter() - started, "images": check.test_images}
+
+
 def measure_data_parallel(data_dir: Path, processes: int, images: int, batch_size: int) -> dict:
     """Training images/s of train.py as one process and under torchrun with `processes` gloo processes on the
     CPU (one thread each, the same global batch), from the second epoch of each run's metrics.csv."""
@@ -255,7 +267,7 @@ def main(description: str, argv=None) -> None:
                             "or --skip-peer")
         device = resolve_device(args.device)
         torch.manual_seed(args.seed)
-        name = torch.cuda.get_describe_device(device) if device.type == "cuda" else device.type
+        name = describe_device(device)
         print(f"benchmark on {name}, batch {args.batch_size}, {args.steps} timed steps", flush=True)
         ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
         print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",
@@ -294,6 +306,10 @@ def main(description: str, argv=None) -> None:
             print(f"ours  occlusion {occlusion['batched']:8.2f} maps/s batched over {occlusion['count']} images, "
                   f"{occlusion['single']:.2f} maps/s one forward per position "
                   f"({occlusion['batched'] / occlusion['single']:.1f}x)", flush=True)
+        check = measure_import_check(ours["trainer"])
+        print(f"import_model.py check of a ResNet-18: {check['seconds']:.1f} s for {check['images']} test images "
+              f"({check['images'] / check['seconds']:.0f} img/s: rebuild, strict load, plain fp32 forward, fast path "
+              "compared)", flush=True)
         if args.ddp_processes > 0:
             rates = measure_data_parallel(args.data_dir, args.ddp_processes, 2048, args.batch_size)
             print("data-parallel train.py on the CPU: " + ", ".join(f"{name} {rate:.1f} img/s"
