@@ -342,7 +342,7 @@ def test_every_analysis_stage_and_the_report_run_on_two_imported_models(tiny_dat
         assert tv_maps["maps"].shape[-2:] == raw_maps["maps"].shape[-2:] == (32, 32)
     assert (case / "gradcam_side_by_side.png").is_file() and (case / "occlusion_improved.png").is_file()
     summary = pd.read_csv(workdir / "experiments" / "comparison" / "test_set_summary.csv").set_index("metric")
-    assert summary.loc["change", "change"].startswith("torchvision:resnet18 (tv.pth, mean [")
+    assert summary.loc["change", "change"].startswith("torchvision:resnet18 (tv.pth, mean [")  # fed differently
     calibration = pd.read_csv(workdir / "experiments" / "calibration" / "calibration_metrics.csv")
     scaled = calibration[calibration.scaling == "temperature"]
     assert scaled.fitted_on.str.startswith("two-fold cross-fit on the test images").all()
@@ -365,6 +365,15 @@ def test_one_imported_model_alone_and_the_stages_that_need_training(tiny_data, i
                              ("calibration.py", ["--baseline", raw, "--improved", "none"])]:
         result = run_stage_in_process(stage, "--data-dir", tiny_data, *arguments, cwd=workdir)
         assert result.returncode == 0, result.stderr
+    # a model fed resized inputs: its maps are computed at 64x64 and stored on the image's 32x32 pixels
+    result = run_stage_in_process("import_model.py", "--data-dir", tiny_data, "--arch", "torchvision:resnet18",
+                                  "--weights", "tv.pth", "--name", "tv64", "--input-size", "64", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("explainability_improved.py", "--data-dir", tiny_data, "--checkpoint",
+                                  workdir / "experiments" / "tv64" / "best_model.pth", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    with np.load(sorted((workdir / "failure_cases" / "baseline").glob("case_*"))[0] / "gradcam_improved.npz") as maps:
+        assert str(maps["layer_map"]) == "layer3.1.conv2 (4x4)" and maps["maps"].shape == (3, 32, 32)
     assert_user_error(run_stage_in_process("seeds.py", "--data-dir", tiny_data, "--baseline", raw, cwd=workdir),
                       "needs a model trained by train.py", "was imported")
     assert_user_error(run_stage_in_process("failure_analysis.py", "--data-dir", tiny_data, "--checkpoint", raw,
@@ -407,3 +416,16 @@ def test_the_python_entry_point_imports_a_model_in_memory_and_runs_the_stages(ti
         stresstest.stress_test(tmp_path / "missing.pth", data_dir=tiny_data)  # the first stage says what is missing
     report = stresstest.stress_test(checkpoint, data_dir=tiny_data, from_stage="report.py")
     assert report.is_file() and "RawPixelNet" not in report.read_text()  # no analysis stage has run yet
+
+
+@pytest.mark.slow  # one epoch of training
+def test_train_py_trains_a_torchvision_network_with_the_recipe_and_refuses_user_code(tiny_data, user_file, tmp_path):
+    result = run_stage_in_process("train.py", "--data-dir", tiny_data, "--smoke", "--epochs", "1", "--arch",
+                                  "torchvision:resnet18", "--out-dir", tmp_path / "tv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model, checkpoint = load_classifier(tmp_path / "tv" / "best_model.pth", "train.py", torch.device("cpu"))
+    assert checkpoint["arch"] == checkpoint["config"]["arch"] == "torchvision:resnet18"
+    assert isinstance(model, torchvision.models.ResNet)
+    refused = run_stage_in_process("train.py", "--data-dir", tiny_data, "--arch", f"{user_file}:RawPixelNet",
+                                   cwd=tmp_path)
+    assert refused.returncode == 2 and "import_model.py" in refused.stderr

@@ -304,10 +304,13 @@ def test_describe_change_names_every_differing_setting():
     assert describe_change(trained(lr=0.1), trained(lr=0.1)) == "no change in the training config"
     older = trained(label_smoothing=0.0)  # saved before cv_folds existed: its default, which is what the run did
     assert describe_change(older, trained(label_smoothing=0.1, cv_folds=0)) == "label_smoothing 0.0 -> 0.1"
-    imported = {"arch": "net.py:Net", "config": {},
+    older["normalization"] = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    imported = {"arch": "net.py:Net", "config": {}, "normalization": {"mean": [0] * 3, "std": [1 / 255] * 3},
                 "imported": {"weights": "net.pth", "preprocessing": "raw pixels 0..255"}}
     assert describe_change(older, imported) == \
         "resnet18 trained here (label_smoothing 0.0) -> net.py:Net (net.pth, raw pixels 0..255)"
+    same_input = {**imported, "normalization": older["normalization"]}
+    assert describe_change(same_input, older) == "net.py:Net (net.pth) -> resnet18 trained here (label_smoothing 0.0)"
 
 
 def test_unknown_layer_lists_the_candidates():

@@ -33,10 +33,13 @@ def check_compatible(baseline: dict, improved: dict, files: tuple[Path, Path]) -
                         f"{improved['class_names']}); the comparison needs the same classes in the same order")
 
 
-def describe_model(checkpoint: dict) -> str:
-    """An imported model as its import recorded it: architecture, weights file, preprocessing."""
+def describe_model(checkpoint: dict, other: dict) -> str:
+    """An imported model as its import recorded it: architecture, weights file, and its preprocessing where the
+    other model is fed differently."""
     imported = checkpoint["imported"]
-    return f"{checkpoint['arch']} ({imported['weights']}, {imported['preprocessing']})"
+    same_input = (checkpoint["normalization"], checkpoint.get("input_size")) == \
+        (other["normalization"], other.get("input_size"))
+    return f"{checkpoint['arch']} ({imported['weights']}{'' if same_input else ', ' + imported['preprocessing']})"
 
 
 def describe_change(baseline: dict, improved: dict) -> str:
@@ -44,10 +47,10 @@ def describe_change(baseline: dict, improved: dict) -> str:
     training configs (a setting one of them predates counts as what that run did; a checkpoint without a config
     leaves every setting unknown: None); where a model was imported, the two models as their records name them."""
     if is_imported(baseline) or is_imported(improved):
-        def named(checkpoint):
-            return describe_model(checkpoint) if is_imported(checkpoint) else \
+        def named(checkpoint, other):
+            return describe_model(checkpoint, other) if is_imported(checkpoint) else \
                 f"{checkpoint['arch']} trained here (label_smoothing {checkpoint['config'].get('label_smoothing')})"
-        return f"{named(baseline)} -> {named(improved)}"
+        return f"{named(baseline, improved)} -> {named(improved, baseline)}"
     baseline_config, improved_config = baseline.get("config", {}), improved.get("config", {})
     if baseline_config and improved_config:
         baseline_config, improved_config = model_settings(baseline_config), model_settings(improved_config)

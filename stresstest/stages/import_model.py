@@ -8,8 +8,10 @@ from ..core.architecture import build_architecture, load_strict, read_weights
 from ..core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
 from ..core.errors import UserError
 from ..core.record import write_record
-from ..data.cifar10 import load_cifar10
+from ..core.device import describe_device, resolve_device
+from ..data.cifar10 import data_summary, load_cifar10
 from ..importing import RAW_PIXELS, Preprocessing, check_name, import_model
+from ..nn.inference import REPORTED_PRECISION
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,15 @@ def run(params: ImportParams) -> None:
     preprocessing = params.preprocessing
     if not all(s > 0 for s in preprocessing.std):
         raise UserError("--std values must be positive")
-    num_classes = len(load_cifar10(params.data_dir, quiet=True).class_names)
-    model = build_architecture(params.arch, num_classes)
+    data = load_cifar10(params.data_dir, quiet=True)
+    model = build_architecture(params.arch, len(data.class_names))
     load_strict(model, read_weights(params.weights), f"--weights {params.weights}",
                 f"check that --arch {params.arch} is the network these weights were saved from")
     target = import_model(model, params.arch, params.name, preprocessing, params.data_dir, params.device,
                           weights=params.weights)
     write_record(f"import_model.{params.name}", {"checkpoint": target}, {"weights": params.weights},
-                 arch=params.arch, preprocessing=preprocessing.describe())
+                 arch=params.arch, preprocessing=preprocessing.describe(), data=data_summary(data),
+                 device=describe_device(resolve_device(params.device)), precision=REPORTED_PRECISION)
 
 
 def main(description: str, argv=None) -> None:
