@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from conftest import REPO, assert_user_error, run_stage_in_process
-from models import build_model
+from stresstest.core.architecture import build_architecture
 from stresstest import probe, training
 from stresstest.core.distributed import Ranks
 from stresstest.training import Trainer, TrainConfig
@@ -37,12 +37,12 @@ def strip_batchnorm(module: nn.Module) -> nn.Module:
 
 def one_epoch(data_dir: Path, folder: Path, batchnorm: bool, ranks: Ranks = Ranks()) -> dict:
     if not batchnorm:
-        training.build_model = lambda arch, classes: strip_batchnorm(build_model(arch, classes))
+        training.build_architecture = lambda arch, classes: strip_batchnorm(build_architecture(arch, classes))
     try:
         trainer = Trainer(CONFIG, data_dir, folder, torch.device("cpu"), ranks)
         loss, accuracy, _ = trainer._train_epoch(1)
     finally:
-        training.build_model = build_model
+        training.build_architecture = build_architecture
     return {"loss": loss, "accuracy": accuracy, "state": trainer.model.state_dict()}
 
 

@@ -365,6 +365,17 @@ def test_one_imported_model_alone_and_the_stages_that_need_training(tiny_data, i
                              ("calibration.py", ["--baseline", raw, "--improved", "none"])]:
         result = run_stage_in_process(stage, "--data-dir", tiny_data, *arguments, cwd=workdir)
         assert result.returncode == 0, result.stderr
+    # exported CIFAR-10-C-layout files, evaluated on the imported model alone
+    exported = workdir / "c10c"
+    result = run_stage_in_process("make_cifar10c.py", "--data-dir", tiny_data, "--out-dir", exported,
+                                  "--corruption", "contrast", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    result = run_stage_in_process("robustness.py", "--data-dir", tiny_data, "--baseline", raw, "--improved", "none",
+                                  "--corruption", "contrast", "--severity", "2", "--stride", "8", "--cifar10c-dir",
+                                  exported, "--out-dir", workdir / "robustness_alone", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    summary = pd.read_csv(workdir / "robustness_alone" / "robustness_summary.csv")
+    assert list(summary.model) == ["baseline"] and summary.source[0] == "CIFAR-10-C (published files)"
     # a model fed resized inputs: its maps are computed at 64x64 and stored on the image's 32x32 pixels
     result = run_stage_in_process("import_model.py", "--data-dir", tiny_data, "--arch", "torchvision:resnet18",
                                   "--weights", "tv.pth", "--name", "tv64", "--input-size", "64", cwd=workdir)
