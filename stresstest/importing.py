@@ -16,7 +16,7 @@ from .core.checkpoint import NATIVE_SIZE, classifier_checkpoint, model_card
 from .core.device import describe_device, resolve_device
 from .core.errors import UserError
 from .core.record import RECORDS_DIR, portable
-from .data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, data_summary, load_cifar10
+from .data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, Normalizer, data_summary, load_cifar10
 from .metrics import wilson_interval
 from .nn.inference import inference_model, run_batched
 
@@ -33,6 +33,9 @@ class Preprocessing:
     mean: tuple = CIFAR10_MEAN
     std: tuple = CIFAR10_STD
     input_size: int = NATIVE_SIZE
+
+    def normalizer(self, device: torch.device) -> Normalizer:
+        return Normalizer(self.mean, self.std, device, self.input_size)  # resizes only images of another size
 
     def describe(self) -> str:
         values = "raw pixels 0..255" if self == RAW_PIXELS else \
@@ -62,13 +65,11 @@ class ImportCheck:
         return wilson_interval(self.correct, self.test_images)
 
 
-def check_outputs(model: nn.Module, images: torch.Tensor, preprocessing: Preprocessing, num_classes: int,
-                  device: torch.device) -> tuple[torch.Tensor, list[str]]:
+def check_outputs(model: nn.Module, images: torch.Tensor, normalize: Normalizer,
+                  num_classes: int) -> tuple[torch.Tensor, list[str]]:
     """The model's plain fp32 eval-mode outputs on uint8 test images; one-line errors for outputs of the wrong
     shape or non-finite ones, warnings for outputs that look like probabilities."""
-    normalize = Normalizer(preprocessing.mean, preprocessing.std, device,
-                           None if preprocessing.input_size == NATIVE_SIZE else preprocessing.input_size)
-    side = preprocessing.input_size
+    side = normalize.size
     chunks = []
     with torch.no_grad():
         for start in range(0, len(images), CHECK_BATCH):
@@ -109,9 +110,8 @@ def import_classifier(model: nn.Module, arch: str, class_names: list[str], prepr
                 f"--arch {arch} must rebuild this model")
     rebuilt.to(device).eval()
     images = torch.from_numpy(test_images).to(device)
-    logits, warnings = check_outputs(rebuilt, images, preprocessing, len(class_names), device)
-    normalize = Normalizer(preprocessing.mean, preprocessing.std, device,
-                           None if preprocessing.input_size == NATIVE_SIZE else preprocessing.input_size)
+    normalize = preprocessing.normalizer(device)
+    logits, warnings = check_outputs(rebuilt, images, normalize, len(class_names))
     checked = min(len(images), 256)
     fast = run_batched(inference_model(rebuilt), images[:checked], normalize, "fp32")
     difference = float((fast.softmax(1) - logits[:checked].softmax(1)).abs().max())
@@ -155,11 +155,16 @@ def import_model(model: nn.Module, arch: str, name: str, preprocessing: Preproce
     `arch` is the spec that rebuilds it (built-in name, torchvision:<builder>, timm:<name>, file.py:callable or
     module:callable). Returns the checkpoint's path."""
     check_name(name)
-    device_ = resolve_device(device)
-    data = load_cifar10(data_dir, quiet=quiet)
+    return check_and_save(model, arch, name, preprocessing, load_cifar10(data_dir, quiet=quiet),
+                          resolve_device(device), weights, quiet)
+
+
+def check_and_save(model: nn.Module, arch: str, name: str, preprocessing: Preprocessing, data: Cifar10,
+                   device: torch.device, weights: Path | None, quiet: bool = False) -> Path:
+    """import_model on data already loaded (import_model.py loads it once, to build the model too)."""
     checkpoint, check = import_classifier(model, arch, data.class_names, preprocessing, data.test_images,
-                                          data.test_labels, device_, weights)
-    checkpoint["imported"].update(data=data_summary(data), device=describe_device(device_))
+                                          data.test_labels, device, weights)
+    checkpoint["imported"].update(data=data_summary(data), device=describe_device(device))
     for warning in check.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     target = save_imported(checkpoint, name)

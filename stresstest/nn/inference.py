@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 from tqdm import tqdm
 
-from ..core.checkpoint import NATIVE_SIZE, input_size
+from ..core.checkpoint import input_size
 from ..core.device import autocast
 from ..data.cifar10 import Normalizer
 
@@ -96,7 +96,7 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 def checkpoint_normalizer(checkpoint: dict, device: torch.device) -> Normalizer:
     """The input normalization a classifier checkpoint was trained with."""
     return Normalizer(checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"], device,
-                      input_size(checkpoint) if input_size(checkpoint) != NATIVE_SIZE else None)
+                      input_size(checkpoint))  # resizes only images of another size
 
 
 def probabilities(model: nn.Module, checkpoint: dict, images: torch.Tensor) -> torch.Tensor:

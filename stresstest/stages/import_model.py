@@ -10,7 +10,7 @@ from ..core.errors import UserError
 from ..core.record import write_record
 from ..core.device import describe_device, resolve_device
 from ..data.cifar10 import data_summary, load_cifar10
-from ..importing import RAW_PIXELS, Preprocessing, check_name, import_model
+from ..importing import RAW_PIXELS, Preprocessing, check_and_save, check_name
 from ..nn.inference import REPORTED_PRECISION
 
 
@@ -51,15 +51,15 @@ def run(params: ImportParams) -> None:
     preprocessing = params.preprocessing
     if not all(s > 0 for s in preprocessing.std):
         raise UserError("--std values must be positive")
-    data = load_cifar10(params.data_dir, quiet=True)
+    data = load_cifar10(params.data_dir)
+    device = resolve_device(params.device)
     model = build_architecture(params.arch, len(data.class_names))
     load_strict(model, read_weights(params.weights), f"--weights {params.weights}",
                 f"check that --arch {params.arch} is the network these weights were saved from")
-    target = import_model(model, params.arch, params.name, preprocessing, params.data_dir, params.device,
-                          weights=params.weights)
+    target = check_and_save(model, params.arch, params.name, preprocessing, data, device, params.weights)
     write_record(f"import_model.{params.name}", {"checkpoint": target}, {"weights": params.weights},
                  arch=params.arch, preprocessing=preprocessing.describe(), data=data_summary(data),
-                 device=describe_device(resolve_device(params.device)), precision=REPORTED_PRECISION)
+                 device=describe_device(device), precision=REPORTED_PRECISION)
 
 
 def main(description: str, argv=None) -> None:
