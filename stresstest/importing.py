@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 
 from .core import atomic, paths
-from .core.architecture import (build_architecture, canonical_spec, file_sha256, first_line, load_strict,
-                                source_identity, strip_prefixes)
+from .core.architecture import (build_architecture, canonical_spec, file_sha256, load_strict, source_identity,
+                                strip_prefixes)
 from .core.checkpoint import NATIVE_SIZE, classifier_checkpoint, model_card
 from .core.device import describe_device, resolve_device
-from .core.errors import UserError
+from .core.errors import UserError, first_line
 from .core.record import RECORDS_DIR, portable
 from .data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, Normalizer, data_summary, load_cifar10
 from .metrics import wilson_interval

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from models import ARCHITECTURES, build_model
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 TORCHVISION, TIMM = "torchvision:", "timm:"
 # where training scripts keep the state dict inside a checkpoint dict, most common first
@@ -84,12 +84,6 @@ def user_callable(spec: str):
     if not callable(getattr(module, name, None)):
         raise UserError(f"architecture {spec}: {source} has no callable named {name}")
     return getattr(module, name), path
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message, first line only and at most 200 characters (for one-line errors)."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def build_architecture(spec: str, num_classes: int) -> nn.Module:

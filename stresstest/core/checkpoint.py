@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from .architecture import build_architecture, changed_source, file_sha256, load_strict
 from ..metrics import wilson_interval
-from .errors import UserError
+from .errors import UserError, first_line
 
 CHECKPOINT_FORMAT = "cnn-stress-testing/classifier"
 CHECKPOINT_VERSION = 1
@@ -58,8 +58,7 @@ def read_checkpoint(path: Path, producer: str) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and weights_only refusals all land here
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} is not a readable checkpoint ({first_line[:120]}); "
+        raise UserError(f"{path} is not a readable checkpoint ({first_line(error)[:120]}); "
                         f"delete it and run {producer} again") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a cnn-stress-testing classifier checkpoint; run {producer} to make one, "

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from .device import resolve_device
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,19 @@ def finish(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
+# What gloo and NCCL say when the other end of a collective is gone. Some collectives (DDP's buffer broadcast in
+# the forward pass) raise them as a plain RuntimeError rather than a DistError.
+PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "remote worker crash",
+             "nccl communicator was aborted")
+
+
+def lost_peer(error: Exception, ranks: Ranks) -> bool:
+    """Whether `error` is a collective failing because another process of the job died."""
+    if isinstance(error, dist.DistError):
+        return True
+    return ranks.world > 1 and any(phrase in str(error).lower() for phrase in PEER_LOST)
+
+
 @contextmanager
 def torchrun_job(device_name: str, rerun: str):
     """(ranks, device) of this process for the body of a stage, leaving the process group at its end. A collective
@@ -72,8 +85,10 @@ def torchrun_job(device_name: str, rerun: str):
     ranks, device = start(device_name)
     try:
         yield ranks, device
-    except dist.DistError as error:
-        raise UserError(f"another process of this torchrun job failed ({type(error).__name__}: {error}); "
-                        f"{rerun}") from None
+    except (dist.DistError, RuntimeError) as error:
+        if not lost_peer(error, ranks):
+            raise
+        raise UserError(f"another process of this torchrun job failed ({type(error).__name__}: "
+                        f"{first_line(error)}); {rerun}") from None
     finally:
         finish(ranks)
