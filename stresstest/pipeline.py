@@ -14,7 +14,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 # (script, whether it has a --smoke preset)
 STAGES = [("train.py", True), ("failure_analysis.py", True), ("explainability.py", False),
           ("improvement.py", True), ("compare_models.py", False), ("explainability_improved.py", False),
-          ("calibration.py", False), ("robustness.py", True), ("explanation_checks.py", True),
+          ("calibration.py", False), ("robustness.py", True), ("adversarial.py", True),
+          ("explanation_checks.py", True),
           ("seeds.py", True), ("report.py", False)]
 NAMES = [name for name, _ in STAGES]
 # the stages that retrain a recipe, which only the built-in runs have
@@ -43,7 +44,8 @@ def stage_arguments(params: PipelineParams) -> list[tuple[str, list[str]]]:
     plan = {"failure_analysis.py": ["--checkpoint", baseline], "explainability.py": ["--checkpoint", baseline],
             "compare_models.py": ["--baseline", baseline, "--improved", improved] if improved else None,
             "explainability_improved.py": ["--checkpoint", improved] if improved else None,
-            "calibration.py": both, "robustness.py": both, "explanation_checks.py": both, "report.py": []}
+            "calibration.py": both, "robustness.py": both, "adversarial.py": both, "explanation_checks.py": both,
+            "report.py": []}
     return [(name, plan.get(name)) for name in NAMES]
 
 

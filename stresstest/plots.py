@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 from PIL import Image
 
 from .core import atomic
@@ -335,5 +335,93 @@ def label_issues_figure(images: np.ndarray, issues, total: int, split: str, colu
                        f"quality {row.label_quality:.3f}", fontsize=7.5)
     figure.suptitle(f"The {len(images)} most suspicious of the {len(issues)} labels cleanlab flags among n = {total} "
                     f"{split} images (lowest label quality first)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def robust_accuracy_figure(table, title: str) -> Figure:
+    """Robust accuracy against the radius, one panel per norm: a colour per model, a line style per attack, 95%
+    bands; attacks run at one radius only are points."""
+    norms = [norm for norm in ("Linf", "L2") if (table.norm == norm).any()]
+    figure, axes = subplots(1, len(norms), figsize=(6.5 * len(norms), 4.6), dpi=100, squeeze=False)
+    models = list(dict.fromkeys(table.model))
+    attacks = list(dict.fromkeys(table.attack))
+    styles = ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2)), (0, (3, 1, 1, 1)), (0, (8, 2)), (0, (2, 2))]
+    markers = "osD^v<>px"
+    for axis, norm in zip(axes.flat, norms):
+        for m, model in enumerate(models):
+            for a, attack in enumerate(attacks):
+                chosen = (table.model == model) & (table.norm == norm) & (table.attack == attack)
+                rows = table[chosen].sort_values("eps")
+                if not len(rows):
+                    continue
+                scale = 255 if norm == "Linf" else 1
+                axis.plot(rows.eps * scale, rows.robust_accuracy, color=TAB10(m), linestyle=styles[a % len(styles)],
+                          marker=markers[a % len(markers)], markersize=4, label=f"{model}: {attack}")
+                if len(rows) > 1:
+                    axis.fill_between(rows.eps * scale, rows.robust_low95, rows.robust_high95, color=TAB10(m),
+                                      alpha=0.08, linewidth=0)
+            clean = table[(table.model == model) & (table.norm == norm)].clean_accuracy.max()
+            axis.axhline(clean, color=TAB10(m), linestyle="--", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel("radius, 1/255" if norm == "Linf" else "L2 radius (pixels in [0, 1])")
+        axis.set_ylabel("robust accuracy")
+        axis.set_ylim(0, 1)
+        axis.set_title(norm, fontsize=10)
+        axis.grid(alpha=0.3)
+    handles = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels())}
+    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=6, loc="upper right", title="dashed: clean",
+                        title_fontsize=6)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def distance_figure(per_image, title: str) -> Figure:
+    """Top: the least perturbation per correctly classified image, per norm and model; bottom: against the
+    model's confidence."""
+    norms = [norm for norm in ("linf", "l2") if f"min_{norm}" in per_image]
+    figure, axes = subplots(2, len(norms), figsize=(6 * len(norms), 8), dpi=100, squeeze=False)
+    for column, norm in enumerate(norms):
+        for m, (model, rows) in enumerate(per_image.groupby("model", sort=False)):
+            known = rows[np.isfinite(rows[f"min_{norm}"])]
+            values = known[f"min_{norm}"] * (255 if norm == "linf" else 1)
+            if not len(values):
+                continue
+            axes[0, column].hist(values, bins=30, alpha=0.5, color=TAB10(m), label=f"{model} (n={len(values)})")
+            axes[1, column].scatter(known.confidence, values, s=8, alpha=0.6, color=TAB10(m), label=model)
+        unit = "Linf, 1/255" if norm == "linf" else "L2"
+        axes[0, column].set_xlabel(f"least perturbation that changes the answer ({unit})")
+        axes[0, column].set_ylabel("images")
+        axes[1, column].set_xlabel("confidence (maximum softmax probability)")
+        axes[1, column].set_ylabel(f"least perturbation ({unit})")
+        for axis in axes[:, column]:
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def adversarial_examples_figure(images: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor, model,
+                                class_names: list[str], title: str) -> Figure:
+    """Clean image, its perturbation amplified to the full range, and the adversarial image with the new answer."""
+    with torch.no_grad():
+        before, after = model(images).argmax(1), model(adversarial).argmax(1)
+    figure, axes = subplots(3, len(images), figsize=(1.9 * len(images), 6.2), dpi=100, squeeze=False)
+    for column in range(len(images)):
+        delta = (adversarial[column] - images[column]).cpu()
+        scale = float(delta.abs().max()) or 1.0
+        truth, answer = class_names[int(labels[column])], class_names[int(before[column])]
+        panels = [(images[column].cpu(), f"{truth}\nanswer {answer}"),
+                  (delta / (2 * scale) + 0.5, f"x{0.5 / scale:.0f}"),
+                  (adversarial[column].cpu(), f"answer {class_names[int(after[column])]}")]
+        for row, (picture, text) in enumerate(panels):
+            axes[row, column].imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            axes[row, column].set_title(text, fontsize=7)
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure

@@ -40,7 +40,7 @@ def pipeline(real_data, tmp_path_factory):
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 11
+    assert result.stdout.count("=== stage") == 12
     return workdir, load_cifar10(real_data, quiet=True)
 
 
@@ -52,6 +52,10 @@ def test_every_contract_file_is_there(pipeline):
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
     assert (workdir / "experiments" / "comparison" / "comparison_results.csv").is_file()
     assert (workdir / "experiments" / "calibration" / "calibration_metrics.csv").is_file()
+    adversarial = workdir / "experiments" / "adversarial"
+    for name in ["robust_accuracy.csv", "per_image.csv", "checks.json", "robust_accuracy.png", "transfer.csv",
+                 "case_distances.csv"]:
+        assert (adversarial / name).is_file(), name
     seeds = pd.read_csv(workdir / "experiments" / "seeds" / "per_seed.csv")
     assert sorted(seeds.seed.unique()) == [0, 1]
     assert set(seeds[seeds.seed == 0].run) == {"experiments/baseline", "experiments/improved"}  # seed 0 reused
@@ -324,7 +328,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/11 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
+    assert "stage 2/12 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):

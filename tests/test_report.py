@@ -24,6 +24,7 @@ def test_report_of_nothing_names_every_missing_stage(tmp_path):
     text = (tmp_path / "experiments" / "report" / "index.html").read_text()
     for command in ["python train.py", "python improvement.py", "python compare_models.py",
                     "python failure_analysis.py", "python calibration.py", "python robustness.py", "python seeds.py",
+                    "python adversarial.py",
                     "python explanation_checks.py", "python failure_analysis.py --train-folds 4",
                     "python probing/baseline_knn.py"]:
         assert f"<code>{command}" in text, command

@@ -20,6 +20,7 @@ EXPLAINERS = {"baseline": "explainability.py", "improved": "explainability_impro
 COMPARISON_DIR = EXPERIMENTS / "comparison"
 CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
 ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
+ADVERSARIAL_DIR = EXPERIMENTS / "adversarial"  # study C: adversarial.py
 SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
 EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation_checks.py
 LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)

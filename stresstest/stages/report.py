@@ -212,8 +212,29 @@ def seeds_rows(records: Records) -> list[dict]:
                                                                 difference.t95_high)}]
 
 
+def adversarial_rows(records: Records) -> list[dict]:
+    """The strongest attack at each radius the strong attacks or AutoAttack ran at, both models."""
+    folder = records.output("adversarial", "adversarial")
+    table = read_csv(_join(folder, "robust_accuracy.csv"))
+    if table is None:
+        return []
+    checks = read_json(folder / "checks.json") or {}
+    failed = {model: sum(check["status"] == "fail" for check in found) for model, found in checks.items()}
+    rows = []
+    strong = table[~table.attack.isin(["FGSM", "PGD-CE"])]
+    for radius, group in strong.groupby("radius", sort=False):
+        worst = group.loc[group.groupby("model").robust_accuracy.idxmin()].set_index("model")
+        rows.append({"figure": f"robust accuracy at {radius}, strongest attack (Wilson 95%)",
+                     "n": int(worst.n.min()), "note": "; ".join(f"{model}: {row.attack}, {failed.get(model, 0)} "
+                                                                "masking checks failed"
+                                                                for model, row in worst.iterrows()),
+                     **{model: with_interval(row.robust_accuracy, row.robust_low95, row.robust_high95)
+                        for model, row in worst.iterrows()}})
+    return rows
+
+
 HEADLINE_SOURCES = {"compare_models": comparison_rows, "calibration": calibration_rows,
-                    "robustness": corruption_rows, "seeds": seeds_rows}
+                    "robustness": corruption_rows, "adversarial": adversarial_rows, "seeds": seeds_rows}
 
 
 def headline(records: Records) -> tuple[pd.DataFrame | None, list[str]]:
@@ -456,6 +477,32 @@ def robustness_section(page: Page, records: Records) -> None:
         page.table(agreement)
 
 
+adversarial_tables = StageSection(
+    "Adversarial attacks", "adversarial", "adversarial", "robust_accuracy.csv", "the adversarial stage",
+    "python adversarial.py",
+    intro="Robust accuracy under each attack and radius ([0, 1] pixels; Linf radii in 1/255), Wilson 95% intervals:",
+    tables=(("model_comparison.csv", "The two models on the same images under the same attack: McNemar's exact test."),
+            ("transfer.csv", "Transfer: each model on the other's PGD images."),
+            ("distance_summary.csv", "Least perturbation that changes the answer (FAB-T, an upper bound), against "
+                                     "confidence and margin (Spearman), and for the images a corruption flips "
+                                     "(Mann-Whitney U)."),
+            ("case_distances.csv", "The confident failures: how far each is from being answered with its true "
+                                   "class.")),
+    figures=(("robust_accuracy.png", "robust accuracy against the radius"),
+             ("minimal_distance.png", "least perturbations"),
+             ("adversarial_examples.png", "adversarial examples")))
+
+
+def adversarial_section(page: Page, records: Records) -> None:
+    if adversarial_tables(page, records) is None:
+        return
+    checks = read_json(records.output("adversarial", "adversarial") / "checks.json")
+    if checks:
+        page.paragraph("Gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019): a fail means a number "
+                       "above may overstate robustness.", "note")
+        page.table(pd.DataFrame([{"model": model, **check} for model, found in checks.items() for check in found]))
+
+
 def probing_section(page: Page, records: Records) -> None:
     page.heading("Study B: frozen pretrained backbones")
     probes = [record for record in read_records("baseline_knn.", records.folder)
@@ -483,7 +530,7 @@ def probing_section(page: Page, records: Records) -> None:
 
 
 SECTIONS = [runs_section, results_section, cases_section, training_label_issues_section, calibration_section,
-            robustness_section, seeds_section, explanation_checks_section, probing_section]
+            robustness_section, adversarial_section, seeds_section, explanation_checks_section, probing_section]
 
 
 # -- the stage --------------------------------------------------------------------------------------------------

@@ -1,0 +1,413 @@
+"""Study C, stage 9 (adversarial.py): the worst case near each test image. Robust accuracy against the radius
+under Linf and L2 (FGSM and PGD at every radius; APGD-CE, APGD-DLR, APGD-T and Square at the strong radii; the
+standard AutoAttack at the headline radii), with Wilson intervals and McNemar between the models; the least
+perturbation that changes each answer (FAB-T) against confidence, margin and the corruptions that flip it;
+transfer between the models; and the gradient-masking checks, pass or fail."""
+from dataclasses import dataclass, fields
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import mannwhitneyu
+
+from ..attacks import reference
+from ..attacks.gradient import PGDSettings, fgsm, pgd
+from ..attacks.masking import masking_checks
+from ..attacks.reference import ReferenceSettings
+from ..attacks.threat import NORMS, PixelModel, Threat, flat_norm, parse_radius, predict
+from ..core import atomic, paths
+from ..core.cases import read_cases
+from ..core.checkpoint import load_classifier, model_card
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
+                         positive_int, preset_help, run_main)
+from ..core.device import describe_device, resolve_device
+from ..core.errors import UserError
+from ..core.record import write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..data.cifar10c import corrupted_images
+from ..data.corruptions import NAMES as CORRUPTIONS, SEVERITIES
+from ..metrics import mcnemar_exact, rank_correlation, top_two_margin, wilson_interval
+from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, inference_model
+from ..plots import (adversarial_examples_figure, distance_figure, robust_accuracy_figure, save)
+
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD-CE", "pgd_double_steps": "PGD-CE, twice the steps",
+                "pgd_restart": "PGD-CE, 2 random starts", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
+                "apgd_t": "APGD-T", "square": "Square (black-box)", "autoattack": "AutoAttack (standard)"}
+
+
+@dataclass(frozen=True)
+class AdversarialParams(BothModels):
+    cases_dir: Path = paths.CASES_DIR
+    out_dir: Path = paths.ADVERSARIAL_DIR
+    images: int = 200                    # seeded sample of the test images (0: all)
+    linf: tuple = ("0.5", "1", "2", "4", "8", "32")  # radii in 1/255: FGSM and PGD at each
+    l2: tuple = ("0.05", "0.1", "0.25", "0.5")
+    strong: tuple = ("Linf:1", "L2:0.1")  # APGD-CE/DLR/T, Square and PGD's budget checks here
+    autoattack: tuple = ("Linf:8", "L2:0.5")  # the standard AutoAttack here ('none': not run)
+    autoattack_images: int = 100         # the first N of the sample (0: all): its cost is fixed, not early-stopped
+    pgd_steps: int = 10
+    apgd_iterations: int = 25
+    apgd_targets: int = 3
+    square_queries: int = 1000
+    distance_images: int = 100           # least-distance search on the first N correct images of the sample (0: all)
+    fab_iterations: int = 25
+    distance_targets: int = 2
+    corruption_severity: int = 3         # which corruptions flip each image, at this severity
+    batch_size: int = 256
+
+
+# --smoke: a minute or two on a 2-core CPU
+SMOKE = AdversarialParams(images=32, linf=("1", "8"), l2=("0.25",), strong=("Linf:1",), autoattack=("Linf:8",),
+                          autoattack_images=8, pgd_steps=4, apgd_iterations=5, apgd_targets=1, square_queries=50,
+                          distance_images=8, fab_iterations=10, distance_targets=1)
+
+
+def parse_strong(text: str) -> Threat:
+    norm, sep, radius = text.partition(":")
+    match = {name.lower(): name for name in NORMS}.get(norm.lower())
+    if not sep or match is None:
+        raise UserError(f"radius {text!r}: write NORM:RADIUS with NORM one of {', '.join(NORMS)} "
+                        "(for example Linf:8 for 8/255, L2:0.5)")
+    return parse_radius(match, radius)
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: list        # FGSM and PGD
+    strong: list
+    autoattack: list
+
+
+def make_plan(params: AdversarialParams) -> Plan:
+    sweep = [parse_radius("Linf", r) for r in params.linf] + [parse_radius("L2", r) for r in params.l2]
+    autoattack = [] if params.autoattack in ((), ("none",)) else [parse_strong(t) for t in params.autoattack]
+    return Plan(sorted(set(sweep), key=lambda t: (t.norm, t.eps)), [parse_strong(t) for t in params.strong],
+                autoattack)
+
+
+def attack_settings(params: AdversarialParams) -> dict:
+    """What each attack ran with, in the table beside its numbers."""
+    return {"fgsm": "one step of eps", "pgd": f"{params.pgd_steps} steps of 2.5 eps/{params.pgd_steps}, random start",
+            "pgd_double_steps": f"{2 * params.pgd_steps} steps, random start", "pgd_restart":
+            f"{params.pgd_steps} steps, 2 random starts", "apgd_ce": f"{params.apgd_iterations} iterations",
+            "apgd_dlr": f"{params.apgd_iterations} iterations", "apgd_t":
+            f"{params.apgd_iterations} iterations x {params.apgd_targets} target classes",
+            "square": f"{params.square_queries} queries, p_init 0.8", "autoattack": "version standard, unchanged"}
+
+
+def differentiable_or_error(model: PixelModel, images: torch.Tensor, labels: torch.Tensor, tag: str) -> None:
+    probe = images[:2].clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            gradient, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(probe), labels[:2]), probe)
+    except RuntimeError as error:
+        raise UserError(f"the {tag} model is not differentiable with respect to its input ({str(error)[:120]}); "
+                        "white-box attacks need gradients: export a model without no_grad/detach in its forward"
+                        ) from None
+    if not torch.isfinite(gradient).all():
+        raise UserError(f"the {tag} model's input gradient is not finite; check the model's forward")
+
+
+class Runner:
+    """The attacks of one model on the sample, keeping each run's per-image 'still right' and its bounds."""
+
+    def __init__(self, model: PixelModel, images: torch.Tensor, labels: torch.Tensor, params: AdversarialParams):
+        self.model, self.images, self.labels, self.params = model, images, labels, params
+        self.robust: dict = {}       # (attack, Threat) -> bool per image of the run's images
+        self.excess: dict = {}       # (attack, Threat) -> (largest norm beyond eps, lowest pixel, highest pixel)
+        self.adversarial: dict = {}  # Threat -> PGD's adversarial images (transfer, examples)
+        self.reference = ReferenceSettings(params.apgd_iterations, params.apgd_targets, params.square_queries,
+                                           params.fab_iterations, params.distance_targets)
+
+    def record(self, attack: str, threat: Threat, adversarial: torch.Tensor, count: int) -> None:
+        images, labels, adversarial = self.images[:count], self.labels[:count], adversarial.detach()
+        size = flat_norm(adversarial - images, threat.norm)
+        self.excess[attack, threat] = (float((size - threat.eps).max()), float(adversarial.min()),
+                                       float(adversarial.max()))
+        self.robust[attack, threat] = (predict(self.model, adversarial, self.params.batch_size) == labels).cpu()
+
+    def run(self, attack: str, threat: Threat, count: int = 0) -> None:
+        count = count or len(self.images)
+        images, labels, seed, batch = self.images[:count], self.labels[:count], self.params.seed, self.params.batch_size
+        steps = self.params.pgd_steps
+        if attack == "fgsm":
+            adversarial = fgsm(self.model, images, labels, threat, batch)
+        elif attack.startswith("pgd"):
+            settings = PGDSettings(steps=2 * steps if attack == "pgd_double_steps" else steps,
+                                   restarts=2 if attack == "pgd_restart" else 1, batch_size=batch)
+            adversarial = pgd(self.model, images, labels, threat, settings, seed + (attack != "pgd"))
+            if attack == "pgd":
+                self.adversarial[threat] = adversarial
+        elif attack.startswith("apgd"):
+            adversarial = reference.apgd(self.model, images, labels, threat, attack.split("_")[1], self.reference,
+                                         seed)
+        elif attack == "square":
+            adversarial = reference.square(self.model, images, labels, threat, self.reference, seed)
+        else:
+            adversarial = reference.autoattack(self.model, images, labels, threat, seed, batch)
+        self.record(attack, threat, adversarial, count)
+
+
+def accuracy_rows(tag: str, runner: Runner, clean_right: torch.Tensor, params: AdversarialParams) -> list[dict]:
+    settings, libraries = attack_settings(params), f"torch {version('torch')}; {reference.library_version()}"
+    rows = []
+    for (attack, threat), robust in runner.robust.items():
+        n = len(robust)
+        low, high = wilson_interval(int(robust.sum()), n)
+        rows.append({"model": tag, "norm": threat.norm, "eps": round(threat.eps, 8), "radius": threat.label,
+                     "attack": ATTACK_NAMES[attack], "n": n,
+                     "clean_accuracy": round(float(clean_right[:n].float().mean()), 6),
+                     "robust_accuracy": round(float(robust.float().mean()), 6), "robust_low95": round(low, 6),
+                     "robust_high95": round(high, 6), "settings": settings[attack], "seed": params.seed,
+                     "libraries": libraries})
+    return rows
+
+
+def comparison_rows(runners: dict) -> list[dict]:
+    """McNemar's exact test of the two models per attack and radius, on the same images."""
+    if len(runners) != 2:
+        return []
+    (first, one), (second, other) = runners.items()
+    rows = []
+    for key, robust in one.robust.items():
+        if key in other.robust:
+            only_first, only_second, p_value = mcnemar_exact(robust.numpy(), other.robust[key].numpy())
+            rows.append({"attack": ATTACK_NAMES[key[0]], "radius": key[1].label, "n": len(robust),
+                         f"{first}_robust": round(float(robust.float().mean()), 6),
+                         f"{second}_robust": round(float(other.robust[key].float().mean()), 6),
+                         f"robust_only_{first}": only_first, f"robust_only_{second}": only_second,
+                         "mcnemar_exact_p": p_value})
+    return rows
+
+
+def transfer_rows(runners: dict, labels: torch.Tensor, batch_size: int) -> list[dict]:
+    """Each model's accuracy on the other's PGD images, beside its accuracy under its own attack."""
+    rows = []
+    for source, made in runners.items():
+        for target, runner in runners.items():
+            if source == target:
+                continue
+            for threat, adversarial in made.adversarial.items():
+                right = predict(runner.model, adversarial, batch_size) == labels
+                low, high = wilson_interval(int(right.sum()), len(right))
+                rows.append({"source": source, "target": target, "radius": threat.label, "n": len(right),
+                             "target_accuracy": round(float(right.float().mean()), 6), "low95": round(low, 6),
+                             "high95": round(high, 6), "target_under_own_pgd":
+                             round(float(runner.robust["pgd", threat].float().mean()), 6)})
+    return rows
+
+
+def flipping_corruptions(model: PixelModel, images_uint8: torch.Tensor, clean_prediction: torch.Tensor,
+                         severity: int, seed: int, batch_size: int) -> list[str]:
+    """Per image, the corruptions (at `severity`, generated as robustness.py does) that change its prediction."""
+    flipped = [[] for _ in range(len(images_uint8))]
+    for name in CORRUPTIONS:
+        corrupted = corrupted_images(images_uint8, name, severity, seed).float() / 255
+        changed = (predict(model, corrupted, batch_size) != clean_prediction).cpu().numpy()
+        for index in np.flatnonzero(changed):
+            flipped[index].append(name)
+    return [";".join(names) for names in flipped]
+
+
+def per_image_table(tag: str, runner: Runner, sample: np.ndarray, probs: np.ndarray, flipped: list[str],
+                    params: AdversarialParams, plan: Plan) -> pd.DataFrame:
+    labels = runner.labels.cpu().numpy()
+    prediction = probs.argmax(1)
+    table = pd.DataFrame({"model": tag, "test_index": sample, "label": labels, "prediction": prediction,
+                          "confidence": probs.max(1).round(6), "margin": top_two_margin(probs).round(6)})
+    right = np.flatnonzero(prediction == labels)
+    index = torch.from_numpy(right[:params.distance_images or len(right)]).to(runner.images.device)
+    for norm in NORMS:
+        distances = np.full(len(sample), np.nan)
+        found = reference.minimal_distance(runner.model, runner.images[index], runner.labels[index], norm,
+                                           runner.reference, params.seed)
+        distances[index.cpu().numpy()] = found.cpu().numpy()
+        table[f"min_{norm.lower()}"] = distances
+        # the smallest PGD radius that broke the image: a coarse upper bound beside FAB's
+        broken_at = np.full(len(sample), np.nan)
+        for threat in sorted((t for t in plan.sweep if t.norm == norm), key=lambda t: -t.eps):
+            broken = ~runner.robust["pgd", threat].numpy()
+            broken_at[broken & (prediction == labels)] = threat.eps
+        table[f"pgd_broken_{norm.lower()}"] = broken_at
+    table["flipped_by"] = flipped
+    return table
+
+
+def case_distances(tag: str, runner: Runner, cases: list[dict], images: torch.Tensor, labels: torch.Tensor,
+                   params: AdversarialParams) -> pd.DataFrame:
+    """Each saved confident failure: how far it is from being answered with its true class."""
+    predictions = predict(runner.model, images, params.batch_size)
+    table = pd.DataFrame({"model": tag, "case": [case["case"] for case in cases],
+                          "test_index": [int(case["test_index"]) for case in cases],
+                          "label": labels.cpu().numpy(), "prediction": predictions.cpu().numpy()})
+    for norm in NORMS:
+        found = reference.minimal_distance(runner.model, images, predictions, norm, runner.reference, params.seed,
+                                           toward=labels)
+        table[f"to_true_{norm.lower()}"] = torch.where(predictions == labels, 0.0, found).cpu().numpy()
+    return table
+
+
+def distance_summary(table: pd.DataFrame) -> list[dict]:
+    """Per model and norm: the least distances' quantiles, their rank correlation with confidence and margin, and
+    whether the images corruptions flip are nearer the boundary (Mann-Whitney U, two-sided)."""
+    rows = []
+    for (tag, norm), found in [((tag, norm), group) for tag, group in table.groupby("model", sort=False)
+                               for norm in NORMS]:
+        column = f"min_{norm.lower()}"
+        known = found[np.isfinite(found[column])]
+        if len(known) < 3:
+            continue
+        flipped = known.flipped_by.fillna("").astype(str) != ""
+        row = {"model": tag, "norm": norm, "n": len(known), "not_found": int(found[column].notna().sum() - len(known)),
+               "median": round(float(known[column].median()), 6), "q25": round(float(known[column].quantile(0.25)), 6),
+               "q75": round(float(known[column].quantile(0.75)), 6)}
+        for score in ["confidence", "margin"]:
+            rho, p_value = rank_correlation(known[column].to_numpy(), known[score].to_numpy())
+            row[f"spearman_{score}"], row[f"p_{score}"] = round(float(rho), 4), float(p_value)
+        if flipped.any() and (~flipped).any():
+            row["median_flipped_by_corruption"] = round(float(known[column][flipped].median()), 6)
+            row["median_not_flipped"] = round(float(known[column][~flipped].median()), 6)
+            row["flipped_images"] = int(flipped.sum())
+            row["mannwhitney_p"] = float(mannwhitneyu(known[column][flipped], known[column][~flipped]).pvalue)
+        rows.append(row)
+    return rows
+
+
+def adversarial(params: AdversarialParams) -> None:
+    plan = make_plan(params)
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    total = len(data.test_labels)
+    count = min(params.images or total, total)
+    sample = np.sort(np.random.default_rng(params.seed).choice(total, count, replace=False))
+    images_uint8 = torch.from_numpy(data.test_images[sample]).to(device)
+    images = images_uint8.float() / 255
+    labels = torch.from_numpy(data.test_labels[sample]).long().to(device)
+    try:
+        cases = read_cases(params.cases_dir)
+    except UserError as missing:
+        print(f"no failure cases ({missing}): the cases' distances are skipped")
+        cases = []
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    checkpoints = params.checkpoints
+    loaded = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
+    runners, rows, tables, cases_tables, checks, probabilities = {}, [], [], [], {}, {}
+    for tag, (network, checkpoint) in loaded.items():
+        model = PixelModel(inference_model(network), checkpoint_normalizer(checkpoint, device))
+        differentiable_or_error(model, images, labels, tag)
+        runner = runners[tag] = Runner(model, images, labels, params)
+        with torch.no_grad():
+            logits = torch.cat([model(images[s:s + params.batch_size]) for s in range(0, count, params.batch_size)])
+            again = model(images[:params.batch_size])
+        clean_right = (logits.argmax(1) == labels).cpu()
+        jobs = ([(a, t, 0) for t in plan.sweep for a in ("fgsm", "pgd")]
+                + [(a, t, 0) for t in plan.strong for a in ("pgd_double_steps", "pgd_restart", "apgd_ce", "apgd_dlr",
+                                                              "apgd_t", "square")]
+                + [("autoattack", t, params.autoattack_images) for t in plan.autoattack])
+        for attack, threat, images_used in jobs:
+            runner.run(attack, threat, images_used)
+            robust = runner.robust[attack, threat]
+            print(f"{tag}: {ATTACK_NAMES[attack]} at {threat.label}: robust accuracy {robust.float().mean():.3f} "
+                  f"(n={len(robust)})", flush=True)
+        rows += accuracy_rows(tag, runner, clean_right, params)
+        checks[tag] = [check.as_dict() for check in masking_checks(runner.robust, count, runner.excess,
+                                                                    (logits[:len(again)], again))]
+        probabilities[tag] = logits.softmax(1).double().cpu().numpy()
+        flipped = flipping_corruptions(model, images_uint8, logits.argmax(1), params.corruption_severity, params.seed,
+                                       params.batch_size)
+        tables.append(per_image_table(tag, runner, sample, probabilities[tag], flipped, params, plan))
+        if cases:
+            index = np.array([int(case["test_index"]) for case in cases])
+            cases_tables.append(case_distances(tag, runner, cases, torch.from_numpy(
+                data.test_images[index]).to(device).float() / 255, torch.from_numpy(
+                data.test_labels[index]).long().to(device), params))
+        for check in checks[tag]:
+            print(f"{tag}: masking check {check['status'].upper()}: {check['check']} ({check['detail']})")
+    table = pd.DataFrame(rows)
+    per_image = pd.concat(tables, ignore_index=True)
+    atomic.write_csv(out_dir / "robust_accuracy.csv", table.to_dict("records"), list(table.columns))
+    atomic.write_csv(out_dir / "per_image.csv", per_image.to_dict("records"), list(per_image.columns))
+    for name, frame in [("model_comparison.csv", pd.DataFrame(comparison_rows(runners))),
+                        ("transfer.csv", pd.DataFrame(transfer_rows(runners, labels, params.batch_size))),
+                        ("distance_summary.csv", pd.DataFrame(distance_summary(per_image))),
+                        ("case_distances.csv", pd.concat(cases_tables) if cases_tables else pd.DataFrame())]:
+        if len(frame):
+            atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
+        else:
+            (out_dir / name).unlink(missing_ok=True)  # not made this run: no stale file from an earlier one
+    atomic.write_json(out_dir / "checks.json", checks)
+    title = f"{count} test images (seed {params.seed}); bands: Wilson 95%"
+    save(out_dir / "robust_accuracy.png", robust_accuracy_figure(table, title))
+    save(out_dir / "minimal_distance.png", distance_figure(per_image, f"FAB-T least perturbation, {title}"))
+    first = next(iter(runners))
+    threat = min(plan.sweep, key=lambda t: (t.norm != "Linf", abs(t.eps - 8 / 255)))  # Linf 8/255 where run
+    right = np.flatnonzero(probabilities[first].argmax(1) == labels.cpu().numpy())
+    shown = torch.from_numpy(right[:6] if len(right) else np.arange(min(6, count))).to(device)
+    save(out_dir / "adversarial_examples.png", adversarial_examples_figure(
+        images[shown], runners[first].adversarial[threat][shown], labels[shown], runners[first].model, data.class_names,
+        f"{first} model, PGD at {threat.label}; perturbation amplified to the full range"))
+    failed = {tag: [c["check"] for c in found if c["status"] == "fail"] for tag, found in checks.items()}
+    for tag, names in failed.items():
+        print(f"{tag}: {'no masking check failed' if not names else 'MASKING CHECKS FAILED: ' + '; '.join(names)}")
+    print(f"-> {out_dir}")
+    write_record("adversarial", {"adversarial": out_dir, "cases": params.cases_dir}, checkpoints,
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
+                 images=count, seed=params.seed, libraries=reference.library_version(),
+                 settings={field.name: getattr(params, field.name) for field in fields(params)
+                           if field.name not in ("baseline", "improved", "data_dir", "device", "out_dir", "cases_dir")},
+                 models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in loaded.items()})
+
+
+def main(description: str, argv=None) -> None:
+    defaults = AdversarialParams()
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of the image sample, the attacks' random starts and the corruptions")
+    add_checkpoint_args(parser)
+    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
+                        help=f"case_XX folders of {paths.CASES_PRODUCER}: each case's distance to its true class "
+                             "(skipped when there are none)")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
+    parser.add_argument("--images", type=non_negative_int,
+                        help=preset_help("seeded sample of test images attacked (0: all)", defaults, SMOKE, "images"))
+    parser.add_argument("--linf", nargs="+", metavar="R",
+                        help=preset_help("Linf radii in 1/255 for FGSM and PGD", defaults, SMOKE, "linf"))
+    parser.add_argument("--l2", nargs="+", metavar="R",
+                        help=preset_help("L2 radii (pixels in [0, 1]) for FGSM and PGD", defaults, SMOKE, "l2"))
+    parser.add_argument("--strong", nargs="+", metavar="NORM:R",
+                        help=preset_help("radii of APGD-CE/DLR/T, Square and PGD's budget checks", defaults, SMOKE,
+                                         "strong"))
+    parser.add_argument("--autoattack", nargs="+", metavar="NORM:R",
+                        help=preset_help("radii of the standard AutoAttack ('none': skip it)", defaults, SMOKE,
+                                         "autoattack"))
+    parser.add_argument("--autoattack-images", type=non_negative_int,
+                        help=preset_help("AutoAttack on the first N images of the sample (0: all)", defaults, SMOKE,
+                                         "autoattack_images"))
+    parser.add_argument("--pgd-steps", type=positive_int, help=preset_help("PGD steps", defaults, SMOKE, "pgd_steps"))
+    parser.add_argument("--apgd-iterations", type=positive_int,
+                        help=preset_help("iterations of APGD-CE/DLR/T (AutoAttack's own: 100)", defaults, SMOKE,
+                                         "apgd_iterations"))
+    parser.add_argument("--apgd-targets", type=positive_int,
+                        help=preset_help("target classes of APGD-T (AutoAttack's own: 9)", defaults, SMOKE,
+                                         "apgd_targets"))
+    parser.add_argument("--square-queries", type=positive_int,
+                        help=preset_help("queries of Square (AutoAttack's own: 5000)", defaults, SMOKE,
+                                         "square_queries"))
+    parser.add_argument("--distance-images", type=non_negative_int,
+                        help=preset_help("least-distance search on the first N correctly classified images of "
+                                         "the sample (0: all)",
+                                         defaults, SMOKE, "distance_images"))
+    parser.add_argument("--fab-iterations", type=positive_int,
+                        help=preset_help("FAB-T iterations per target class", defaults, SMOKE, "fab_iterations"))
+    parser.add_argument("--distance-targets", type=positive_int,
+                        help=preset_help("FAB-T toward the next N most likely classes, keeping the least distance",
+                                         defaults, SMOKE, "distance_targets"))
+    parser.add_argument("--corruption-severity", type=int, choices=SEVERITIES, default=defaults.corruption_severity,
+                        help="severity of the corruptions checked for flipping each image")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="images per attack step")
+    parser.add_argument("--smoke", action="store_true", help="few images, radii and steps: a quick end-to-end check")
+    args = parser.parse_args(argv)
+    params = params_from(args, defaults, SMOKE)
+    run_main(lambda: adversarial(params), args.debug)
