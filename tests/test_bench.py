@@ -67,3 +67,10 @@ def test_corruption_and_occlusion_measurements_time_every_type():
 def test_data_parallel_measurement_runs_both_launches(tiny_data):
     rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=256, batch_size=32)
     assert set(rates) == {"one process", "2 processes"} and all(rate > 0 for rate in rates.values())
+
+
+def test_attack_measurement_times_both_forms_and_autoattack(tiny_data):
+    trainer = benchmark.measure_ours(tiny_data, torch.device("cpu"), steps=1, warmup=1, batch_size=32,
+                                     compile_model=False)["trainer"]
+    rates = benchmark.measure_attacks(trainer.model, trainer.test_images[:4], single_count=1, autoattack_count=2)
+    assert set(rates) == {"pgd_batched", "pgd_single", "autoattack"} and all(r > 0 for r in rates.values())

@@ -15,7 +15,7 @@ from ..core.cli import add_common_args, make_parser, non_negative_int, positive_
 from ..core.device import describe_device, pick_precision, resolve_device, synchronize
 from ..core.errors import UserError
 from ..data.cifar10 import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
-from ..nn.inference import REPORTED_PRECISION, predict_logits
+from ..nn.inference import REPORTED_PRECISION, inference_model, predict_logits
 from ..nn.occlusion import occlusion_maps, patch_starts
 from ..training import TrainConfig, Trainer
 
@@ -197,6 +197,38 @@ def measure_import_check(trainer: Trainer) -> dict:
     return {"seconds": time.perf_counter() - started, "images": check.test_images}
 
 
+def measure_attacks(model: torch.nn.Module, images: torch.Tensor, single_count: int, autoattack_count: int) -> dict:
+    """Attacked images/s: adversarial.py's PGD (10 steps) on one batch of the images versus one image per call
+    (fp32 both, the same steps: the labels are the model's own answers and the radius, Linf 0.25/255, is small
+    enough that most images run every step), and the standard AutoAttack at Linf 8/255 (its cost is fixed:
+    APGD-CE's 100 iterations on every image, then the later attacks on what is left)."""
+    from ..attacks.gradient import PGDSettings, pgd
+    from ..attacks.reference import autoattack
+    from ..attacks.threat import PixelModel, Threat, predict
+
+    device = images.device
+    attacked = PixelModel(inference_model(model), Normalizer(CIFAR10_MEAN, CIFAR10_STD, device))
+    pixels = images.float() / 255
+    answers = predict(attacked, pixels, 256)
+    threat, settings = Threat("Linf", 0.25 / 255), PGDSettings(steps=10)
+
+    def rate(run, n: int) -> float:
+        synchronize(device)
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        return n / (time.perf_counter() - started)
+
+    pgd(attacked, pixels[:2], answers[:2], threat, settings, seed=0)  # warm-up
+    rates = {"pgd_batched": rate(lambda: pgd(attacked, pixels, answers, threat, settings, seed=0), len(pixels)),
+             "pgd_single": rate(lambda: [pgd(attacked, pixels[i:i + 1], answers[i:i + 1], threat, settings, seed=0)
+                                         for i in range(single_count)], single_count)}
+    if autoattack_count:
+        rates["autoattack"] = rate(lambda: autoattack(attacked, pixels[:autoattack_count], answers[:autoattack_count],
+                                                      Threat("Linf", 8 / 255), 0, 256), autoattack_count)
+    return rates
+
+
 def measure_data_parallel(data_dir: Path, processes: int, images: int, batch_size: int) -> dict:
     """Training images/s of train.py as one process and under torchrun with `processes` gloo processes on the
     CPU (one thread each, the same global batch), from the second epoch of each run's metrics.csv."""
@@ -259,6 +291,10 @@ def main(description: str, argv=None) -> None:
     parser.add_argument("--occlusion-images", type=non_negative_int, default=8,
                         help=f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride "
                              f"{OCCLUSION['stride']}; one forward per position on an eighth of them; 0: skip)")
+    parser.add_argument("--attack-images", type=non_negative_int, default=64,
+                        help="images for the PGD measurement (one image per call on an eighth of them; 0: skip)")
+    parser.add_argument("--autoattack-images", type=non_negative_int, default=16,
+                        help="images for the standard AutoAttack's rate (0: skip)")
     args = parser.parse_args(argv)
 
     def run():
@@ -306,6 +342,15 @@ def main(description: str, argv=None) -> None:
             print(f"ours  occlusion {occlusion['batched']:8.2f} maps/s batched over {occlusion['count']} images, "
                   f"{occlusion['single']:.2f} maps/s one forward per position "
                   f"({occlusion['batched'] / occlusion['single']:.1f}x)", flush=True)
+        if args.attack_images > 0:
+            attacks = measure_attacks(ours["trainer"].model, ours["trainer"].test_images[:args.attack_images],
+                                      max(1, args.attack_images // 8), args.autoattack_images)
+            print(f"ours  PGD-10 {attacks['pgd_batched']:8.1f} img/s batched over {args.attack_images} images, "
+                  f"{attacks['pgd_single']:.1f} img/s one image per call "
+                  f"({attacks['pgd_batched'] / attacks['pgd_single']:.1f}x; fp32, every step run)", flush=True)
+            if "autoattack" in attacks:
+                print(f"AutoAttack (standard, Linf 8/255) {attacks['autoattack']:8.2f} img/s on "
+                      f"{args.autoattack_images} images", flush=True)
         check = measure_import_check(ours["trainer"])
         print(f"import_model.py check of a ResNet-18: {check['seconds']:.1f} s for {check['images']} test images "
               f"({check['images'] / check['seconds']:.0f} img/s: rebuild, strict load, plain fp32 forward, fast path "
