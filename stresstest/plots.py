@@ -399,7 +399,8 @@ def distance_figure(per_image, title: str) -> Figure:
         axes[1, column].set_ylabel(f"least perturbation ({unit})")
         for axis in axes[:, column]:
             axis.grid(alpha=0.3)
-            axis.legend(fontsize=7)
+            if axis.get_legend_handles_labels()[0]:  # no legend when no distance was found
+                axis.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure

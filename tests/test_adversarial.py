@@ -179,6 +179,7 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     table = pd.read_csv(out / "robust_accuracy.csv")
     assert set(table.model) == {"baseline", "improved"} and (table.robust_accuracy <= table.clean_accuracy).all()
     assert (table.robust_low95 <= table.robust_accuracy).all() and (table.robust_accuracy <= table.robust_high95).all()
+    assert (table.seconds >= 0).all()
     assert set(table.attack) >= {"FGSM", "PGD-CE", "APGD-CE", "APGD-T", "Square (black-box)", "AutoAttack (standard)"}
     assert (table[table.attack == "AutoAttack (standard)"].n == 8).all()
     assert (table[table.attack == "FGSM"].n == 24).all()

@@ -3,6 +3,7 @@ under Linf and L2 (FGSM and PGD at every radius; APGD-CE, APGD-DLR, APGD-T and S
 standard AutoAttack at the headline radii), with Wilson intervals and McNemar between the models; the least
 perturbation that changes each answer (FAB-T) against confidence, margin and the corruptions that flip it;
 transfer between the models; and the gradient-masking checks, pass or fail."""
+import time
 from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main)
-from ..core.device import describe_device, resolve_device
+from ..core.device import describe_device, resolve_device, synchronize
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -118,6 +119,7 @@ class Runner:
         self.robust: dict = {}       # (attack, Threat) -> bool per image of the run's images
         self.excess: dict = {}       # (attack, Threat) -> (largest norm beyond eps, lowest pixel, highest pixel)
         self.adversarial: dict = {}  # Threat -> PGD's adversarial images (transfer, examples)
+        self.seconds: dict = {}      # (attack, Threat) -> wall-clock seconds of the run
         self.reference = ReferenceSettings(params.apgd_iterations, params.apgd_targets, params.square_queries,
                                            params.fab_iterations, params.distance_targets)
 
@@ -129,6 +131,7 @@ class Runner:
         self.robust[attack, threat] = (predict(self.model, adversarial, self.params.batch_size) == labels).cpu()
 
     def run(self, attack: str, threat: Threat, count: int = 0) -> None:
+        started = time.perf_counter()
         count = count or len(self.images)
         images, labels, seed, batch = self.images[:count], self.labels[:count], self.params.seed, self.params.batch_size
         steps = self.params.pgd_steps
@@ -148,6 +151,8 @@ class Runner:
         else:
             adversarial = reference.autoattack(self.model, images, labels, threat, seed, batch)
         self.record(attack, threat, adversarial, count)
+        synchronize(images.device)
+        self.seconds[attack, threat] = time.perf_counter() - started
 
 
 def accuracy_rows(tag: str, runner: Runner, clean_right: torch.Tensor, params: AdversarialParams) -> list[dict]:
@@ -160,7 +165,8 @@ def accuracy_rows(tag: str, runner: Runner, clean_right: torch.Tensor, params: A
                      "attack": ATTACK_NAMES[attack], "n": n,
                      "clean_accuracy": round(float(clean_right[:n].float().mean()), 6),
                      "robust_accuracy": round(float(robust.float().mean()), 6), "robust_low95": round(low, 6),
-                     "robust_high95": round(high, 6), "settings": settings[attack], "seed": params.seed,
+                     "robust_high95": round(high, 6), "settings": settings[attack],
+                     "seconds": round(runner.seconds[attack, threat], 2), "seed": params.seed,
                      "libraries": libraries})
     return rows
 
@@ -310,7 +316,7 @@ def adversarial(params: AdversarialParams) -> None:
             runner.run(attack, threat, images_used)
             robust = runner.robust[attack, threat]
             print(f"{tag}: {ATTACK_NAMES[attack]} at {threat.label}: robust accuracy {robust.float().mean():.3f} "
-                  f"(n={len(robust)})", flush=True)
+                  f"(n={len(robust)}, {runner.seconds[attack, threat]:.0f} s)", flush=True)
         rows += accuracy_rows(tag, runner, clean_right, params)
         checks[tag] = [check.as_dict() for check in masking_checks(runner.robust, count, runner.excess,
                                                                     (logits[:len(again)], again))]
