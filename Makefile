@@ -1,5 +1,5 @@
 # make setup      - .venv/ with the toolkit installed (pip install -e ".[dev]")
-# make pipeline   - the eleven stages of studies A and C
+# make pipeline   - the twelve stages of studies A and C
 # make test       - the whole test suite; make test-fast: everything but the end-to-end runs (under a minute)
 # make bench      - throughput beside ../shared/bench/peer_dataloader.py
 # Settings: make pipeline DATA_DIR=../shared/data/cifar10-subset DEVICE=cpu SMOKE=1

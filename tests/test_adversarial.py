@@ -13,9 +13,9 @@ from stresstest.attacks import reference
 from stresstest.attacks.gradient import PGDSettings, fgsm, pgd
 from stresstest.attacks.masking import masking_checks
 from stresstest.attacks.reference import ReferenceSettings
-from stresstest.attacks.threat import Threat, flat_norm, parse_radius
+from stresstest.attacks.threat import Threat, flat_norm, parse_radius, parse_threat
 from stresstest.core.errors import UserError
-from stresstest.stages.adversarial import AdversarialParams, Runner, differentiable_or_error, parse_strong
+from stresstest.stages.adversarial import AdversarialParams, Runner, differentiable_or_error
 
 
 def linear_model(classes: int, seed: int = 0, logit_scale: float = 1.0) -> nn.Module:
@@ -154,7 +154,7 @@ def test_a_model_without_gradients_is_one_clear_error():
 @pytest.mark.parametrize("text, expected", [("Linf:8", Threat("Linf", 8 / 255)), ("l2:0.5", Threat("L2", 0.5)),
                                             ("Linf:1/2", Threat("Linf", 0.5 / 255))])
 def test_radii_read_as_written(text, expected):
-    assert parse_strong(text) == expected
+    assert parse_threat(text) == expected
     assert Threat("Linf", 8 / 255).label == "Linf 8/255" and Threat("Linf", 0.5 / 255).label == "Linf 0.5/255"
 
 

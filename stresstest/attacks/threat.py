@@ -39,6 +39,16 @@ def parse_radius(norm: str, text: str) -> Threat:
     return Threat(norm, eps)
 
 
+def parse_threat(text: str) -> Threat:
+    """A norm and radius as the command line gives them: NORM:RADIUS ('Linf:8' for 8/255, 'L2:0.5')."""
+    norm, sep, radius = text.partition(":")
+    match = {name.lower(): name for name in NORMS}.get(norm.lower())
+    if not sep or match is None:
+        raise UserError(f"radius {text!r}: write NORM:RADIUS with NORM one of {', '.join(NORMS)} "
+                        "(for example Linf:8 for 8/255, L2:0.5)")
+    return parse_radius(match, radius)
+
+
 def flat_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """The size of each perturbation of a batch under `norm`."""
     flat = delta.flatten(1)
@@ -79,7 +89,11 @@ class PixelModel(nn.Module):
 
 
 @torch.no_grad()
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's logits for a [0, 1] float batch, in chunks."""
+    return torch.cat([model(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+
+
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Predicted classes of a [0, 1] float batch, in chunks."""
-    return torch.cat([model(images[start:start + batch_size]).argmax(1)
-                      for start in range(0, len(images), batch_size)])
+    return logits_of(model, images, batch_size).argmax(1)

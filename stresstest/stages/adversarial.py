@@ -17,14 +17,14 @@ from ..attacks import reference
 from ..attacks.gradient import PGDSettings, fgsm, pgd
 from ..attacks.masking import masking_checks
 from ..attacks.reference import ReferenceSettings
-from ..attacks.threat import NORMS, PixelModel, Threat, flat_norm, parse_radius, predict
+from ..attacks.threat import NORMS, PixelModel, Threat, flat_norm, logits_of, parse_radius, parse_threat, predict
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main)
 from ..core.device import describe_device, resolve_device, synchronize
-from ..core.errors import UserError
+from ..core.errors import UserError, first_line
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data.cifar10c import corrupted_images
@@ -65,15 +65,6 @@ SMOKE = AdversarialParams(images=32, linf=("1", "8"), l2=("0.25",), strong=("Lin
                           distance_images=8, fab_iterations=10, distance_targets=1)
 
 
-def parse_strong(text: str) -> Threat:
-    norm, sep, radius = text.partition(":")
-    match = {name.lower(): name for name in NORMS}.get(norm.lower())
-    if not sep or match is None:
-        raise UserError(f"radius {text!r}: write NORM:RADIUS with NORM one of {', '.join(NORMS)} "
-                        "(for example Linf:8 for 8/255, L2:0.5)")
-    return parse_radius(match, radius)
-
-
 @dataclass(frozen=True)
 class Plan:
     sweep: list        # FGSM and PGD
@@ -83,8 +74,8 @@ class Plan:
 
 def make_plan(params: AdversarialParams) -> Plan:
     sweep = [parse_radius("Linf", r) for r in params.linf] + [parse_radius("L2", r) for r in params.l2]
-    autoattack = [] if params.autoattack in ((), ("none",)) else [parse_strong(t) for t in params.autoattack]
-    return Plan(sorted(set(sweep), key=lambda t: (t.norm, t.eps)), [parse_strong(t) for t in params.strong],
+    autoattack = [] if params.autoattack in ((), ("none",)) else [parse_threat(t) for t in params.autoattack]
+    return Plan(sorted(set(sweep), key=lambda t: (t.norm, t.eps)), [parse_threat(t) for t in params.strong],
                 autoattack)
 
 
@@ -104,7 +95,7 @@ def differentiable_or_error(model: PixelModel, images: torch.Tensor, labels: tor
         with torch.enable_grad():
             gradient, = torch.autograd.grad(torch.nn.functional.cross_entropy(model(probe), labels[:2]), probe)
     except RuntimeError as error:
-        raise UserError(f"the {tag} model is not differentiable with respect to its input ({str(error)[:120]}); "
+        raise UserError(f"the {tag} model is not differentiable with respect to its input ({first_line(error)}); "
                         "white-box attacks need gradients: export a model without no_grad/detach in its forward"
                         ) from None
     if not torch.isfinite(gradient).all():
@@ -130,28 +121,35 @@ class Runner:
                                        float(adversarial.max()))
         self.robust[attack, threat] = (predict(self.model, adversarial, self.params.batch_size) == labels).cpu()
 
+    def attacks(self) -> dict:
+        """Each attack's name -> a function of (images, labels, threat) returning the adversarial images."""
+        model, seed, batch, steps = self.model, self.params.seed, self.params.batch_size, self.params.pgd_steps
+
+        def pgd_with(steps: int, restarts: int, seed: int):
+            settings = PGDSettings(steps=steps, restarts=restarts, batch_size=batch)
+            return lambda images, labels, threat: pgd(model, images, labels, threat, settings, seed)
+
+        def apgd_with(loss: str):
+            return lambda images, labels, threat: reference.apgd(model, images, labels, threat, loss, self.reference,
+                                                                 seed)
+
+        return {"fgsm": lambda images, labels, threat: fgsm(model, images, labels, threat, batch),
+                "pgd": pgd_with(steps, 1, seed), "pgd_double_steps": pgd_with(2 * steps, 1, seed + 1),
+                "pgd_restart": pgd_with(steps, 2, seed + 1), "apgd_ce": apgd_with("ce"), "apgd_dlr": apgd_with("dlr"),
+                "apgd_t": apgd_with("t"),
+                "square": lambda images, labels, threat: reference.square(model, images, labels, threat,
+                                                                          self.reference, seed),
+                "autoattack": lambda images, labels, threat: reference.autoattack(model, images, labels, threat, seed,
+                                                                                  batch)}
+
     def run(self, attack: str, threat: Threat, count: int = 0) -> None:
         started = time.perf_counter()
         count = count or len(self.images)
-        images, labels, seed, batch = self.images[:count], self.labels[:count], self.params.seed, self.params.batch_size
-        steps = self.params.pgd_steps
-        if attack == "fgsm":
-            adversarial = fgsm(self.model, images, labels, threat, batch)
-        elif attack.startswith("pgd"):
-            settings = PGDSettings(steps=2 * steps if attack == "pgd_double_steps" else steps,
-                                   restarts=2 if attack == "pgd_restart" else 1, batch_size=batch)
-            adversarial = pgd(self.model, images, labels, threat, settings, seed + (attack != "pgd"))
-            if attack == "pgd":
-                self.adversarial[threat] = adversarial
-        elif attack.startswith("apgd"):
-            adversarial = reference.apgd(self.model, images, labels, threat, attack.split("_")[1], self.reference,
-                                         seed)
-        elif attack == "square":
-            adversarial = reference.square(self.model, images, labels, threat, self.reference, seed)
-        else:
-            adversarial = reference.autoattack(self.model, images, labels, threat, seed, batch)
+        adversarial = self.attacks()[attack](self.images[:count], self.labels[:count], threat)
+        if attack == "pgd":
+            self.adversarial[threat] = adversarial
         self.record(attack, threat, adversarial, count)
-        synchronize(images.device)
+        synchronize(self.images.device)
         self.seconds[attack, threat] = time.perf_counter() - started
 
 
@@ -208,13 +206,9 @@ def transfer_rows(runners: dict, labels: torch.Tensor, batch_size: int) -> list[
 def flipping_corruptions(model: PixelModel, images_uint8: torch.Tensor, clean_prediction: torch.Tensor,
                          severity: int, seed: int, batch_size: int) -> list[str]:
     """Per image, the corruptions (at `severity`, generated as robustness.py does) that change its prediction."""
-    flipped = [[] for _ in range(len(images_uint8))]
-    for name in CORRUPTIONS:
-        corrupted = corrupted_images(images_uint8, name, severity, seed).float() / 255
-        changed = (predict(model, corrupted, batch_size) != clean_prediction).cpu().numpy()
-        for index in np.flatnonzero(changed):
-            flipped[index].append(name)
-    return [";".join(names) for names in flipped]
+    changed = np.stack([(predict(model, corrupted_images(images_uint8, name, severity, seed).float() / 255,
+                                 batch_size) != clean_prediction).cpu().numpy() for name in CORRUPTIONS], axis=1)
+    return [";".join(np.array(CORRUPTIONS)[row]) for row in changed]
 
 
 def per_image_table(tag: str, runner: Runner, sample: np.ndarray, probs: np.ndarray, flipped: list[str],
@@ -305,8 +299,7 @@ def adversarial(params: AdversarialParams) -> None:
         differentiable_or_error(model, images, labels, tag)
         runner = runners[tag] = Runner(model, images, labels, params)
         with torch.no_grad():
-            logits = torch.cat([model(images[s:s + params.batch_size]) for s in range(0, count, params.batch_size)])
-            again = model(images[:params.batch_size])
+            logits, again = logits_of(model, images, params.batch_size), model(images[:params.batch_size])
         clean_right = (logits.argmax(1) == labels).cpu()
         jobs = ([(a, t, 0) for t in plan.sweep for a in ("fgsm", "pgd")]
                 + [(a, t, 0) for t in plan.strong for a in ("pgd_double_steps", "pgd_restart", "apgd_ce", "apgd_dlr",

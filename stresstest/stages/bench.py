@@ -53,6 +53,15 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
             "precision": trainer.precision, "trainer": trainer}
 
 
+def timed_rate(device: torch.device, run, n: int) -> float:
+    """n over the seconds `run()` takes, the device's queue drained before and after."""
+    synchronize(device)
+    started = time.perf_counter()
+    run()
+    synchronize(device)
+    return n / (time.perf_counter() - started)
+
+
 def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     """Grad-CAM images/s: batched on the device (gradcam.py, one batch of `count` images, fp32 and the device's
     precision) versus pytorch_grad_cam's GradCAM one image per call, and that package on one batch."""
@@ -67,24 +76,21 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     images = trainer.normalize(trainer.test_images[:count])
     classes = [0] * len(images)
 
-    def rate(run, n: int) -> float:
-        synchronize(trainer.device)
-        started = time.perf_counter()
-        run()
-        synchronize(trainer.device)
-        return n / (time.perf_counter() - started)
+    def on_device(precision: str):
+        return lambda: gradcam_on_device(model, images, classes, layer, len(images), precision=precision)
 
     rates = {}
     for precision in dict.fromkeys(["fp32", trainer.precision]):
         gradcam_on_device(model, images[:8], classes[:8], layer, 8, precision=precision)  # warm-up
-        rates[f"on_device_{precision}"] = rate(
-            lambda: gradcam_on_device(model, images, classes, layer, len(images), precision=precision), len(images))
+        rates[f"on_device_{precision}"] = timed_rate(trainer.device, on_device(precision), len(images))
     with pytorch_grad_cam.GradCAM(model=model, target_layers=[layer]) as cam:
         targets = [ClassifierOutputTarget(c) for c in classes]
         cam(input_tensor=images[:8], targets=targets[:8])  # warm-up
-        rates["package_batch"] = rate(lambda: cam(input_tensor=images, targets=targets), len(images))
-        rates["package_single"] = rate(lambda: [cam(input_tensor=images[i:i + 1], targets=targets[i:i + 1])
-                                                for i in range(single_count)], single_count)
+        rates["package_batch"] = timed_rate(trainer.device, lambda: cam(input_tensor=images, targets=targets),
+                                            len(images))
+        rates["package_single"] = timed_rate(
+            trainer.device, lambda: [cam(input_tensor=images[i:i + 1], targets=targets[i:i + 1])
+                                     for i in range(single_count)], single_count)
     sample = len(images[:8])
     with FlopCounterMode(display=False) as counter:  # forward plus the backward to the layer, as run above
         gradcam_on_device(model, images[:sample], classes[:sample], layer, sample)
@@ -212,20 +218,21 @@ def measure_attacks(model: torch.nn.Module, images: torch.Tensor, single_count: 
     answers = predict(attacked, pixels, 256)
     threat, settings = Threat("Linf", 0.25 / 255), PGDSettings(steps=10)
 
-    def rate(run, n: int) -> float:
-        synchronize(device)
-        started = time.perf_counter()
-        run()
-        synchronize(device)
-        return n / (time.perf_counter() - started)
+    def one_batch():
+        pgd(attacked, pixels, answers, threat, settings, seed=0)
+
+    def one_image_per_call():
+        for i in range(single_count):
+            pgd(attacked, pixels[i:i + 1], answers[i:i + 1], threat, settings, seed=0)
+
+    def standard_autoattack():
+        autoattack(attacked, pixels[:autoattack_count], answers[:autoattack_count], Threat("Linf", 8 / 255), 0, 256)
 
     pgd(attacked, pixels[:2], answers[:2], threat, settings, seed=0)  # warm-up
-    rates = {"pgd_batched": rate(lambda: pgd(attacked, pixels, answers, threat, settings, seed=0), len(pixels)),
-             "pgd_single": rate(lambda: [pgd(attacked, pixels[i:i + 1], answers[i:i + 1], threat, settings, seed=0)
-                                         for i in range(single_count)], single_count)}
+    rates = {"pgd_batched": timed_rate(device, one_batch, len(pixels)),
+             "pgd_single": timed_rate(device, one_image_per_call, single_count)}
     if autoattack_count:
-        rates["autoattack"] = rate(lambda: autoattack(attacked, pixels[:autoattack_count], answers[:autoattack_count],
-                                                      Threat("Linf", 8 / 255), 0, 256), autoattack_count)
+        rates["autoattack"] = timed_rate(device, standard_autoattack, autoattack_count)
     return rates
 
 
