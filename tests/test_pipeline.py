@@ -35,7 +35,7 @@ def model_probs(checkpoint_path, data):
 
 @pytest.fixture(scope="module")
 def pipeline(real_data, tmp_path_factory):
-    """The smoke pipeline on the real subset, as a user runs it (about 3 minutes on 2 CPU cores)."""
+    """The smoke pipeline on the real subset, as a user runs it (about 6 minutes on 2 CPU cores)."""
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
