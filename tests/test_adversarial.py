@@ -15,7 +15,7 @@ from stresstest.attacks.masking import masking_checks
 from stresstest.attacks.reference import ReferenceSettings
 from stresstest.attacks.threat import Threat, flat_norm, parse_radius, parse_threat
 from stresstest.core.errors import UserError
-from stresstest.stages.adversarial import AdversarialParams, Runner, differentiable_or_error
+from stresstest.stages.adversarial import AdversarialParams, Runner, differentiable_or_error, pgd_gap_rows
 
 
 def linear_model(classes: int, seed: int = 0, logit_scale: float = 1.0) -> nn.Module:
@@ -108,7 +108,8 @@ class Quantized(nn.Module):
         return self.model(torch.round(images * 4) / 4)
 
 
-def check_statuses(model: nn.Module) -> dict:
+def attacked(model: nn.Module) -> tuple[Runner, torch.Tensor]:
+    """The masking checks' attacks on 100 random images: PGD and FGSM at three radii, the strong ones at 4/255."""
     params = AdversarialParams(pgd_steps=10, apgd_iterations=10, apgd_targets=2, square_queries=300, batch_size=64)
     generator = torch.Generator().manual_seed(4)
     images = torch.rand(100, 3, 32, 32, generator=generator)
@@ -120,6 +121,11 @@ def check_statuses(model: nn.Module) -> dict:
             runner.run(attack, parse_radius("Linf", radius))
     for attack in ["pgd_double_steps", "pgd_restart", "apgd_ce", "apgd_dlr", "apgd_t", "square"]:
         runner.run(attack, parse_radius("Linf", "4"))
+    return runner, images
+
+
+def check_statuses(model: nn.Module) -> dict:
+    runner, images = attacked(model)
     with torch.no_grad():
         twice = (model(images), model(images))
     return {check.name: check.status for check in masking_checks(runner.robust, len(images), runner.excess, twice)}
@@ -140,6 +146,22 @@ def test_soft_logits_weaken_the_cross_entropy_attack_and_the_check_says_so():
     APGD on the cross-entropy miss images the margin-based DLR attacks break, and the loss check fails."""
     statuses = check_statuses(linear_model(10, seed=5, logit_scale=1))
     assert statuses["cross-entropy and DLR/targeted attacks agree"] == "fail"
+
+
+def test_the_pgd_gap_counts_the_images_only_pgd_leaves_right():
+    """On the soft-logit model the DLR attack breaks images PGD-CE leaves right; on the confident one it does not."""
+    threat = parse_radius("Linf", "4")
+    soft, _ = attacked(linear_model(10, seed=5, logit_scale=1))
+    confident, _ = attacked(linear_model(10, seed=5, logit_scale=10))
+    gaps = {tag: {row["attack"]: row for row in pgd_gap_rows({tag: runner}) if row["radius"] == threat.label}
+            for tag, runner in [("soft", soft), ("confident", confident)]}
+    assert set(gaps["soft"]) == {"APGD-CE", "APGD-DLR", "APGD-T", "Square (black-box)"}
+    dlr = gaps["soft"]["APGD-DLR"]
+    pgd_right, dlr_right = soft.robust["pgd", threat], soft.robust["apgd_dlr", threat]
+    assert dlr["robust_only_under_pgd_ce"] == int((pgd_right & ~dlr_right).sum()) > 0
+    assert dlr["pgd_ce_robust"] - dlr["attack_robust"] == pytest.approx(
+        (dlr["robust_only_under_pgd_ce"] - dlr["robust_only_under_attack"]) / dlr["n"])
+    assert gaps["confident"]["APGD-DLR"]["robust_only_under_pgd_ce"] < dlr["robust_only_under_pgd_ce"]
 
 
 def test_a_model_without_gradients_is_one_clear_error():
@@ -189,6 +211,13 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     assert set(checks) == {"baseline", "improved"}
     assert all(check["status"] in ("pass", "fail", "not run") for found in checks.values() for check in found)
     assert len(pd.read_csv(out / "model_comparison.csv")) == len(table) // 2
+    gap = pd.read_csv(out / "pgd_gap.csv")
+    assert set(gap.model) == {"baseline", "improved"} and "AutoAttack (standard)" in set(gap.attack)
+    autoattack = per_image[per_image.model == "baseline"].robust_autoattack_linf_32
+    assert autoattack.notna().sum() == 8 and autoattack.isna().sum() == 16  # run on the first 8 of the 24
+    first = table[(table.model == "baseline") & (table.attack == "PGD-CE") & (table.radius == "Linf 1/255")]
+    assert per_image[per_image.model == "baseline"].robust_pgd_linf_1.mean() == pytest.approx(
+        float(first.robust_accuracy.iloc[0]))
     assert set(pd.read_csv(out / "transfer.csv").source) == {"baseline", "improved"}
     figures = {"robust_accuracy.png", "minimal_distance.png", "adversarial_examples.png"}
     assert figures <= {p.name for p in out.iterdir()}
@@ -197,6 +226,7 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     page = (tmp_path / "experiments" / "report" / "index.html").read_text()
     assert "Adversarial attacks" in page and "Gradient-masking checks" in page and "robust_accuracy.png" in page
     assert "strongest attack (Wilson 95%)" in page  # the headline rows
+    assert "only apparent" in page  # the PGD gap table
     again = run_stage_in_process("adversarial.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke", "--images",
                                  "24", "--improved", "none", "--out-dir", "alone", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

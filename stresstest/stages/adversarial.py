@@ -1,8 +1,9 @@
 """Study C, stage 9 (adversarial.py): the worst case near each test image. Robust accuracy against the radius
 under Linf and L2 (FGSM and PGD at every radius; APGD-CE, APGD-DLR, APGD-T and Square at the strong radii; the
-standard AutoAttack at the headline radii), with Wilson intervals and McNemar between the models; the least
-perturbation that changes each answer (FAB-T) against confidence, margin and the corruptions that flip it;
-transfer between the models; and the gradient-masking checks, pass or fail."""
+standard AutoAttack at the headline radii), with Wilson intervals, McNemar between the models and between PGD-CE
+and each stronger attack on the same images (robustness that is only apparent); the least perturbation that changes
+each answer (FAB-T) against confidence, margin and the corruptions that flip it; transfer between the models; and
+the gradient-masking checks, pass or fail."""
 import time
 from dataclasses import dataclass, fields
 from importlib.metadata import version
@@ -36,6 +37,7 @@ from ..plots import (adversarial_examples_figure, distance_figure, robust_accura
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD-CE", "pgd_double_steps": "PGD-CE, twice the steps",
                 "pgd_restart": "PGD-CE, 2 random starts", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
                 "apgd_t": "APGD-T", "square": "Square (black-box)", "autoattack": "AutoAttack (standard)"}
+STRONGER_THAN_PGD = ("apgd_ce", "apgd_dlr", "apgd_t", "square", "autoattack")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Runner:
         self.seconds: dict = {}      # (attack, Threat) -> wall-clock seconds of the run
         self.reference = ReferenceSettings(params.apgd_iterations, params.apgd_targets, params.square_queries,
                                            params.fab_iterations, params.distance_targets)
+        self.attacks = self.attack_functions()
 
     def record(self, attack: str, threat: Threat, adversarial: torch.Tensor, count: int) -> None:
         images, labels, adversarial = self.images[:count], self.labels[:count], adversarial.detach()
@@ -123,13 +126,13 @@ class Runner:
                                        float(adversarial.max()))
         self.robust[attack, threat] = (predict(self.model, adversarial, self.params.batch_size) == labels).cpu()
 
-    def attacks(self) -> dict:
+    def attack_functions(self) -> dict:
         """Each attack's name -> a function of (images, labels, threat) returning the adversarial images."""
         model, seed, batch, steps = self.model, self.params.seed, self.params.batch_size, self.params.pgd_steps
 
-        def pgd_with(steps: int, restarts: int, seed: int):
-            settings = PGDSettings(steps=steps, restarts=restarts, batch_size=batch)
-            return lambda images, labels, threat: pgd(model, images, labels, threat, settings, seed)
+        def pgd_with(step_count: int, restarts: int, start_seed: int):
+            settings = PGDSettings(steps=step_count, restarts=restarts, batch_size=batch)
+            return lambda images, labels, threat: pgd(model, images, labels, threat, settings, start_seed)
 
         def apgd_with(loss: str):
             return lambda images, labels, threat: reference.apgd(model, images, labels, threat, loss, self.reference,
@@ -147,7 +150,7 @@ class Runner:
     def run(self, attack: str, threat: Threat, count: int = 0) -> None:
         started = time.perf_counter()
         count = count or len(self.images)
-        adversarial = self.attacks()[attack](self.images[:count], self.labels[:count], threat)
+        adversarial = self.attacks[attack](self.images[:count], self.labels[:count], threat)
         if attack == "pgd":
             self.adversarial[threat] = adversarial
         self.record(attack, threat, adversarial, count)
@@ -184,6 +187,24 @@ def comparison_rows(runners: dict) -> list[dict]:
                          f"{first}_robust": round(float(robust.float().mean()), 6),
                          f"{second}_robust": round(float(other.robust[key].float().mean()), 6),
                          f"robust_only_{first}": only_first, f"robust_only_{second}": only_second,
+                         "mcnemar_exact_p": p_value})
+    return rows
+
+
+def pgd_gap_rows(runners: dict) -> list[dict]:
+    """Per model and radius, PGD-CE against each stronger attack on the same images: the images PGD-CE alone would
+    call robust that the attack breaks (robustness that is only apparent), with McNemar's exact test."""
+    rows = []
+    for tag, runner in runners.items():
+        for (attack, threat), robust in runner.robust.items():
+            if attack not in STRONGER_THAN_PGD or ("pgd", threat) not in runner.robust:
+                continue
+            pgd_robust = runner.robust["pgd", threat][:len(robust)]
+            only_pgd, only_attack, p_value = mcnemar_exact(pgd_robust.numpy(), robust.numpy())
+            rows.append({"model": tag, "radius": threat.label, "attack": ATTACK_NAMES[attack], "n": len(robust),
+                         "pgd_ce_robust": round(float(pgd_robust.float().mean()), 6),
+                         "attack_robust": round(float(robust.float().mean()), 6),
+                         "robust_only_under_pgd_ce": only_pgd, "robust_only_under_attack": only_attack,
                          "mcnemar_exact_p": p_value})
     return rows
 
@@ -234,6 +255,9 @@ def per_image_table(tag: str, runner: Runner, sample: np.ndarray, probs: np.ndar
             broken_at[broken & (prediction == labels)] = threat.eps
         table[f"pgd_broken_{norm.lower()}"] = broken_at
     table["flipped_by"] = flipped
+    for (attack, threat), robust in runner.robust.items():  # blank where the attack ran on fewer images
+        radius = threat.label.lower().replace("/255", "").replace(" ", "_")
+        table[f"robust_{attack}_{radius}"] = pd.Series(robust.numpy(), dtype="Int8").reindex(range(len(sample)))
     return table
 
 
@@ -332,6 +356,7 @@ def adversarial(params: AdversarialParams) -> None:
     atomic.write_csv(out_dir / "per_image.csv", per_image.to_dict("records"), list(per_image.columns))
     for name, frame in [("model_comparison.csv", pd.DataFrame(comparison_rows(runners))),
                         ("transfer.csv", pd.DataFrame(transfer_rows(runners, labels, params.batch_size))),
+                        ("pgd_gap.csv", pd.DataFrame(pgd_gap_rows(runners))),
                         ("distance_summary.csv", pd.DataFrame(distance_summary(per_image))),
                         ("case_distances.csv", pd.concat(cases_tables) if cases_tables else pd.DataFrame())]:
         if len(frame):

@@ -482,6 +482,8 @@ adversarial_tables = StageSection(
     "python adversarial.py",
     intro="Robust accuracy under each attack and radius ([0, 1] pixels; Linf radii in 1/255), Wilson 95% intervals:",
     tables=(("model_comparison.csv", "The two models on the same images under the same attack: McNemar's exact test."),
+            ("pgd_gap.csv", "PGD-CE against each stronger attack on the same images: the images only PGD-CE "
+                            "leaves right are robustness that is only apparent (McNemar's exact test)."),
             ("transfer.csv", "Transfer: each model on the other's PGD images."),
             ("distance_summary.csv", "Least perturbation that changes the answer (FAB-T, an upper bound), against "
                                      "confidence and margin (Spearman), and for the images a corruption flips "
