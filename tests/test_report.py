@@ -51,6 +51,22 @@ def test_report_shows_training_label_issues_when_the_folds_ran(tmp_path, monkeyp
     assert "--train-folds 4" not in text
 
 
+def test_the_adversarial_headline_names_autoattack_on_a_tie(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "experiments" / "adversarial"
+    folder.mkdir(parents=True)
+    write_record("adversarial", {"adversarial": folder})
+    rows = [("baseline", "PGD-CE, twice the steps", 0.5), ("baseline", "AutoAttack (standard)", 0.5),
+            ("baseline", "Square (black-box)", 0.66), ("improved", "APGD-T", 0.36),
+            ("improved", "AutoAttack (standard)", 0.38)]
+    pd.DataFrame([{"model": model, "radius": "Linf 1/255", "attack": attack, "n": 50, "robust_accuracy": accuracy,
+                   "robust_low95": accuracy - 0.1, "robust_high95": accuracy + 0.1} for model, attack, accuracy in rows]
+                 ).to_csv(folder / "robust_accuracy.csv", index=False)
+    row, = report.adversarial_rows(report.Records(tmp_path / "experiments" / "records"))
+    assert row["note"].startswith("baseline: AutoAttack (standard)") and "improved: APGD-T" in row["note"]
+    assert row["baseline"].startswith("0.5000") and row["improved"].startswith("0.3600")
+
+
 @pytest.mark.slow  # whole stages on generated data: several seconds
 def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
