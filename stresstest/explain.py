@@ -140,7 +140,7 @@ def side_by_side(cases: list[dict], images: np.ndarray) -> None:
               f"case_*/{SIDE_BY_SIDE}")
 
 
-def explanation_stage(description: str, settings: TwinSettings, argv=None) -> None:
+def explanation_stage(description: str | None, settings: TwinSettings, argv: list[str] | None = None) -> None:
     """Entry point of explainability.py and explainability_improved.py."""
     defaults = ExplainParams(checkpoint=paths.checkpoint_path(settings.tag))
     parser = make_parser(description)

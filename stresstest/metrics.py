@@ -165,8 +165,9 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, floa
     """Spearman's rho and its p-value between two maps of any shape; nan for a flat map (no rank order)."""
     if np.ptp(first) == 0 or np.ptp(second) == 0:
         return float("nan"), float("nan")
-    rho, p_value = spearmanr(np.ravel(first), np.ravel(second))
-    return float(rho), float(p_value)
+    result = spearmanr(np.ravel(first), np.ravel(second))
+    # scipy builds SignificanceResult with _make_tuple_bunch, which its type hints leave without attributes
+    return float(result.statistic), float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:

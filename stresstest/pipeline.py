@@ -35,8 +35,8 @@ class PipelineParams:
     improved: Path | None = None
 
 
-def stage_arguments(params: PipelineParams) -> list[tuple[str, list[str]]]:
-    """(script, its own arguments) for every stage that runs, in order; lines for the ones skipped."""
+def stage_arguments(params: PipelineParams) -> list[tuple[str, list[str] | None]]:
+    """(script, its own arguments) for every stage, in order; None for a stage that cannot run on the models given."""
     if params.baseline is None:
         return [(name, []) for name in NAMES]
     baseline, improved = str(params.baseline), str(params.improved) if params.improved else None

@@ -38,8 +38,8 @@ def confusion_figure(labels, predictions: dict, class_names: list[str]) -> Figur
     figure, axes = subplots(1, len(predictions), figsize=(7.5 * len(predictions), 6.5), dpi=100)
     for axis, (title, predicted) in zip(np.atleast_1d(axes), predictions.items()):
         matrix = confusion_matrix(labels, predicted, labels=range(len(class_names)))
-        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False,
-                                                                        xticks_rotation=45, cmap="Blues")
+        ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(ax=axis, colorbar=False, cmap="Blues")
+        axis.tick_params(axis="x", labelrotation=45)
         axis.set_title(f"{title}: accuracy {(predicted == labels).mean():.3f} (n={len(labels)})")
     figure.tight_layout()
     return figure
@@ -64,7 +64,8 @@ def plot_curves(rows: list[dict], out_dir: Path, title: str) -> None:
 
 def upscale(image: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 image and CAM -> DISPLAY_SIZE float RGB in [0, 1] (bicubic) and CAM (bilinear)."""
-    big = np.asarray(Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.BICUBIC), np.float32) / 255
+    big = Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BICUBIC)
+    big = np.asarray(big, np.float32) / 255
     big_cam = F.interpolate(torch.from_numpy(cam)[None, None], size=(DISPLAY_SIZE, DISPLAY_SIZE), mode="bilinear",
                             align_corners=False)[0, 0].clamp(0, 1).numpy()
     return big, big_cam
@@ -80,7 +81,7 @@ def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 def pixels(image: np.ndarray) -> Image.Image:
     """The image upscaled with its pixels kept (nearest neighbour)."""
-    return Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST)
+    return Image.fromarray(image).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.NEAREST)
 
 
 def explanation_figure(image: np.ndarray, cam: np.ndarray, title: str, subtitle: str):

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .core import atomic, paths
 from .core.cli import Common, add_common_args, make_parser, non_negative_int, preset_help
-from .core.device import pick_precision, resolve_device
+from .core.device import pick_precision, resolve_device, to_channels_last
 from .core.distributed import Ranks, barrier
 from .core.errors import UserError
 from .data.cifar10 import load_cifar10
@@ -159,7 +159,7 @@ def load_probe(params: ProbeParams, ranks: Ranks = Ranks()) -> Probe:
             raise UserError(f"no cached features for {model_name} with these settings in {cache}; run "
                             f"probing/extract_features.py --model {model_name} with the same flags first, "
                             "or drop --cached-only")
-        backbone = load_backbone(model_name, weights, seed).to(device, memory_format=torch.channels_last)
+        backbone = to_channels_last(load_backbone(model_name, weights, seed), device)
         started = time.perf_counter()
         features = {split: extract_in_shards(backbone, model_name, images, precision, batch_size, ranks,
                                              model_dir / f"features.{split}", f"{model_name} {split}")
@@ -211,8 +211,9 @@ def knn_probabilities(train_features, train_labels, test_features, num_classes: 
 def sklearn_knn_predictions(train_features, train_labels, test_features, k: int = KNN_K,
                             temperature: float = KNN_TEMPERATURE) -> np.ndarray:
     """The same protocol through scikit-learn, as an independent check (cosine distance d = 1 - sim)."""
+    # weights takes a callable (scikit-learn's docs); pyright infers str from its default "uniform"
     classifier = KNeighborsClassifier(n_neighbors=min(k, len(train_labels)), metric="cosine", algorithm="brute",
-                                      weights=lambda d: np.exp((1.0 - d) / temperature))
+                                      weights=lambda d: np.exp((1.0 - d) / temperature))  # pyright: ignore[reportArgumentType]
     classifier.fit(l2_normalize(train_features).numpy(), train_labels)
     return classifier.predict(l2_normalize(test_features).numpy())
 
@@ -285,7 +286,7 @@ def ranked(probe: Probe) -> tuple[dict, pd.DataFrame]:
 
 # -- command line, shared by the probing stages ------------------------------------------------------------
 
-def probing_parser(description: str, smoke: ProbeParams = SMOKE):
+def probing_parser(description: str | None, smoke: ProbeParams = SMOKE):
     """The flags every probing stage has; `smoke` is the stage's --smoke preset (its image counts shown)."""
     defaults = ProbeParams()
     parser = make_parser(description)

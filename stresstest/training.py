@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -23,7 +25,7 @@ from .core.architecture import build_architecture, is_user_code
 from .core.checkpoint import classifier_checkpoint
 from .core.cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction,
                        params_from, positive_float, positive_int, preset_help, run_main, unit_interval)
-from .core.device import autocast, cpu_name, describe_device, pick_precision, seeded, synchronize
+from .core.device import autocast, describe_device, hardware_name, pick_precision, seeded, synchronize, to_channels_last
 from .core.distributed import Ranks, all_sum, barrier, torchrun_job
 from .core.errors import UserError
 from .core.record import write_record
@@ -85,9 +87,8 @@ def run_info(device: torch.device, precision: str, config: TrainConfig) -> dict:
         commit = git.stdout.strip() if git.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    hardware = torch.cuda.get_describe_device(device) if device.type == "cuda" else cpu_name()
     return {"git_commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "device_name": hardware, "precision": precision,
+            "device": str(device), "device_name": hardware_name(device), "precision": precision,
             "cpu_threads": torch.get_num_threads(), "command": " ".join(sys.argv), "seed": config.seed,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -114,12 +115,25 @@ def saved_config(config: dict, source: str | Path) -> TrainConfig:
     return TrainConfig(**config)
 
 
+def training_forward(model: nn.Module, device: torch.device, ranks: Ranks,
+                     compile_model: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the training step calls: `model` itself in a one-process run; under torchrun a DistributedDataParallel
+    replica (on CUDA with SyncBatchNorm, so batch statistics span the global batch; on CPUs, gloo, they stay per
+    process); compiled with torch.compile when asked. The parameters stay `model`'s."""
+    replica = model
+    if ranks.world > 1:
+        if device.type == "cuda":
+            replica = nn.SyncBatchNorm.convert_sync_batchnorm(replica)
+        replica = nn.parallel.DistributedDataParallel(replica, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+    return torch.compile(replica) if compile_model else replica
+
+
 class Trainer:
     """Holds the device-resident data, model and optimizer of one run; one call to `fit` trains it."""
 
-    def __init__(self, config: TrainConfig, data_dir: Path, out_dir: Path, device: torch.device,
-                 ranks: Ranks = Ranks()):
-        self.config, self.out_dir, self.device, self.ranks = config, out_dir, device, ranks
+    def __init__(self, config: TrainConfig, data_dir: Path, device: torch.device, ranks: Ranks = Ranks()):
+        self.config, self.device, self.ranks = config, device, ranks
         self.precision = pick_precision(device, config.precision)
         data = load_cifar10(data_dir, quiet=not ranks.main)
         self.class_names = data.class_names
@@ -151,14 +165,8 @@ class Trainer:
         self.steps_per_epoch = len(train_idx) // self.batch_size  # drop the ragged last batch
         with seeded(config.seed):  # the same initial weights in every process
             self.model = build_architecture(config.arch, len(self.class_names))
-        self.model.to(device, memory_format=torch.channels_last)
-        replica = self.model
-        if ranks.world > 1:
-            if device.type == "cuda":  # batch statistics over the global batch; on CPUs (gloo) they stay per process
-                replica = torch.nn.SyncBatchNorm.convert_sync_batchnorm(replica)
-            replica = torch.nn.parallel.DistributedDataParallel(
-                replica, device_ids=[device.index] if device.type == "cuda" else None)
-        self.forward = torch.compile(replica) if config.compile else replica
+        to_channels_last(self.model, device)
+        self.forward = training_forward(self.model, device, ranks, config.compile)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -239,7 +247,9 @@ class Trainer:
         logits = predict_logits(self.model, images, self.normalize, REPORTED_PRECISION, self.config.eval_batch_size)
         return loss_and_accuracy(logits, labels)
 
-    def fit(self, label: str) -> dict:
+    def fit(self, out_dir: Path) -> dict:
+        """Train the remaining epochs, writing the checkpoints, metrics.csv and curves (titled with the folder's
+        name) into `out_dir` after each; the best epoch's metrics row."""
         for epoch in range(len(self.rows) + 1, self.config.epochs + 1):
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc, seconds = self._train_epoch(epoch)
@@ -263,21 +273,21 @@ class Trainer:
                 continue
             # Order matters for resume: best checkpoint, then loop state, then the CSV and plots.
             if is_best:
-                self._save_best(epoch, row)
-            atomic.save_torch(self.out_dir / STATE_FILE, self.state())
-            atomic.write_csv(self.out_dir / "metrics.csv", self.rows, METRIC_FIELDS)
-            plot_curves(self.rows, self.out_dir, label)
+                self._save_best(out_dir, epoch, row)
+            atomic.save_torch(out_dir / STATE_FILE, self.state())
+            atomic.write_csv(out_dir / "metrics.csv", self.rows, METRIC_FIELDS)
+            plot_curves(self.rows, out_dir, out_dir.name)
             print(f"epoch {epoch:3d}/{self.config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  test loss {test_loss:.4f} acc {test_acc:.4f}  "
                   f"{row['train_images_per_s']:.0f} img/s{'  *best' if is_best else ''}", flush=True)
         return best_row(self.rows) if self.ranks.main else {}
 
-    def _save_best(self, epoch: int, row: dict) -> None:
+    def _save_best(self, out_dir: Path, epoch: int, row: dict) -> None:
         checkpoint = classifier_checkpoint(
             self.model, self.config.arch, self.class_names, CIFAR10_MEAN, CIFAR10_STD,
             dataclasses.asdict(self.config), epoch=epoch, metrics=dict(row),
             split_sizes=self.split_sizes)
-        atomic.save_torch(self.out_dir / paths.BEST_MODEL, checkpoint)
+        atomic.save_torch(out_dir / paths.BEST_MODEL, checkpoint)
 
 
 def train(config: TrainConfig, data_dir: Path, out_dir: Path, device_name: str = "auto", resume: bool = False,
@@ -315,7 +325,7 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         say(f"resuming {out_dir} after epoch {state['epoch']} of {saved.epochs} with its saved config "
             "(training flags given now are ignored)", file=sys.stderr)
         config = dataclasses.replace(saved, compile=config.compile)
-    trainer = Trainer(config, data_dir, out_dir, device, ranks)
+    trainer = Trainer(config, data_dir, device, ranks)
     if state is not None:
         trainer.load_state(state)
     elif ranks.main:
@@ -331,7 +341,7 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         f"{trainer.split_sizes['train']:,} train / {trainer.split_sizes['val']:,} val / "
         f"{trainer.split_sizes['test']:,} test images, label smoothing {config.label_smoothing}, {config.epochs} "
         f"epochs -> {out_dir}", flush=True)
-    best = trainer.fit(label=out_dir.name)
+    best = trainer.fit(out_dir)
     if ranks.main:
         highest = max(row["val_acc"] for row in trainer.rows)
         print(f"chosen epoch {best['epoch']} (the latest within {config.select_within_se:g} SE of the best "
@@ -395,7 +405,7 @@ class RunSettings:
     label_smoothing: float  # the study's one change
 
 
-def training_stage(description: str, settings: RunSettings, argv=None) -> None:
+def training_stage(description: str | None, settings: RunSettings, argv: list[str] | None = None) -> None:
     """Entry point of train.py and improvement.py."""
     defaults = TrainConfig(label_smoothing=settings.label_smoothing)
     parser = make_parser(description)

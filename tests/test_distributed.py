@@ -37,11 +37,11 @@ def strip_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def one_epoch(data_dir: Path, folder: Path, batchnorm: bool, ranks: Ranks = Ranks()) -> dict:
+def one_epoch(data_dir: Path, batchnorm: bool, ranks: Ranks = Ranks()) -> dict:
     if not batchnorm:
         training.build_architecture = lambda arch, classes: strip_batchnorm(build_architecture(arch, classes))
     try:
-        trainer = Trainer(CONFIG, data_dir, folder, torch.device("cpu"), ranks)
+        trainer = Trainer(CONFIG, data_dir, torch.device("cpu"), ranks)
         loss, accuracy, _ = trainer._train_epoch(1)
     finally:
         training.build_architecture = build_architecture
@@ -51,7 +51,7 @@ def one_epoch(data_dir: Path, folder: Path, batchnorm: bool, ranks: Ranks = Rank
 def ddp_worker(rank: int, data_dir: str, folder: str, batchnorm: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
-    result = one_epoch(Path(data_dir), Path(folder), batchnorm, Ranks(rank, 2, rank))
+    result = one_epoch(Path(data_dir), batchnorm, Ranks(rank, 2, rank))
     if rank == 0:
         torch.save(result, Path(folder) / "ddp.pt")
     dist.destroy_process_group()
@@ -62,7 +62,7 @@ def ddp_worker(rank: int, data_dir: str, folder: str, batchnorm: bool) -> None:
 def test_two_processes_match_one_with_the_same_global_batch(batchnorm, tiny_data, tmp_path):
     mp.spawn(ddp_worker, args=(str(tiny_data), str(tmp_path), batchnorm), nprocs=2)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    single = one_epoch(tiny_data, tmp_path, batchnorm)
+    single = one_epoch(tiny_data, batchnorm)
     if batchnorm:  # per-process batch statistics: close, not equal
         assert ddp["loss"] == pytest.approx(single["loss"], rel=0.05)
         return

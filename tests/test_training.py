@@ -228,7 +228,7 @@ def test_defaults_smoke_preset_and_flags_resolve_in_that_order(flags, expected, 
 @pytest.mark.parametrize("cycle, expected", [(False, [0.9] * 3), (True, None)])
 def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
     config = TrainConfig(epochs=10, batch_size=20, max_train_images=100, cycle_momentum=cycle)
-    trainer = Trainer(config, tiny_data, None, torch.device("cpu"))
+    trainer = Trainer(config, tiny_data, torch.device("cpu"))
     generator = trainer.epoch_generator(1)
     seen = []
     for step in range(3):
@@ -243,12 +243,12 @@ def test_momentum_is_what_the_config_says(cycle, expected, tiny_data):
 
 def test_a_resumed_run_chooses_against_the_best_epoch_before_the_kill(tiny_data, tmp_path):
     config = TrainConfig(epochs=3, batch_size=20, max_train_images=100, select_within_se=0.0)
-    trainer = Trainer(config, tiny_data, tmp_path, torch.device("cpu"))
+    trainer = Trainer(config, tiny_data, torch.device("cpu"))
     state = trainer.state()
     done = {field: 1.0 for field in METRIC_FIELDS} | {"best": 1}
     state["rows"] = [done | {"epoch": 1, "val_acc": 0.5}, done | {"epoch": 2, "val_acc": 1.0}]
     trainer.load_state(state)
-    assert trainer.fit("resumed")["epoch"] == 2  # an untrained epoch 3 is far below 1.0
+    assert trainer.fit(tmp_path)["epoch"] == 2  # an untrained epoch 3 is far below 1.0
     assert trainer.rows[-1]["epoch"] == 3 and trainer.rows[-1]["best"] == 0
 
 

@@ -3,12 +3,13 @@ settings). 'AutoAttack' names only the standard version run unchanged (APGD-CE, 
 published budgets); the single attacks run with the budgets the stage gives and are named with them."""
 import logging
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 
 import torch
 import torch.nn as nn
 
-from .threat import Threat, flat_norm
+from .threat import Norm, Threat, flat_norm
 
 logging.getLogger("auto-attack").setLevel(logging.WARNING)  # its per-attack progress goes to debug logging
 
@@ -31,11 +32,10 @@ def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, threat: T
     """APGD on the cross-entropy ('ce'), the DLR loss ('dlr'), or targeted DLR over the top classes ('t')."""
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
-    common = dict(n_iter=settings.apgd_iterations, norm=threat.norm, eps=threat.eps, seed=seed, device=images.device)
-    if loss == "t":
-        attack = APGDAttack_targeted(model, n_target_classes=settings.apgd_targets, **common)
-    else:
-        attack = APGDAttack(model, loss=loss, **common)
+    build = partial(APGDAttack_targeted, n_target_classes=settings.apgd_targets) if loss == "t" else \
+        partial(APGDAttack, loss=loss)
+    attack = build(model, n_iter=settings.apgd_iterations, norm=threat.norm, eps=threat.eps, seed=seed,
+                   device=images.device)
     return attack.perturb(images, labels)
 
 
@@ -60,7 +60,7 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, thr
     return adversarial
 
 
-def minimal_distance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: str,
+def minimal_distance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, norm: Norm,
                      settings: ReferenceSettings, seed: int, toward: torch.Tensor | None = None) -> torch.Tensor:
     """Per image, the smallest perturbation under `norm` that FAB-T (Croce & Hein 2020) finds to change the class
     `labels` names: toward each of the next `distance_targets` most likely classes, keeping the least; or, with

@@ -1,6 +1,7 @@
 """The threat model: a norm ball of radius eps around each image, in [0, 1] pixel space, clipped to [0, 1]."""
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -8,13 +9,14 @@ import torch.nn as nn
 from ..core.errors import UserError
 from ..data.cifar10 import Normalizer
 
-NORMS = ("Linf", "L2")  # pyautoattack's names
+Norm = Literal["Linf", "L2"]  # pyautoattack's names
+NORMS: tuple[Norm, ...] = ("Linf", "L2")
 MAX_RADIUS = {"Linf": 1.0, "L2": 55.5}  # the whole [0, 1] cube: its L2 diameter is sqrt(3072)
 
 
 @dataclass(frozen=True)
 class Threat:
-    norm: str
+    norm: Norm
     eps: float  # in [0, 1] pixel units
 
     @property
@@ -26,7 +28,7 @@ class Threat:
         return f"L2 {self.eps:g}"
 
 
-def parse_radius(norm: str, text: str) -> Threat:
+def parse_radius(norm: Norm, text: str) -> Threat:
     """One radius as the command line gives it: Linf in 1/255 units ('8' or '0.5'), L2 in pixel units."""
     try:
         value = float(Fraction(text))
@@ -42,11 +44,11 @@ def parse_radius(norm: str, text: str) -> Threat:
 def parse_threat(text: str) -> Threat:
     """A norm and radius as the command line gives them: NORM:RADIUS ('Linf:8' for 8/255, 'L2:0.5')."""
     norm, sep, radius = text.partition(":")
-    match = {name.lower(): name for name in NORMS}.get(norm.lower())
-    if not sep or match is None:
-        raise UserError(f"radius {text!r}: write NORM:RADIUS with NORM one of {', '.join(NORMS)} "
-                        "(for example Linf:8 for 8/255, L2:0.5)")
-    return parse_radius(match, radius)
+    for name in NORMS:
+        if sep and name.lower() == norm.lower():
+            return parse_radius(name, radius)
+    raise UserError(f"radius {text!r}: write NORM:RADIUS with NORM one of {', '.join(NORMS)} "
+                    "(for example Linf:8 for 8/255, L2:0.5)")
 
 
 def flat_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

@@ -4,12 +4,15 @@ A spec is a built-in name (`resnet18`), `torchvision:<builder>`, `timm:<name>` (
 code, `path/to/file.py:callable` or `package.module:callable`, which runs as Python when the model is built
 (it is the user's code). Checkpoints record the spec and, for user code, the file's sha256, so a stage that finds
 the file changed says so."""
+import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn as nn
@@ -46,6 +49,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _import_file(path: Path) -> tuple[ModuleType, Path | None]:
+    module_name = f"stresstest_user_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UserError(f"{path} cannot be imported as a Python module; give path/to/file.py:callable")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    module_spec.loader.exec_module(module)
+    return module, path
+
+
+def _import_module(source: str) -> tuple[ModuleType, Path | None]:
+    module = importlib.import_module(source)
+    file = getattr(module, "__file__", None)
+    return module, Path(file).resolve() if file else None
+
+
 def user_callable(spec: str):
     """The callable of a user spec and the file that defines it (its module is imported: the user's code runs)."""
     source, name = split_user_spec(spec)
@@ -53,21 +73,11 @@ def user_callable(spec: str):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise UserError(f"architecture {spec}: {path} not found; give path/to/file.py:callable")
-        module_name = f"stresstest_user_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
-        search_path = path.parent  # the file imports its neighbours as when it is run
-
-        def load():
-            module_spec.loader.exec_module(module)
-            return module, path
+        # the file imports its neighbours as when it is run
+        search_path, load = path.parent, functools.partial(_import_file, path)
     else:
-        search_path = Path.cwd()  # a module under the working folder, as `python -m` finds it
-
-        def load():
-            module = importlib.import_module(source)
-            return module, Path(module.__file__).resolve() if getattr(module, "__file__", None) else None
+        # a module under the working folder, as `python -m` finds it
+        search_path, load = Path.cwd(), functools.partial(_import_module, source)
     sys.path.insert(0, str(search_path))
     try:
         module, path = load()
@@ -115,7 +125,7 @@ def build_architecture(spec: str, num_classes: int) -> nn.Module:
                     f"{TORCHVISION}<builder>, {TIMM}<name>, path/to/file.py:callable or package.module:callable")
 
 
-def _parameters(function) -> dict:
+def _parameters(function) -> Mapping[str, inspect.Parameter]:
     try:
         return inspect.signature(function).parameters
     except (TypeError, ValueError):

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .architecture import build_architecture, changed_source, file_sha256, load_strict
+from .device import to_channels_last
 from ..metrics import wilson_interval
 from .errors import UserError, first_line
 
@@ -84,7 +85,7 @@ def load_classifier(path: Path, producer: str, device: torch.device) -> tuple[nn
     """Rebuild the model of a checkpoint, in eval mode and channels-last on `device`."""
     checkpoint = read_checkpoint(path, producer)
     model = build_classifier(checkpoint, path, producer)
-    model.to(device, memory_format=torch.channels_last).eval()
+    to_channels_last(model, device).eval()
     return model, checkpoint
 
 

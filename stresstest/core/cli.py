@@ -32,7 +32,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def make_parser(description: str) -> Parser:
+def make_parser(description: str | None) -> Parser:
     return Parser(description=description, formatter_class=HelpFormatter)
 
 

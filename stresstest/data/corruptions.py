@@ -221,17 +221,22 @@ def frost_picture(name: str) -> Path:
 _FROST_CACHE: dict = {}
 
 
-def frost_textures(device) -> list[torch.Tensor]:
-    """frost1..frost5 (the original draws from the first five), RGB uint8, shrunk to 0.2 as cv2.resize does."""
-    if device not in _FROST_CACHE:
-        import cv2
+def shrunk_frost_picture(name: str) -> np.ndarray:
+    """One frost picture as the original uses it: read by cv2, shrunk to 0.2 by cv2.resize, RGB uint8 (H, W, 3)."""
+    import cv2
 
-        textures = []
-        for name in FROST_PICTURES:
-            picture = cv2.imread(str(frost_picture(name)))
-            picture = cv2.resize(picture, (0, 0), fx=0.2, fy=0.2)[..., ::-1].copy()
-            textures.append(torch.from_numpy(picture).permute(2, 0, 1).to(device))
-        _FROST_CACHE[device] = textures
+    path = frost_picture(name)
+    picture = cv2.imread(str(path))
+    if picture is None:
+        raise UserError(f"{path} is not a readable image; reinstall this package (pip install -e .)")
+    return cv2.resize(picture, (0, 0), fx=0.2, fy=0.2)[..., ::-1].copy()
+
+
+def frost_textures(device) -> list[torch.Tensor]:
+    """frost1..frost5 (the original draws from the first five) on `device`, (3, H, W) uint8."""
+    if device not in _FROST_CACHE:
+        _FROST_CACHE[device] = [torch.from_numpy(shrunk_frost_picture(name)).permute(2, 0, 1).to(device)
+                                for name in FROST_PICTURES]
     return _FROST_CACHE[device]
 
 

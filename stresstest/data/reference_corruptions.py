@@ -17,20 +17,20 @@ import skimage.filters
 import skimage.util
 from PIL import Image
 
-from .corruptions import FROST_PICTURES, frost_picture
+from .corruptions import FROST_PICTURES, shrunk_frost_picture
 
 SIZE = 32
 
 
 def truncate(x: np.ndarray) -> np.ndarray:
-    return np.uint8(np.clip(x, 0, 1) * 255)
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
 def zoom_centre(x: np.ndarray, factor: float) -> np.ndarray:
     """Zoom into the centre of an (H, W, C) array by `factor` (bilinear), cropped back to H x W."""
     crop = int(np.ceil(SIZE / factor))
     top = (SIZE - crop) // 2
-    zoomed = scipy.ndimage.zoom(x[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
+    zoomed = np.asarray(scipy.ndimage.zoom(x[top:top + crop, top:top + crop], (factor, factor, 1), order=1))
     trim = (zoomed.shape[0] - SIZE) // 2
     return zoomed[trim:trim + SIZE, trim:trim + SIZE]
 
@@ -76,7 +76,7 @@ def defocus_blur(image, c, rng):
 
 def glass_blur(image, c, rng):
     sigma, delta, iterations = c
-    x = np.uint8(skimage.filters.gaussian(image / 255., sigma=sigma, channel_axis=-1) * 255)
+    x = (skimage.filters.gaussian(image / 255., sigma=sigma, channel_axis=-1) * 255).astype(np.uint8)
     for _ in range(iterations):
         for h in range(SIZE - delta, delta, -1):
             for w in range(SIZE - delta, delta, -1):
@@ -86,7 +86,7 @@ def glass_blur(image, c, rng):
 
 
 def motion_blur(image, c, rng):
-    return np.uint8(motion_blur_one(image.astype(np.float64), c[0], c[1], rng.uniform(-45, 45)))
+    return motion_blur_one(image.astype(np.float64), c[0], c[1], rng.uniform(-45, 45)).astype(np.uint8)
 
 
 def zoom_blur(image, c, rng):
@@ -101,7 +101,7 @@ def snow(image, c, rng):
     x = image.astype(np.float32) / 255.
     layer = zoom_centre(rng.normal(loc=c[0], scale=c[1], size=(SIZE, SIZE, 1)), c[2])
     layer[layer < c[3]] = 0
-    layer = np.uint8(np.clip(layer, 0, 1) * 255).astype(np.float64)
+    layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8).astype(np.float64)
     layer = motion_blur_one(layer, c[4], c[5], rng.uniform(-135, -45)) / 255.
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
     x = c[6] * x + (1 - c[6]) * np.maximum(x, grey * 1.5 + 0.5)
@@ -111,14 +111,13 @@ def snow(image, c, rng):
 @functools.cache
 def frost_pictures() -> list[np.ndarray]:
     """The five frost pictures, shrunk to 0.2 and turned RGB (read once: file reading is not what is timed)."""
-    return [cv2.resize(cv2.imread(str(frost_picture(name))), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
-            for name in FROST_PICTURES]
+    return [shrunk_frost_picture(name) for name in FROST_PICTURES]
 
 
 def frost(image, c, rng):
     picture = frost_pictures()[rng.integers(5)]
     top, left = rng.integers(0, picture.shape[0] - SIZE), rng.integers(0, picture.shape[1] - SIZE)
-    return np.uint8(np.clip(c[0] * image + c[1] * picture[top:top + SIZE, left:left + SIZE], 0, 255))
+    return np.clip(c[0] * image + c[1] * picture[top:top + SIZE, left:left + SIZE], 0, 255).astype(np.uint8)
 
 
 def plasma_fractal(decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -165,7 +164,8 @@ def elastic_transform(image, c, rng):
     alpha, sigma, shift = c
     x = image.astype(np.float32) / 255.
     centre, square = SIZE // 2, SIZE // 3
-    corners = np.float32([[centre + square] * 2, [centre + square, centre - square], [centre - square] * 2])
+    corners = np.array([[centre + square] * 2, [centre + square, centre - square], [centre - square] * 2],
+                       dtype=np.float32)
     moved = corners + rng.uniform(-shift, shift, size=corners.shape).astype(np.float32)
     x = cv2.warpAffine(x, cv2.getAffineTransform(corners, moved), (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT_101)
     dx, dy = (skimage.filters.gaussian(rng.uniform(-1, 1, size=(SIZE, SIZE)), sigma, mode="reflect", truncate=3)
@@ -177,8 +177,8 @@ def elastic_transform(image, c, rng):
 
 
 def pixelate(image, c, rng):
-    small = Image.fromarray(image).resize((int(SIZE * c), int(SIZE * c)), Image.BOX)
-    return np.asarray(small.resize((SIZE, SIZE), Image.BOX))
+    small = Image.fromarray(image).resize((int(SIZE * c), int(SIZE * c)), Image.Resampling.BOX)
+    return np.asarray(small.resize((SIZE, SIZE), Image.Resampling.BOX))
 
 
 def jpeg_compression(image, c, rng):

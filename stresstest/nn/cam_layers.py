@@ -19,6 +19,11 @@ MIN_SIDE = 4
 AUTO = "auto"
 
 
+def last_child(model: nn.Module, path: str) -> nn.Module:
+    """The last module inside the container at `path` (`layer4[-1]`: last_child(model, "layer4"))."""
+    return list(model.get_submodule(path).children())[-1]
+
+
 class TokensToGrid:
     """(B, prefix + side*side, C) transformer tokens -> (B, C, side, side), the class/register tokens dropped."""
 
@@ -47,10 +52,11 @@ def token_layer(model: nn.Module) -> tuple[nn.Module, int] | None:
     class token reaches the head, so gradients after the last block's attention are zero for the patch tokens."""
     encoder = getattr(model, "encoder", None)
     if encoder is not None and hasattr(encoder, "layers") and hasattr(model, "class_token"):  # torchvision
-        return encoder.layers[-1].ln_1, 1
+        return last_child(model, "encoder.layers").get_submodule("ln_1"), 1
     blocks = getattr(model, "blocks", None)
-    if blocks is not None and hasattr(model, "num_prefix_tokens") and hasattr(blocks[-1], "norm1"):  # timm
-        return blocks[-1].norm1, int(model.num_prefix_tokens)
+    prefix_tokens = getattr(model, "num_prefix_tokens", None)
+    if blocks is not None and isinstance(prefix_tokens, int) and hasattr(blocks[-1], "norm1"):  # timm
+        return last_child(model, "blocks").get_submodule("norm1"), prefix_tokens
     return None
 
 

@@ -282,7 +282,7 @@ def distance_summary(table: pd.DataFrame) -> list[dict]:
     for (tag, norm), found in [((tag, norm), group) for tag, group in table.groupby("model", sort=False)
                                for norm in NORMS]:
         column = f"min_{norm.lower()}"
-        known = found[np.isfinite(found[column])]
+        known = found[found[column].abs() < np.inf]  # inf: FAB-T found no boundary
         if len(known) < 3:
             continue
         flipped = known.flipped_by.fillna("").astype(str) != ""
@@ -386,7 +386,7 @@ def adversarial(params: AdversarialParams) -> None:
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in loaded.items()})
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = AdversarialParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the image sample, the attacks' random starts and the corruptions")

@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
-from ..core.device import describe_device, pick_precision, resolve_device, synchronize
+from ..core.device import describe_device, pick_precision, resolve_device, synchronize, to_channels_last
 from ..core.errors import UserError
 from ..data.cifar10 import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
 from ..nn.inference import REPORTED_PRECISION, inference_model, predict_logits
@@ -29,7 +29,7 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
                  compile_model: bool) -> dict:
     # one epoch per step at least, so that the one-cycle schedule never runs out whatever --steps is
     config = TrainConfig(batch_size=batch_size, epochs=warmup + steps, compile=compile_model)
-    trainer = Trainer(config, data_dir, None, device)
+    trainer = Trainer(config, data_dir, device)
     generator = trainer.epoch_generator(0)
     count = trainer.train_labels.numel()
     trainer.model.train()
@@ -83,13 +83,17 @@ def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
     for precision in dict.fromkeys(["fp32", trainer.precision]):
         gradcam_on_device(model, images[:8], classes[:8], layer, 8, precision=precision)  # warm-up
         rates[f"on_device_{precision}"] = timed_rate(trainer.device, on_device(precision), len(images))
+    # pytorch_grad_cam's hints ask for List[nn.Module] targets; it calls them, and its own target classes are
+    # plain callables (reportArgumentType below)
     with pytorch_grad_cam.GradCAM(model=model, target_layers=[layer]) as cam:
         targets = [ClassifierOutputTarget(c) for c in classes]
-        cam(input_tensor=images[:8], targets=targets[:8])  # warm-up
-        rates["package_batch"] = timed_rate(trainer.device, lambda: cam(input_tensor=images, targets=targets),
-                                            len(images))
+        cam(input_tensor=images[:8], targets=targets[:8])  # pyright: ignore[reportArgumentType]
+        rates["package_batch"] = timed_rate(
+            trainer.device, lambda: cam(input_tensor=images, targets=targets),  # pyright: ignore[reportArgumentType]
+            len(images))
         rates["package_single"] = timed_rate(
-            trainer.device, lambda: [cam(input_tensor=images[i:i + 1], targets=targets[i:i + 1])
+            trainer.device, lambda: [cam(input_tensor=images[i:i + 1],
+                                         targets=targets[i:i + 1])  # pyright: ignore[reportArgumentType]
                                      for i in range(single_count)], single_count)
     sample = len(images[:8])
     with FlopCounterMode(display=False) as counter:  # forward plus the backward to the layer, as run above
@@ -118,7 +122,7 @@ def measure_feature_extraction(device: torch.device, count: int) -> dict:
     precision = pick_precision(device)
     rates = {}
     for name in BACKBONES:
-        model = load_backbone(name, "none", seed=0).to(device, memory_format=torch.channels_last)
+        model = to_channels_last(load_backbone(name, "none", seed=0), device)
         images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, device=device)
         extract_features(model, name, images[:max(1, count // 4)], precision, batch_size=count)  # warm-up
         synchronize(device)
@@ -275,7 +279,7 @@ def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, w
     return {"train": float(match.group(1)), "eval": float(match.group(2))}
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = make_parser(description)
     add_common_args(parser)
     parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps (after warm-up)")

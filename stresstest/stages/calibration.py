@@ -165,7 +165,7 @@ def calibrate(params: CalibrationParams) -> None:
                  device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed, models=cards)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = CalibrationParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals and of "

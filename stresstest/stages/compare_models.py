@@ -177,7 +177,7 @@ def compare(params: CompareParams) -> None:
                                               "improved": model_card(impr_ckpt, improved_path)})
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = CompareParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)

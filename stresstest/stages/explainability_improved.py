@@ -4,5 +4,5 @@ from ..explain import TwinSettings, explanation_stage
 SETTINGS = TwinSettings(stage="explainability_improved", tag="improved")
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     explanation_stage(description, SETTINGS, argv)

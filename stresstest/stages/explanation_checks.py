@@ -10,6 +10,7 @@ sample of test images both models get right, for both models, at the layer the e
   (IoU) of their top 20% pixels, against pairs of different images (CIFAR maps share a centre bias)."""
 import copy
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class ExplanationParams(BothModels):
 SMOKE = ExplanationParams(correct_images=16, percentiles=(20, 50, 80))
 
 
-def road_scores(model, inputs: torch.Tensor, maps: np.ndarray, classes: np.ndarray, percentiles: list[int],
+def road_scores(model, inputs: torch.Tensor, maps: np.ndarray, classes: np.ndarray, percentiles: Sequence[int],
                 seed: int) -> np.ndarray:
     """ROAD combined score per image (the package's classes; its imputation noise drawn from `seed`)."""
     targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
@@ -76,10 +77,10 @@ def randomised(model: torch.nn.Module, layers: list[str], seed: int) -> torch.nn
     with seeded(seed):
         for name in layers:
             for module in copy_.get_submodule(name).modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-                if hasattr(module, "reset_running_stats"):
-                    module.reset_running_stats()
+                for reset in ["reset_parameters", "reset_running_stats"]:
+                    method = getattr(module, reset, None)
+                    if callable(method):
+                        method()
     return copy_.eval()
 
 
@@ -183,7 +184,7 @@ def explanation_checks(params: ExplanationParams) -> None:
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ExplanationParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the sample of correct images, the random maps, ROAD's imputation "

@@ -192,7 +192,7 @@ def training_label_issues(params: FailureParams) -> None:
           f"{out_dir / 'train_label_issues.csv'}")
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = FailureParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)

@@ -62,7 +62,7 @@ def run(params: ImportParams) -> None:
                  device=describe_device(device), precision=REPORTED_PRECISION)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ImportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)

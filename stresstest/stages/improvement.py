@@ -5,5 +5,5 @@ from ..training import RunSettings, training_stage
 SETTINGS = RunSettings(stage="improvement", tag="improved", label_smoothing=0.1)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     training_stage(description, SETTINGS, argv)

@@ -50,7 +50,7 @@ def export(params: ExportParams) -> None:
                  corruptions=names, severities=severities)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ExportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the random corruptions (one generator per corruption and severity)")

@@ -128,7 +128,7 @@ class Records:
 
     def __init__(self, records_dir: Path):
         self.folder = Path(records_dir)
-        self.by_stage: dict[str, dict] = {}
+        self.by_stage: dict[str, dict | None] = {}
 
     def get(self, stage: str) -> dict | None:
         if stage not in self.by_stage:
@@ -590,7 +590,7 @@ def write_report(params: ReportParams) -> Path:
     return target
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ReportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="accepted for the command line every script shares (SPEC); the report draws "

@@ -17,7 +17,7 @@ from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
                          positive_int, preset_help, run_main)
-from ..core.device import describe_device, resolve_device
+from ..core.device import describe_device, resolve_device, to_channels_last
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -84,7 +84,7 @@ class BackboneProbe:
     @functools.cached_property
     def backbone(self) -> torch.nn.Module:  # built only when some set is not cached yet
         backbone = load_backbone(self.probe.model_name, self.probe.weights, self.probe.seed)
-        return backbone.to(self.probe.device, memory_format=torch.channels_last)
+        return to_channels_last(backbone, self.probe.device)
 
     def probabilities(self, images: torch.Tensor, name: str, severity: int) -> np.ndarray:
         if severity == 0 and len(images) <= len(self.probe.test_features):  # the clean test prefix
@@ -231,7 +231,7 @@ def robustness(params: RobustnessParams) -> None:
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = RobustnessParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the corruptions computed here (one generator per corruption and "

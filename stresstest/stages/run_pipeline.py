@@ -7,7 +7,7 @@ from ..core.cli import add_common_args, make_parser, run_main
 from ..pipeline import NAMES, PipelineParams, run_stages
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help="passed to every stage")
     parser.add_argument("--smoke", action="store_true", help="every stage's smoke preset (minutes on a CPU)")

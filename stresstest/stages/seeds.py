@@ -149,7 +149,7 @@ def seeds_study(params: SeedsParams) -> None:
                  precision=REPORTED_PRECISION, seeds=seeds, threshold=threshold)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = SeedsParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="unused: the seeds are --seeds")

@@ -4,5 +4,5 @@ from ..training import RunSettings, training_stage
 SETTINGS = RunSettings(stage="train", tag="baseline", label_smoothing=0.0)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     training_stage(description, SETTINGS, argv)

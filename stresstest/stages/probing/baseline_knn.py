@@ -52,7 +52,7 @@ def knn_report(probe: Probe) -> None:
                  weights=probe.settings["weights"], precision=precision, test_images=len(labels))
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     args = probing_parser(description).parse_args(argv)
     params = params_from(args, ProbeParams(), SMOKE)
     run_main(lambda: knn_report(load_probe(params)), args.debug)

@@ -28,11 +28,11 @@ SMOKE = EmbeddingParams(**dataclasses.asdict(PROBE_SMOKE), hard_count=10)
 
 def class_centroids(features: torch.Tensor, labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """L2-normalized mean of each class's L2-normalized features (zero rows for absent classes)."""
-    labels = torch.as_tensor(labels)
     centroids = torch.zeros(num_classes, features.shape[1])
     for c in range(num_classes):
-        if (labels == c).any():
-            centroids[c] = features[labels == c].mean(0)
+        members = torch.as_tensor(labels == c)
+        if members.any():
+            centroids[c] = features[members].mean(0)
     return torch.nn.functional.normalize(centroids, dim=1)
 
 
@@ -87,7 +87,7 @@ def embedding_report(probe: Probe, hard_count: int) -> None:
                  weights=probe.settings["weights"], precision=probe.settings["precision"], hard_examples=len(rows))
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = probing_parser(description, SMOKE)
     defaults = EmbeddingParams()
     parser.add_argument("--hard-count", type=positive_int,

@@ -6,7 +6,7 @@ from ...core.record import write_record
 from ...probe import SMOKE, ProbeParams, load_probe, probing_parser
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     args = probing_parser(description).parse_args(argv)
     params = params_from(args, ProbeParams(), SMOKE)
 

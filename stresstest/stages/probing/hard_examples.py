@@ -131,7 +131,7 @@ def save_hard_examples(probe: Probe, cases_dir: Path, count: int) -> None:
                  cases=count)
 
 
-def main(description: str, argv=None) -> None:
+def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = probing_parser(description, SMOKE)
     defaults = HardExamplesParams()
     parser.add_argument("--max-cases", type=positive_int,
