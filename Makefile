@@ -1,5 +1,6 @@
 # make setup      - .venv/ with the toolkit installed (pip install -e ".[dev]")
 # make pipeline   - the twelve stages of studies A and C
+# make check      - pyright (zero errors) and ruff over the package, models/ and the scripts
 # make test       - the whole test suite; make test-fast: everything but the end-to-end runs (under a minute)
 # make bench      - throughput beside ../shared/bench/peer_dataloader.py
 # Settings: make pipeline DATA_DIR=../shared/data/cifar10-subset DEVICE=cpu SMOKE=1
@@ -11,7 +12,7 @@ DEVICE ?= auto
 SMOKE ?=
 FLAGS := --data-dir $(DATA_DIR) --device $(DEVICE) $(if $(SMOKE),--smoke)
 
-.PHONY: setup pipeline test test-fast bench clean-outputs
+.PHONY: setup pipeline check test test-fast bench clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,10 @@ $(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt require
 
 pipeline: setup
 	$(PY) run_pipeline.py $(FLAGS)
+
+check: setup
+	$(VENV)/bin/pyright
+	$(VENV)/bin/ruff check .
 
 test: setup
 	$(PY) -m pytest

@@ -151,7 +151,7 @@ def comparison_rows(records: Records) -> list[dict]:
     if comparison is None:
         return []
     values = comparison.set_index("metric")
-    test_images = records.get("compare_models").get("data", {}).get("test_images", "")
+    test_images = (records.get("compare_models") or {}).get("data", {}).get("test_images", "")
 
     def both(metric):
         return float(values.loc[metric, "baseline"]), float(values.loc[metric, "improved"])
@@ -216,7 +216,7 @@ def adversarial_rows(records: Records) -> list[dict]:
     """The strongest attack at each radius the strong attacks or AutoAttack ran at, both models."""
     folder = records.output("adversarial", "adversarial")
     table = read_csv(_join(folder, "robust_accuracy.csv"))
-    if table is None:
+    if folder is None or table is None:
         return []
     checks = read_json(folder / "checks.json") or {}
     failed = {model: sum(check["status"] == "fail" for check in found) for model, found in checks.items()}
@@ -337,7 +337,7 @@ def results_section(page: Page, records: Records) -> None:
     page.heading("Results on the test set: baseline against improved")
     folder = records.output("compare_models", "comparison")
     summary = read_csv(_join(folder, "test_set_summary.csv"))
-    if summary is None:
+    if folder is None or summary is None:
         page.missing("the comparison", "python compare_models.py")
         return
     page.paragraph("One seed per model (the seeds section has the spread over seeds). Accuracy with its Wilson 95% "
@@ -373,7 +373,7 @@ def cases_section(page: Page, records: Records) -> None:
     folder = records.output("failure_analysis", "cases")
     cases = read_csv(_join(folder, "cases.csv"))
     summary = read_json(_join(folder, paths.CASES_SUMMARY))
-    if cases is None or summary is None:
+    if folder is None or cases is None or summary is None:
         page.missing("the failure analysis", f"python {paths.CASES_PRODUCER}")
         return
     page.paragraph(f"{summary['confident_failures']} wrong answers at confidence >= {summary['threshold']} of "
@@ -386,7 +386,7 @@ def cases_section(page: Page, records: Records) -> None:
     improved = {} if comparison is None else comparison.set_index("case").to_dict("index")
     page.add("<div class='gallery'>")
     for row in cases.itertuples():
-        case_tile(page, row, folder / row.case, improved.get(row.case))
+        case_tile(page, row, folder / str(row.case), improved.get(row.case))
     page.add("</div>")
     issues = read_csv(folder / "label_issues.csv")
     if issues is not None and len(issues):
@@ -400,7 +400,7 @@ def training_label_issues_section(page: Page, records: Records) -> None:
     folder = records.output("failure_analysis", "label_issues")
     summary = read_json(_join(folder, paths.LABEL_ISSUES_SUMMARY))
     issues = read_csv(_join(folder, "train_label_issues.csv"))
-    if summary is None or issues is None:
+    if folder is None or summary is None or issues is None:
         page.missing("the training-set label issues", f"python {paths.CASES_PRODUCER} --train-folds 4")
         return
     page.paragraph(f"{summary['label_issues']} of {summary['training_images']} training images flagged from "
@@ -429,7 +429,7 @@ class StageSection:
         page.heading(self.title)
         folder = records.output(self.stage, self.output)
         main = read_csv(_join(folder, self.main_table))
-        if main is None:
+        if folder is None or main is None:
             page.missing(self.what, self.command)
             return None
         for note, table in [(self.intro, main), *((note, read_csv(folder / name)) for name, note in self.tables)]:
@@ -472,7 +472,7 @@ corruptions_section = StageSection(
 def robustness_section(page: Page, records: Records) -> None:
     if corruptions_section(page, records) is None:
         return
-    occlusion = read_csv(records.output("robustness", "robustness") / "occlusion_gradcam.csv")
+    occlusion = read_csv(_join(records.output("robustness", "robustness"), "occlusion_gradcam.csv"))
     if occlusion is not None and len(occlusion):
         agreement = occlusion.groupby("model").spearman.agg(["count", "median", "mean"]).reset_index()
         page.paragraph("Occlusion sensitivity against Grad-CAM, Spearman rank correlation over the saved cases:",
@@ -501,7 +501,7 @@ adversarial_tables = StageSection(
 def adversarial_section(page: Page, records: Records) -> None:
     if adversarial_tables(page, records) is None:
         return
-    checks = read_json(records.output("adversarial", "adversarial") / "checks.json")
+    checks = read_json(_join(records.output("adversarial", "adversarial"), "checks.json"))
     if checks:
         page.paragraph("Gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019): a fail means a number "
                        "above may overstate robustness.", "note")
@@ -518,7 +518,7 @@ def probing_section(page: Page, records: Records) -> None:
     rows, tests = [], []
     for record in probes:
         folder, model = record["outputs"]["probe"], record["model"]
-        for row in read_csv(folder / "probe_accuracy.csv").to_dict("records"):
+        for row in pd.read_csv(folder / "probe_accuracy.csv").to_dict("records"):
             rows.append({"model": model, "head": row["head"], "accuracy": row["accuracy"],
                          "wilson95_low": row.get("low95"), "wilson95_high": row.get("high95"), "n": row["test_images"],
                          "feature precision": row.get("feature_precision", "")})
