@@ -64,6 +64,38 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(np.abs(gap).sum() / len(confidence))
 
 
+def equal_mass_bin_index(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Bins holding (nearly) equal numbers of images: the sorted confidences split into `bins` runs
+    (np.array_split), each edge halfway between neighbouring runs, a confidence on an edge in the lower bin
+    (the binning of Kumar et al. 2019's code, `get_equal_bins`)."""
+    runs = np.array_split(np.sort(confidence), min(bins, len(confidence)))
+    edges = np.unique([*((low[-1] + high[0]) / 2 for low, high in zip(runs, runs[1:])), 1.0])
+    return np.minimum(np.searchsorted(edges, confidence), len(edges) - 1)
+
+
+def adaptive_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """ECE over equal-mass bins (adaptive ECE): every bin's gap rests on about n / bins images, so sparse
+    high-confidence bins weigh no less reliably than the crowded ones."""
+    index = equal_mass_bin_index(confidence, bins)
+    gap = np.bincount(index, correct.astype(float)) - np.bincount(index, confidence)
+    return float(np.abs(gap).sum() / len(confidence))
+
+
+def debiased_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """The debiased L2 calibration error of Kumar, Liang and Ma 2019 ("Verified uncertainty calibration"), over
+    equal-mass bins: sqrt(max(0, sum_b (n_b / n) [(accuracy_b - confidence_b)^2 - accuracy_b (1 - accuracy_b) /
+    (n_b - 1)])). Subtracting each bin's sampling variance removes the upward bias of the plug-in estimate, so a
+    calibrated model scores near zero at any n (bins of one image count zero, as in the authors' code)."""
+    index = equal_mass_bin_index(confidence, bins)
+    count = np.bincount(index)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, correct.astype(float)) / count
+        gap = accuracy - np.bincount(index, confidence) / count
+        squared = gap ** 2 - accuracy * (1 - accuracy) / (count - 1)
+    squared = np.where(count >= 2, squared, 0.0)
+    return float(np.sqrt(max((count / len(confidence) * squared).sum(), 0.0)))
+
+
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
@@ -139,15 +171,33 @@ def t_interval(values) -> tuple[float, float, float, float]:
     return mean, std, mean - half, mean + half
 
 
-def bootstrap_interval(statistic, *arrays, seed: int | np.random.Generator = 0,
-                       resamples: int = BOOTSTRAP) -> tuple[float, float]:
-    """Percentile 95% interval of statistic(*arrays) over resamples of the images (rows of every array alike);
-    `seed` is a seed or a generator to draw from."""
+def bootstrap_values(statistic, *arrays, seed: int | np.random.Generator = 0,
+                     resamples: int = BOOTSTRAP) -> np.ndarray:
+    """statistic(*arrays) over resamples of the images (rows of every array alike); `seed` is a seed or a
+    generator to draw from."""
     rng = np.random.default_rng(seed)
     n = len(arrays[0])
-    values = [statistic(*(a[picks] for a in arrays)) for picks in rng.integers(0, n, size=(resamples, n))]
-    low, high = np.percentile(values, [2.5, 97.5])
+    return np.array([statistic(*(a[picks] for a in arrays)) for picks in rng.integers(0, n, size=(resamples, n))])
+
+
+def bootstrap_interval(statistic, *arrays, seed: int | np.random.Generator = 0,
+                       resamples: int = BOOTSTRAP) -> tuple[float, float]:
+    """Percentile 95% interval of statistic(*arrays) over resamples of the images."""
+    low, high = np.percentile(bootstrap_values(statistic, *arrays, seed=seed, resamples=resamples), [2.5, 97.5])
     return float(low), float(high)
+
+
+def recentred_interval(statistic, *arrays, seed: int | np.random.Generator = 0,
+                       resamples: int = BOOTSTRAP) -> tuple[float, float]:
+    """A 95% bootstrap interval that holds its estimate: the percentile interval moved down by the bootstrap's
+    own drift (median of the resamples minus the estimate), floored at 0. Binned calibration errors drift
+    upward on resamples (duplicated images add sampling noise to every bin's gap), so their plain percentile
+    interval can lie wholly above the estimate; this one keeps the interval's width and holds the estimate,
+    since the median lies between the percentiles."""
+    values = bootstrap_values(statistic, *arrays, seed=seed, resamples=resamples)
+    low, median, high = np.percentile(values, [2.5, 50, 97.5])
+    drift = median - statistic(*arrays)
+    return float(max(low - drift, 0.0)), float(max(high - drift, 0.0))
 
 
 def mean_interval(values: np.ndarray, seed: int | np.random.Generator = 0) -> tuple[float, float, float]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from models import build_model
 from stresstest.core.atomic import save_torch
 from stresstest.core.checkpoint import classifier_checkpoint
-from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, load_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -118,6 +119,36 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@dataclass(frozen=True)
+class SmokePipeline:
+    """What `run_pipeline.py --smoke` left in its working folder, run once per session on the real images."""
+    workdir: Path
+    data: Cifar10
+    stdout: str
+
+    def checkpoint(self, tag: str) -> Path:
+        return self.workdir / "experiments" / tag / "best_model.pth"
+
+    def test_probabilities(self, tag: str) -> np.ndarray:
+        """(N, 10) float64 softmax of the run's `tag` model on the test images, in fp32 as the stages report."""
+        from stresstest.core.checkpoint import load_classifier
+        from stresstest.nn.inference import probabilities
+
+        model, checkpoint = load_classifier(self.checkpoint(tag), "train.py", torch.device("cpu"))
+        return probabilities(model, checkpoint, torch.from_numpy(self.data.test_images)).double().numpy()
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(real_data, tmp_path_factory) -> SmokePipeline:
+    """The twelve-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores),
+    shared by every module that checks what the stages leave. Tests read it and write elsewhere."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
+                       timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return SmokePipeline(workdir, load_cifar10(real_data, quiet=True), result.stdout)
+
+
 def run_stage(script: str, *args, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a stage script the way a user does, from `cwd` (so default output paths land there)."""
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, capture_output=True,
@@ -163,3 +194,14 @@ def write_checkpoint(path, seed=0, num_classes=10, config=None, **changes):
     path.parent.mkdir(parents=True, exist_ok=True)
     save_torch(path, {**classifier_checkpoint(model, "resnet18", names, CIFAR10_MEAN, CIFAR10_STD, config or {}),
                       **changes})
+
+
+def synthetic_predictions(n=4000, classes=10, sharpen=3.0, seed=0):
+    """(logits, labels, sharpened logits): labels drawn from softmax(logits), so the logits are calibrated by
+    construction and `sharpen` times them over-confident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.0, size=(n, classes))
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    labels = (probs.cumsum(1) > rng.random((n, 1))).argmax(1)
+    return logits, labels, sharpen * logits

@@ -1,94 +1,16 @@
-"""Calibration and selective-prediction metrics against direct loops and torchmetrics; the stage end to end
-on generated data with untrained checkpoints."""
+"""The calibration stage: its figures, cross-fitting, and the stage end to end on generated data with untrained
+checkpoints (the metrics themselves: test_metrics.py)."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from conftest import assert_user_error, run_stage_in_process, write_checkpoint
-from stresstest import metrics as cal
+from conftest import assert_user_error, run_stage_in_process, synthetic_predictions, write_checkpoint
 from stresstest import plots
 from stresstest.stages.calibration import cross_fitted, evaluate_model, fit_on, fitted_on_validation
 
 
-def synthetic(n=4000, classes=10, sharpen=3.0, seed=0):
-    """Labels drawn from softmax(z): z is calibrated by construction, sharpen * z over-confident."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 2.0, size=(n, classes))
-    probs = cal.softmax(logits)
-    labels = np.array([rng.choice(classes, p=p) for p in probs])
-    return logits, labels, sharpen * logits
-
-
-def ece_by_loop(confidence, correct, bins=15):
-    total = 0.0
-    for i in range(bins):
-        low, high = i / bins, (i + 1) / bins
-        members = (confidence > low) & (confidence <= high)
-        if members.any():
-            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return total
-
-
-def aurc_by_loop(score, correct):
-    order = sorted(range(len(score)), key=lambda i: -score[i])
-    risks = [sum(not correct[j] for j in order[:k]) / k for k in range(1, len(score) + 1)]
-    return sum(risks) / len(risks)
-
-
-def test_ece_equals_a_direct_loop_and_torchmetrics():
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    calibrated, labels, overconfident = synthetic()
-    for logits in [calibrated, overconfident]:
-        probs = cal.softmax(logits)
-        confidence, correct = probs.max(1), probs.argmax(1) == labels
-        ours = cal.expected_calibration_error(confidence, correct)
-        assert ours == pytest.approx(ece_by_loop(confidence, correct), abs=1e-12)
-        theirs = multiclass_calibration_error(torch.from_numpy(probs), torch.from_numpy(labels), num_classes=10,
-                                              n_bins=15, norm="l1").item()
-        assert ours == pytest.approx(theirs, abs=1e-6)
-    assert cal.expected_calibration_error(cal.softmax(calibrated).max(1),
-                                          cal.softmax(calibrated).argmax(1) == labels) < 0.03
-    assert cal.expected_calibration_error(cal.softmax(overconfident).max(1),
-                                          cal.softmax(overconfident).argmax(1) == labels) > 0.1
-
-
-def test_a_confidence_of_one_goes_to_the_last_bin():
-    confidence = np.array([1.0, 1.0, 1.0, 0.95])
-    correct = np.array([True, True, False, True])
-    table = cal.reliability(confidence, correct)
-    assert table["count"].tolist()[-1] == 4 and table["count"].sum() == 4
-    assert cal.expected_calibration_error(confidence, correct) == pytest.approx(abs(0.75 - 0.9875))
-
-
-def test_temperature_scaling_recovers_the_sharpening():
-    calibrated, labels, overconfident = synthetic(n=6000)
-    assert cal.fit_temperature(overconfident, labels) == pytest.approx(3.0, rel=0.1)
-    assert cal.fit_temperature(calibrated, labels) == pytest.approx(1.0, rel=0.1)
-
-
-def test_nll_and_brier_on_known_answers():
-    probs = np.array([[0.5, 0.5], [0.9, 0.1]])
-    labels = np.array([0, 1])
-    assert cal.negative_log_likelihood(probs, labels) == pytest.approx(-(np.log(0.5) + np.log(0.1)) / 2)
-    assert cal.brier_score(probs, labels) == pytest.approx(((0.25 + 0.25) + (0.81 + 0.81)) / 2)
-
-
-def test_aurc_equals_a_direct_loop_and_the_oracle_has_no_excess():
-    rng = np.random.default_rng(1)
-    score, correct = rng.random(300), rng.random(300) < 0.7
-    assert cal.aurc(score, correct) == pytest.approx(aurc_by_loop(score, correct))
-    assert cal.excess_aurc(correct.astype(float), correct) == 0
-    assert cal.excess_aurc(score, correct) > 0
-    # Geifman et al.: the oracle's AURC tends to r + (1 - r) ln(1 - r) for error rate r
-    big = rng.random(100_000) < 0.8
-    r = 1 - big.mean()
-    assert cal.aurc(big.astype(float), big) == pytest.approx(r + (1 - r) * np.log(1 - r), abs=1e-3)
-
-
 def test_figures_show_the_intervals_the_tables_report():
-    logits, labels, sharp = synthetic(n=300)
+    logits, labels, sharp = synthetic_predictions(n=300)
     fitted = fitted_on_validation(sharp[:100], labels[:100], 200)
     metrics, selective, figures = evaluate_model("m", sharp[100:], labels[100:], fitted, seed=0)
     titles = [axis.get_title() for axis in plots.reliability_figure({"m": figures["reliability"]}, 200).axes]
@@ -102,7 +24,7 @@ def test_figures_show_the_intervals_the_tables_report():
 
 
 def test_cross_fitting_scores_each_half_with_the_other_halfs_values():
-    logits, labels, sharp = synthetic(n=600)
+    logits, labels, sharp = synthetic_predictions(n=600)
     fitted = cross_fitted(sharp, labels, seed=0)
     temperatures = np.unique(fitted.temperature)
     assert len(temperatures) == 2 and "two-fold cross-fit on the test images" in fitted.fitted_on
@@ -116,13 +38,6 @@ def test_cross_fitting_scores_each_half_with_the_other_halfs_values():
     scaled = metrics[1]
     assert scaled["fitted_on"] == fitted.fitted_on and scaled["ece"] < metrics[0]["ece"]
     assert [row["score"].split("_p")[0] for row in selective] == ["msp", "msp_temperature", "pnorm"]
-
-
-def test_pnorm_score_is_the_normalised_centred_max_logit():
-    logits = np.array([[3.0, 1.0, -1.0], [0.5, 0.5, 0.5]])
-    centred = logits - logits.mean(1, keepdims=True)
-    expected = centred.max(1) / np.clip(np.abs(centred).sum(1), 1e-12, None)
-    assert cal.pnorm_score(logits, 1) == pytest.approx(expected)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from PIL import Image
 from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process, write_checkpoint
 from models import build_model
 from stresstest.core.cases import parse_meta
-from stresstest.core.checkpoint import load_classifier
 from stresstest.stages.compare_models import describe_change
 from stresstest.data.cifar10 import load_cifar10
 from stresstest.core.errors import UserError
@@ -20,33 +19,16 @@ from stresstest.explain import ROLES, SIDE_BY_SIDE
 from stresstest.nn.cam_layers import cam_target
 from stresstest.stages.failure_analysis import SMOKE, pick_representatives
 from stresstest.nn.gradcam import compute_cams
-from stresstest.nn.inference import probabilities
 
 SPEC_META_KEYS = {"test_index", "true_label", "predicted_label", "confidence"}
 SPEC_COMPARISON = ["case", "test_index", "true_label", "baseline_pred", "baseline_confidence", "improved_pred",
                    "improved_confidence"]
-CPU = torch.device("cpu")
-
-
-def model_probs(checkpoint_path, data):
-    model, checkpoint = load_classifier(checkpoint_path, "train.py", CPU)
-    return probabilities(model, checkpoint, torch.from_numpy(data.test_images)).double().numpy()
-
-
-@pytest.fixture(scope="module")
-def pipeline(real_data, tmp_path_factory):
-    """The smoke pipeline on the real subset, as a user runs it (about 6 minutes on 2 CPU cores)."""
-    workdir = tmp_path_factory.mktemp("pipeline")
-    result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
-                       timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("=== stage") == 12
-    return workdir, load_cifar10(real_data, quiet=True)
 
 
 @pytest.mark.slow
-def test_every_contract_file_is_there(pipeline):
-    workdir, data = pipeline
+def test_every_contract_file_is_there(smoke_pipeline):
+    workdir, data = smoke_pipeline.workdir, smoke_pipeline.data
+    assert smoke_pipeline.stdout.count("=== stage") == 12
     for run in ["baseline", "improved"]:
         for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png"]:
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
@@ -69,9 +51,9 @@ def test_every_contract_file_is_there(pipeline):
 
 
 @pytest.mark.slow
-def test_failures_are_the_models_own_wrong_answers(pipeline):
-    workdir, data = pipeline
-    probs = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
+def test_failures_are_the_models_own_wrong_answers(smoke_pipeline):
+    workdir, data = smoke_pipeline.workdir, smoke_pipeline.data
+    probs = smoke_pipeline.test_probabilities("baseline")
     predicted = probs.argmax(1)
     folder = workdir / "failure_cases" / "baseline"
     failures = pd.read_csv(folder / "all_failures.csv")
@@ -98,8 +80,8 @@ def test_failures_are_the_models_own_wrong_answers(pipeline):
 
 
 @pytest.mark.slow
-def test_three_representatives_are_recorded(pipeline):
-    workdir, _ = pipeline
+def test_three_representatives_are_recorded(smoke_pipeline):
+    workdir = smoke_pipeline.workdir
     folder = workdir / "failure_cases" / "baseline"
     cases = pd.read_csv(folder / "cases.csv")
     chosen = cases[cases.representative]
@@ -124,8 +106,8 @@ def test_representative_rule():
 
 
 @pytest.mark.slow
-def test_gradcam_outputs_are_finite_maps_and_readable_figures(pipeline):
-    workdir, _ = pipeline
+def test_gradcam_outputs_are_finite_maps_and_readable_figures(smoke_pipeline):
+    workdir = smoke_pipeline.workdir
     for case in sorted((workdir / "failure_cases" / "baseline").glob("case_*")):
         meta = parse_meta((case / "meta.txt").read_text())
         for tag in ["baseline", "improved"]:
@@ -142,10 +124,10 @@ def test_gradcam_outputs_are_finite_maps_and_readable_figures(pipeline):
 
 
 @pytest.mark.slow
-def test_comparison_matches_both_models(pipeline):
-    workdir, data = pipeline
-    base = model_probs(workdir / "experiments" / "baseline" / "best_model.pth", data)
-    impr = model_probs(workdir / "experiments" / "improved" / "best_model.pth", data)
+def test_comparison_matches_both_models(smoke_pipeline):
+    workdir, data = smoke_pipeline.workdir, smoke_pipeline.data
+    base = smoke_pipeline.test_probabilities("baseline")
+    impr = smoke_pipeline.test_probabilities("improved")
     out = workdir / "experiments" / "comparison"
     table = pd.read_csv(out / "comparison_results.csv")
     assert list(table.columns[:7]) == SPEC_COMPARISON
@@ -171,8 +153,8 @@ def test_comparison_matches_both_models(pipeline):
 
 
 @pytest.mark.slow
-def test_rerun_replaces_cases_cleanly(pipeline, real_data, tmp_path):
-    workdir, _ = pipeline
+def test_rerun_replaces_cases_cleanly(smoke_pipeline, real_data, tmp_path):
+    workdir = smoke_pipeline.workdir
     shutil.copytree(workdir / "experiments" / "baseline", tmp_path / "experiments" / "baseline")
     shutil.copytree(workdir / "failure_cases", tmp_path / "failure_cases")
     before = len(list((tmp_path / "failure_cases" / "baseline").glob("case_*")))
@@ -346,54 +328,15 @@ def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
         np.testing.assert_allclose(probs, model(images).softmax(1).numpy(), atol=1e-5)
 
 
-def test_wilson_and_mcnemar_on_known_answers():
-    from stresstest.metrics import mcnemar_exact, wilson_interval
-
-    low, high = wilson_interval(0, 10)
-    assert low == pytest.approx(0, abs=1e-12) and high == pytest.approx(0.2775, abs=1e-4)
-    z = 1.959963984540054  # the Wilson formula itself, for 37 of 50
-    p, n = 37 / 50, 50
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    assert wilson_interval(37, 50) == pytest.approx((centre - half, centre + half), abs=1e-9)
-    first = np.array([True] * 5 + [False] * 10 + [True] * 20)
-    second = np.array([True] * 5 + [True] * 10 + [True] * 20)
-    assert mcnemar_exact(first, second) == (0, 10, pytest.approx(2 * 0.5 ** 10))
-    assert mcnemar_exact(first, first) == (0, 0, 1.0)
-
-
-def test_most_confident_count_ignores_the_scale_of_the_confidences():
-    """Confidences raised by a monotone map (the same ranking, another scale) change the count at a fixed
-    threshold, not the count among each model's most confident answers."""
-    from stresstest.metrics import wrong_among_most_confident
-
-    rng = np.random.default_rng(0)
-    predicted, top = rng.integers(0, 10, 200), rng.uniform(0.3, 0.95, 200)
-    labels = np.where(rng.random(200) < 0.7, predicted, rng.integers(0, 10, 200))
-
-    def probabilities(confidence):
-        probs = np.repeat(((1 - confidence) / 9)[:, None], 10, axis=1)
-        probs[np.arange(200), predicted] = confidence
-        return probs
-
-    soft, sharp = probabilities(top), probabilities(top ** 0.25)
-    wrong = predicted != labels
-    assert ((sharp.max(1) >= 0.9) & wrong).sum() > ((soft.max(1) >= 0.9) & wrong).sum()
-    for count in [10, 50, 200]:
-        assert wrong_among_most_confident(soft, labels, count) == wrong_among_most_confident(sharp, labels, count)
-    assert wrong_among_most_confident(soft, labels, 50) == wrong[np.argsort(-top)[:50]].sum()
-
-
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_report_renders_in_a_real_browser(pipeline, tmp_path):
+def test_the_report_renders_in_a_real_browser(smoke_pipeline, tmp_path):
     """experiments/report/index.html opened by headless Chromium (Debian's package, when installed): the page
     loads its images from their relative paths and renders to a non-blank screenshot."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
-    workdir, _ = pipeline
-    page = workdir / "experiments" / "report" / "index.html"
+    page = smoke_pipeline.workdir / "experiments" / "report" / "index.html"
     screenshot = tmp_path / "report.png"
     result = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -20,8 +20,10 @@ from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10, run_split, split_validation
-from ..metrics import (aurc, bootstrap_interval, brier_score, excess_aurc, expected_calibration_error,
-                        fit_temperature, negative_log_likelihood, pnorm_score, reliability, risk_coverage, softmax)
+from ..metrics import (adaptive_calibration_error, aurc, bootstrap_interval, brier_score,
+                        debiased_calibration_error, excess_aurc, expected_calibration_error, fit_temperature,
+                        negative_log_likelihood, pnorm_score, recentred_interval, reliability, risk_coverage,
+                        softmax)
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, predict_logits
 from ..plots import reliability_figure, risk_coverage_figure, save
 
@@ -87,6 +89,13 @@ def cross_fitted(test_logits: np.ndarray, test_labels: np.ndarray, seed: int) ->
     return Fitted(temperature, p, f"two-fold cross-fit on the test images ({shown})")
 
 
+# Three estimates of the calibration error, each with a bootstrap interval re-centred on it: the ECE over 15
+# equal-width bins (Guo et al. 2017, the published convention), over 15 equal-mass bins, and the debiased L2
+# error of Kumar et al. 2019 (near zero for a calibrated model, where the binned ECEs stay above zero).
+CALIBRATION_ERRORS = {"ece": expected_calibration_error, "ece_equal_mass": adaptive_calibration_error,
+                      "debiased_l2_ce": debiased_calibration_error}
+
+
 def evaluate_model(tag: str, test_logits: np.ndarray, test_labels: np.ndarray, fitted: Fitted,
                    seed: int) -> tuple[list[dict], list[dict], dict]:
     """Metric rows (before/after temperature scaling), selective-prediction rows, and curves for figures."""
@@ -95,15 +104,17 @@ def evaluate_model(tag: str, test_logits: np.ndarray, test_labels: np.ndarray, f
     for scaling, scale in [("none", np.ones(len(correct))), ("temperature", fitted.temperature)]:
         probs = softmax(test_logits / scale[:, None])
         confidence = probs.max(1)
-        low, high = bootstrap_interval(expected_calibration_error, confidence, correct, seed=seed)
-        metrics.append({"model": tag, "scaling": scaling, "temperature": round(float(scale.mean()), 4),
-                        "fitted_on": fitted.fitted_on if scaling == "temperature" else "",
-                        "test_images": len(correct), "accuracy": round(float(correct.mean()), 6),
-                        "ece": round(expected_calibration_error(confidence, correct), 6),
-                        "ece_low": round(low, 6), "ece_high": round(high, 6),
-                        "nll": round(negative_log_likelihood(probs, test_labels), 6),
-                        "brier": round(brier_score(probs, test_labels), 6)})
-        figures["reliability"][scaling] = (reliability(confidence, correct), metrics[-1]["ece"], (low, high))
+        row = {"model": tag, "scaling": scaling, "temperature": round(float(scale.mean()), 4),
+               "fitted_on": fitted.fitted_on if scaling == "temperature" else "",
+               "test_images": len(correct), "accuracy": round(float(correct.mean()), 6)}
+        for name, error in CALIBRATION_ERRORS.items():
+            low, high = recentred_interval(error, confidence, correct, seed=seed)
+            row |= {name: round(error(confidence, correct), 6), f"{name}_low": round(low, 6),
+                    f"{name}_high": round(high, 6)}
+        metrics.append(row | {"nll": round(negative_log_likelihood(probs, test_labels), 6),
+                              "brier": round(brier_score(probs, test_labels), 6)})
+        figures["reliability"][scaling] = (reliability(confidence, correct), row["ece"],
+                                           (row["ece_low"], row["ece_high"]))
     pnorm = np.zeros(len(correct))
     for p in np.unique(fitted.p):  # one p, or one per cross-fitted half
         pnorm[fitted.p == p] = pnorm_score(test_logits[fitted.p == p], p)
@@ -155,7 +166,8 @@ def calibrate(params: CalibrationParams) -> None:
          risk_coverage_figure({tag: f["curves"] for tag, f in figures.items()}, len(data.test_labels)))
     for row in metrics:
         print(f"{row['model']:9s} {row['scaling']:12s} T={row['temperature']:<7} ECE {row['ece']:.4f} "
-              f"[{row['ece_low']:.4f}, {row['ece_high']:.4f}]  NLL {row['nll']:.4f}  Brier {row['brier']:.4f}  "
+              f"[{row['ece_low']:.4f}, {row['ece_high']:.4f}]  equal-mass {row['ece_equal_mass']:.4f}  debiased L2 "
+              f"{row['debiased_l2_ce']:.4f}  NLL {row['nll']:.4f}  Brier {row['brier']:.4f}  "
               f"(n={row['test_images']}){'; fitted on ' + row['fitted_on'] if row['fitted_on'] else ''}")
     for row in selective:
         print(f"{row['model']:9s} {row['score']:16s} AURC {row['aurc']:.4f} [{row['aurc_low']:.4f}, "
