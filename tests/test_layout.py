@@ -100,3 +100,28 @@ def test_atomic_writes_give_the_usual_permissions_and_leave_the_umask_alone(tmp_
         os.umask(previous)
     assert (tmp_path / "file.txt").stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]  # no temporary left beside it
+
+
+@pytest.mark.slow  # a fresh interpreter that imports every stage
+def test_every_script_runs_from_the_root_without_the_package_installed(tmp_path):
+    """`pip install -r requirements.txt` leaves stresstest uninstalled: `python probing/x.py` must still find it.
+    The interpreter here has it installed in editable mode, so its finder is removed first; each script then runs
+    with --help, sys.path starting as Python starts it for a script: with the script's own folder."""
+    code = f"""
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, '__module__', ''))]
+base = [p for p in sys.path if p not in ('', '.') and '__editable__' not in p]
+for script in {[str(script) for script in SCRIPTS]!r}:
+    sys.path[:] = [script.rsplit('/', 1)[0], *base]
+    for name in [name for name in sys.modules if name.split('.')[0] in ('stresstest', 'models')]:
+        del sys.modules[name]  # found afresh, as by a new interpreter
+    sys.argv = [script, '--help']
+    try:
+        runpy.run_path(script, run_name='__main__')
+    except SystemExit as done:
+        assert done.code == 0, script
+    print('ran', script)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("ran ") == len(SCRIPTS)

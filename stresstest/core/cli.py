@@ -36,12 +36,12 @@ def make_parser(description: str | None) -> Parser:
     return Parser(description=description, formatter_class=HelpFormatter)
 
 
-SEED_UNUSED = "accepted for the command line every script shares (SPEC); this stage draws nothing random"
+SEED_UNUSED = "accepted so that every script takes the same flags; this stage draws nothing random"
 
 
 @dataclass(frozen=True)
 class Common:
-    """The settings every stage has (SPEC's command-line contract); each stage's parameters extend it."""
+    """The settings every stage has (the flags every script takes); each stage's parameters extend it."""
     data_dir: Path = Path("data")
     device: str = "auto"
     seed: int = 0

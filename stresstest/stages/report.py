@@ -593,7 +593,7 @@ def write_report(params: ReportParams) -> Path:
 def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ReportParams()
     parser = make_parser(description)
-    add_common_args(parser, seed_help="accepted for the command line every script shares (SPEC); the report draws "
+    add_common_args(parser, seed_help="accepted so that every script takes the same flags; the report draws "
                                       "nothing random and runs no model (nor does --device)")
     parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where index.html goes")
     parser.add_argument("--records-dir", type=Path, default=defaults.records_dir,
