@@ -341,41 +341,68 @@ def label_issues_figure(images: np.ndarray, issues, total: int, split: str, colu
 
 
 def robust_accuracy_figure(table, title: str) -> Figure:
-    """Robust accuracy against the radius, one panel per norm: a colour per model, a line style per attack, 95%
-    bands; attacks run at one radius only are points."""
+    """Robust accuracy against the radius: a row of panels per model, one panel per norm, a line per attack with
+    its 95% band (at most one legend entry per attack: the models are the rows); attacks run at one radius only
+    are points; dashed: the model's clean accuracy on the same images."""
     norms = [norm for norm in ("Linf", "L2") if (table.norm == norm).any()]
-    figure, axes = subplots(1, len(norms), figsize=(6.5 * len(norms), 4.6), dpi=100, squeeze=False)
     models = list(dict.fromkeys(table.model))
     attacks = list(dict.fromkeys(table.attack))
-    styles = ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 2)), (0, (3, 1, 1, 1)), (0, (8, 2)), (0, (2, 2))]
+    figure, axes = subplots(len(models), len(norms), figsize=(6.5 * len(norms), 4.2 * len(models)), dpi=100,
+                            squeeze=False)
     markers = "osD^v<>px"
-    for axis, norm in zip(axes.flat, norms):
-        for m, model in enumerate(models):
+    for row, model in enumerate(models):
+        for column, norm in enumerate(norms):
+            axis = axes[row, column]
+            scale = 255 if norm == "Linf" else 1
             for a, attack in enumerate(attacks):
-                chosen = (table.model == model) & (table.norm == norm) & (table.attack == attack)
-                rows = table[chosen].sort_values("eps")
-                if not len(rows):
+                chosen = table[(table.model == model) & (table.norm == norm) & (table.attack == attack)]
+                chosen = chosen.sort_values("eps")
+                if not len(chosen):
                     continue
-                scale = 255 if norm == "Linf" else 1
-                axis.plot(rows.eps * scale, rows.robust_accuracy, color=TAB10(m), linestyle=styles[a % len(styles)],
-                          marker=markers[a % len(markers)], markersize=4, label=f"{model}: {attack}")
-                if len(rows) > 1:
-                    axis.fill_between(rows.eps * scale, rows.robust_low95, rows.robust_high95, color=TAB10(m),
-                                      alpha=0.08, linewidth=0)
+                axis.plot(chosen.eps * scale, chosen.robust_accuracy, color=TAB10(a), marker=markers[a % 9],
+                          markersize=4, label=attack)
+                if len(chosen) > 1:
+                    axis.fill_between(chosen.eps * scale, chosen.robust_low95, chosen.robust_high95, color=TAB10(a),
+                                      alpha=0.1, linewidth=0)
             clean = table[(table.model == model) & (table.norm == norm)].clean_accuracy.max()
-            axis.axhline(clean, color=TAB10(m), linestyle="--", linewidth=0.8)
-        axis.set_xscale("log")
-        axis.xaxis.set_major_formatter(ScalarFormatter())
-        axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.set_xlabel("radius, 1/255" if norm == "Linf" else "L2 radius (pixels in [0, 1])")
-        axis.set_ylabel("robust accuracy")
-        axis.set_ylim(0, 1)
-        axis.set_title(norm, fontsize=10)
-        axis.grid(alpha=0.3)
-    handles = {label: handle for axis in axes.flat for handle, label in zip(*axis.get_legend_handles_labels())}
-    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=6, loc="upper right", title="dashed: clean",
-                        title_fontsize=6)
+            axis.axhline(clean, color="0.3", linestyle="--", linewidth=0.8, label="clean")
+            axis.set_xscale("log")
+            axis.xaxis.set_major_formatter(ScalarFormatter())
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.set_xlabel("radius, 1/255" if norm == "Linf" else "L2 radius (pixels in [0, 1])")
+            axis.set_ylabel("robust accuracy")
+            axis.set_ylim(0, 1)
+            axis.set_title(f"{model}, {norm}", fontsize=10)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=7, loc="upper right")
     figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def profile_figure(rows: list[dict]) -> Figure:
+    """The models across the stress axes, one panel per axis: each model's value with its 95% interval (rates in
+    percent), the better direction in the panel's title. `rows`: headline rows with an axis (core.findings)."""
+    figure, axes = subplots(1, len(rows), figsize=(2.3 * len(rows) + 0.6, 3.2), dpi=100, squeeze=False)
+    models = list(dict.fromkeys(model for row in rows for model in row["values"]))
+    for axis, row in zip(axes.flat, rows):
+        for m, model in enumerate(models):
+            estimate = row["values"].get(model)
+            if estimate is None:
+                continue
+            scale = 100 if estimate["unit"] == "percent" else 1
+            value = estimate["value"] * scale
+            low = value if estimate["low"] is None else estimate["low"] * scale
+            high = value if estimate["high"] is None else estimate["high"] * scale
+            axis.errorbar([m], [value], yerr=[[value - low], [high - value]], fmt="o", color=TAB10(m), capsize=4)
+        axis.set_xticks(range(len(models)), models, rotation=30, fontsize=8)
+        axis.set_xlim(-0.6, len(models) - 0.4)
+        unit = next(iter(row["values"].values()))["unit"]
+        axis.set_ylabel("%" if unit == "percent" else "", fontsize=8)
+        axis.set_title(f"{row['axis']}\n({row['better']} is better; n={row['n']})", fontsize=8)
+        axis.tick_params(axis="y", labelsize=8)
+        axis.grid(alpha=0.3, axis="y")
+    figure.suptitle("Where each model stands (95% intervals)", fontsize=10)
     figure.tight_layout()
     return figure
 

@@ -28,6 +28,7 @@ from .core.cli import (add_common_args, make_parser, non_negative_float, non_neg
 from .core.device import autocast, describe_device, hardware_name, pick_precision, seeded, synchronize, to_channels_last
 from .core.distributed import Ranks, all_sum, barrier, torchrun_job
 from .core.errors import UserError
+from .core.findings import Estimate, Picture, Section, Table, wilson
 from .core.record import write_record
 from .data.cifar10 import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
                            run_split, data_summary)
@@ -350,7 +351,24 @@ def train_on(ranks: Ranks, device: torch.device, config: TrainConfig, data_dir: 
         if record:
             write_record(record, {"run": out_dir}, data=trainer.data_summary, device=describe_device(device),
                          precision=f"training {trainer.precision}, evaluation {REPORTED_PRECISION}",
-                         chosen_epoch=best["epoch"], test_accuracy=best["test_acc"])
+                         sections=[run_section(out_dir, config, trainer, best)], chosen_epoch=best["epoch"],
+                         test_accuracy=best["test_acc"])
+
+
+def run_section(out_dir: Path, config: TrainConfig, trainer: Trainer, best: dict) -> Section:
+    """The report's section of a training run: its curves, the recipe and the chosen epoch."""
+    sizes = trainer.split_sizes
+    table = Table(["label smoothing", "seed", "epochs", "chosen epoch", "val acc", "test acc", "training precision",
+                   "train / val / test images"],
+                  [[config.label_smoothing, config.seed, config.epochs, best["epoch"],
+                    Estimate(best["val_acc"]), wilson(round(best["test_acc"] * sizes["test"]), sizes["test"]),
+                    trainer.precision, f"{sizes['train']} / {sizes['val']} / {sizes['test']}"]],
+                  note=f"The chosen epoch is the latest within {config.select_within_se:g} standard errors of the "
+                       "best validation accuracy; test accuracy with its Wilson 95% interval.")
+    return Section(f"Training run: {out_dir.name} ({config.arch})", lead=Picture(out_dir / "accuracy_curve.png",
+                                                                                 "accuracy per epoch"),
+                   tables=[table], pictures=[Picture(out_dir / "loss_curve.png", "loss per epoch")],
+                   links=[out_dir / "metrics.csv"])
 
 
 def model_settings(config: dict) -> dict:

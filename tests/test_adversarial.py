@@ -1,6 +1,7 @@
 """Adversarial stress: the attacks against closed forms on a linear classifier, their bounds and seeds, the
 gradient-masking checks on a masked and a plain model, and the stage end to end."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -221,12 +222,20 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     assert set(pd.read_csv(out / "transfer.csv").source) == {"baseline", "improved"}
     figures = {"robust_accuracy.png", "minimal_distance.png", "adversarial_examples.png"}
     assert figures <= {p.name for p in out.iterdir()}
+    record = json.loads((tmp_path / "experiments" / "records" / "adversarial.json").read_text())
+    headline = {row["figure"]: row for row in record["headline"]}
+    strong = headline["robust accuracy at Linf 1/255, strongest attack (Wilson 95%)"]
+    assert strong["axis"] == "robust accuracy, Linf 1/255" and set(strong["values"]) == {"baseline", "improved"}
+    for tag, value in strong["values"].items():  # the lowest of the attacks beyond the PGD-CE sweep
+        beyond = table[(table.model == tag) & (table.radius == "Linf 1/255") & ~table.attack.isin(["FGSM", "PGD-CE"])]
+        assert value["value"] == pytest.approx(beyond.robust_accuracy.min())
+    section, = record["sections"]
+    checks_table = next(t for t in section["tables"] if t["columns"] == ["model", "check", "status", "detail"])
+    assert len(checks_table["rows"]) == sum(len(found) for found in checks.values())
+    assert {Path(link).name for link in section["links"]} >= {"robust_accuracy.csv", "pgd_gap.csv", "checks.json"}
     report = run_stage_in_process("report.py", "--data-dir", tiny_data, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    page = (tmp_path / "experiments" / "report" / "index.html").read_text()
-    assert "Adversarial attacks" in page and "Gradient-masking checks" in page and "robust_accuracy.png" in page
-    assert "strongest attack (Wilson 95%)" in page  # the headline rows
-    assert "only apparent" in page  # the PGD gap table
+    assert "../adversarial/robust_accuracy.png" in (tmp_path / "experiments" / "report" / "index.html").read_text()
     again = run_stage_in_process("adversarial.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke", "--images",
                                  "24", "--improved", "none", "--out-dir", "alone", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -1,6 +1,7 @@
-"""The report page: every section says how to make it when its stage has not run, every image it shows exists
-(relative paths from experiments/report/), and it finds each stage's files where the stage's record says they are."""
-import json
+"""The report page renders what the stages recorded: headline rows with their intervals and the profile figure at
+the top, each stage's section in pipeline order (a stage it has never heard of too), every image it shows exists
+(relative paths from experiments/report/), and a stage that has not run is named with its command, unless it
+cannot apply to the models there."""
 import re
 from pathlib import Path
 
@@ -10,61 +11,134 @@ import pytest
 from PIL import Image
 
 from conftest import run_stage_in_process, write_checkpoint
+from stresstest.core import paths
+from stresstest.core.findings import (HIGHER, LOWER, NUMBER, Estimate, Headline, Picture, Section, Table, Tile,
+                                      number)
 from stresstest.core.record import write_record
 from stresstest.stages import report
+from stresstest.stages.adversarial import strongest
+
+PIPELINE_SCRIPTS = [stage.script for stage in paths.PIPELINE if stage.script != "report.py"]
 
 
 def image_sources(page: Path) -> list[str]:
     return re.findall(r"<img src='([^']+)'", page.read_text())
 
 
-def test_report_of_nothing_names_every_missing_stage(tmp_path):
+def write_page(tmp_path: Path) -> str:
+    return report.write_report(report.ReportParams(out_dir=tmp_path / "experiments" / "report")).read_text()
+
+
+def card(origin: str = "trained here") -> dict:
+    return {"arch": "resnet18", "origin": origin, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+            "checkpoint": "x.pth", "checkpoint_sha256": "0" * 64}
+
+
+def test_report_of_nothing_names_every_stage_of_the_pipeline(tmp_path):
     result = run_stage_in_process("report.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    text = (tmp_path / "experiments" / "report" / "index.html").read_text()
-    for command in ["python train.py", "python improvement.py", "python compare_models.py",
-                    "python failure_analysis.py", "python calibration.py", "python robustness.py", "python seeds.py",
-                    "python adversarial.py",
-                    "python explanation_checks.py", "python failure_analysis.py --train-folds 4",
-                    "python probing/baseline_knn.py"]:
-        assert f"<code>{command}" in text, command
-    assert image_sources(tmp_path / "experiments" / "report" / "index.html") == []
-
-
-def test_report_shows_training_label_issues_when_the_folds_ran(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "experiments" / "label_issues"
-    folder.mkdir(parents=True)
-    write_record("failure_analysis", {"cases": tmp_path / "failure_cases" / "baseline", "label_issues": folder})
-    (folder / "summary.json").write_text(json.dumps({"label_issues": 2, "training_images": 160, "folds": 2,
-                                                     "fold_epochs": 1, "out_of_fold_accuracy": 0.55}))
-    (folder / "train_label_issues.csv").write_text("train_index,fold,given_label,suggested_label,label_quality,"
-                                                   "label_issue\n17,0,cat,dog,0.01,True\n42,1,ship,plane,0.02,True\n")
-    Image.new("RGB", (4, 4)).save(folder / "train_label_issues.png")
-    assert run_stage_in_process("report.py", cwd=tmp_path).returncode == 0
     page = tmp_path / "experiments" / "report" / "index.html"
-    assert image_sources(page) == ["../label_issues/train_label_issues.png"]
     text = page.read_text()
-    assert "2 of 160 training images flagged" in text and "out-of-fold accuracy 0.5500" in text
-    assert "<td>0.0100</td>" in text  # the label quality, printed as every number on the page
-    assert "<td>17</td>" in text and "<td>42</td>" in text
-    assert "--train-folds 4" not in text
+    for script in PIPELINE_SCRIPTS:
+        assert f"<code>python {script}</code>" in text, script
+    assert "<code>python report.py</code>" not in text and image_sources(page) == []
 
 
-def test_the_adversarial_headline_names_autoattack_on_a_tie(tmp_path, monkeypatch):
+def test_sections_render_in_pipeline_order_with_estimates_in_percent_and_relative_images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "experiments" / "adversarial"
-    folder.mkdir(parents=True)
-    write_record("adversarial", {"adversarial": folder})
-    rows = [("baseline", "PGD-CE, twice the steps", 0.5), ("baseline", "AutoAttack (standard)", 0.5),
-            ("baseline", "Square (black-box)", 0.66), ("improved", "APGD-T", 0.36),
-            ("improved", "AutoAttack (standard)", 0.38)]
-    pd.DataFrame([{"model": model, "radius": "Linf 1/255", "attack": attack, "n": 50, "robust_accuracy": accuracy,
-                   "robust_low95": accuracy - 0.1, "robust_high95": accuracy + 0.1} for model, attack, accuracy in rows]
-                 ).to_csv(folder / "robust_accuracy.csv", index=False)
-    row, = report.adversarial_rows(report.Records(tmp_path / "experiments" / "records"))
-    assert row["note"].startswith("baseline: AutoAttack (standard)") and "improved: APGD-T" in row["note"]
-    assert row["baseline"].startswith("0.5000") and row["improved"].startswith("0.3600")
+    folder = tmp_path / "somewhere else"
+    folder.mkdir()
+    for name in ["lead.png", "more.png", "case/image.png", "case/gradcam_baseline.png"]:
+        (folder / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(folder / name)
+    (folder / "table.csv").write_text("a\n1\n")
+    write_record("calibration", {"out": folder}, sections=[Section(
+        "Calibration section", lead=Picture(folder / "lead.png", "lead"),
+        tables=[Table(["model", "ECE", "T"], [["baseline", Estimate(0.0229, 0.015, 0.06), 1.5]], note="a note")],
+        pictures=[Picture(folder / "more.png", "more"), Picture(folder / "absent.png", "never made")],
+        links=[folder / "table.csv"])])
+    write_record("failure_analysis", {"cases": folder}, sections=[Section(
+        "Cases section", gallery=[Tile("case_00", folder / "case", "case_00: cat -> dog (97.0%)", "label issue?")])])
+    write_record("compare_models", {"comparison": folder}, tile_notes={"case_00": "improved: cat (51.0%)"})
+    text = write_page(tmp_path)
+    assert text.index("Cases section") < text.index("Calibration section")  # the pipeline's order
+    assert "<td>2.3% (1.5-6.0)</td>" in text and "<td>1.5000</td>" in text and "a note" in text
+    sources = image_sources(tmp_path / "experiments" / "report" / "index.html")
+    assert sources == ["../../somewhere else/case/image.png", "../../somewhere else/case/gradcam_baseline.png",
+                       "../../somewhere else/lead.png", "../../somewhere else/more.png"]
+    assert "case_00: cat -&gt; dog (97.0%); improved: cat (51.0%)" in text and "label issue?" in text
+    assert "href='../../somewhere else/table.csv'" in text
+    assert "<code>python calibration.py</code>" not in text and "<code>python robustness.py</code>" in text
+
+
+def test_a_stage_the_report_has_never_heard_of_appears_with_its_headline_and_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_record("brand_new_stage", {}, headline=[Headline(
+        "OOD AUROC, near", {"baseline": Estimate(0.881, 0.85, 0.91)}, "500 + 500", "MSP",
+        axis="near-OOD AUROC", better=HIGHER)], sections=[Section("A brand-new stage", notes=["it ran"])])
+    text = write_page(tmp_path)
+    summary = text[:text.index("Contents")]
+    assert "OOD AUROC, near" in summary and "88.1% (85.0-91.0)" in summary and "MSP" in summary
+    assert "A brand-new stage" in text and "it ran" in text
+    assert (tmp_path / "experiments" / "report" / "profile.png").is_file()
+    assert "profile.png" in summary
+
+
+def test_the_summary_gives_headlines_with_intervals_the_profile_and_what_ran(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {"data_dir": "elsewhere/cifar", "train_images": 5085, "test_images": 500, "full_cifar10": False}
+    models = {"baseline": card(), "improved": card()}
+    write_record("calibration", {}, headline=[
+        Headline("test accuracy (Wilson 95%)", {"baseline": Estimate(0.782, 0.744, 0.816),
+                                                "improved": Estimate(0.752, 0.712, 0.788)}, "500",
+                 axis="clean accuracy", better=HIGHER),
+        Headline("AURC", {"baseline": Estimate(0.07, 0.052, 0.091, NUMBER),
+                          "improved": Estimate(0.096, 0.071, 0.129, NUMBER)}, "500", axis="AURC", better=LOWER)],
+        data=data, device="cpu", precision="fp32", models=models)
+    write_record("compare_models", {}, headline=[Headline(
+        "McNemar", {"baseline": Estimate(36, unit=NUMBER), "improved": Estimate(21, unit=NUMBER)}, "500",
+        "p = 0.063")], data=data, models=models)
+    text = write_page(tmp_path)
+    summary = text[:text.index("Contents")]
+    assert "78.2% (74.4-81.6)" in summary and "75.2% (71.2-78.8)" in summary
+    assert "0.0700 (0.0520-0.0910)" in summary and "<td>36</td>" in summary and "p = 0.063" in summary
+    assert summary.index("profile.png") < summary.index("test accuracy (Wilson 95%)")  # the figure opens the page
+    assert "elsewhere/cifar (5085 train / 500 test)" in summary
+    assert "ran on other data than --data-dir" in summary  # the default data/ is not elsewhere/cifar
+    assert "href='#section-1'" not in text  # no stage wrote a section
+
+
+def test_one_imported_model_gets_a_page_that_fits_one_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    imported = card("imported (import_model.py)") | {"test_accuracy": 0.9, "test_accuracy_low95": 0.87,
+                                                     "test_accuracy_high95": 0.92, "test_images": 500}
+    write_record("calibration", {}, headline=[Headline("test accuracy", {"baseline": Estimate(0.9, 0.87, 0.92)},
+                                                       "500")], models={"baseline": imported})
+    text = write_page(tmp_path)
+    assert "<th>improved</th>" not in text
+    assert "90.0% (87.0-92.0)" in text[:text.index("Contents")]
+    for script in ["train.py", "improvement.py", "seeds.py", "compare_models.py", "explainability_improved.py"]:
+        assert f"<code>python {script}</code>" not in text, script
+    assert "<code>python robustness.py</code>" in text
+
+
+def test_adversarial_headline_takes_the_strongest_attack_and_names_autoattack_on_a_tie():
+    rows = [("baseline", "PGD-CE", 0.2), ("baseline", "PGD-CE, twice the steps", 0.5),
+            ("baseline", "AutoAttack (standard)", 0.5), ("baseline", "Square (black-box)", 0.66),
+            ("improved", "APGD-T", 0.36), ("improved", "AutoAttack (standard)", 0.38)]
+    table = pd.DataFrame([{"model": model, "radius": "Linf 1/255", "attack": attack, "n": 50,
+                           "robust_accuracy": accuracy} for model, attack, accuracy in rows])
+    worst = strongest(table, "Linf 1/255")
+    assert worst["baseline"].attack == "AutoAttack (standard)"  # PGD-CE is the sweep, not a strong attack
+    assert worst["improved"].attack == "APGD-T" and worst["improved"].robust_accuracy == 0.36
+
+
+def test_numbers_and_estimates_are_printed_one_way():
+    values = [0.78213456, 35.0, np.int64(12).item(), 3.1e-05, 0.0, float("nan"), 1.5, "cat", True, None]
+    assert [number(x) for x in values] == ["0.7821", "35", "12", "3.1e-05", "0", "", "1.5000", "cat", "True", ""]
+    assert Estimate(0.78213).text() == "78.2%" and Estimate(0.5, 0.4, 0.6).text() == "50.0% (40.0-60.0)"
+    assert Estimate(0.861, 0.8, 0.9, NUMBER).text() == "0.8610 (0.8000-0.9000)"
+    assert report.cell_text({"value": 0.1, "low": None, "high": None, "unit": "percent"}) == "10.0%"
 
 
 @pytest.mark.slow  # whole stages on generated data: several seconds
@@ -84,74 +158,7 @@ def test_report_shows_the_cases_and_their_images(tiny_data, tmp_path):
     for case in ["case_00", "case_01", "case_02"]:
         assert f"../../failure_cases/baseline/{case}/image.png" in sources
         assert f"../../failure_cases/baseline/{case}/gradcam_side_by_side.png" in sources
-    assert "../../my%20comparison/confusion_matrices.png" in sources or \
-        "../../my comparison/confusion_matrices.png" in sources
-    assert "Not run yet: the comparison" not in page.read_text()
-    if len(pd.read_csv(tmp_path / "failure_cases" / "baseline" / "label_issues.csv")):
-        assert "../../failure_cases/baseline/label_issues.png" in sources
+    assert "../../my comparison/confusion_matrices.png" in sources
     text = page.read_text()
-    assert "McNemar" in text and "<code>python calibration.py" in text
-
-
-def test_study_b_shows_each_heads_interval_and_their_mcnemar_test(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "experiments" / "probing" / "efficientnet_lite0"
-    folder.mkdir(parents=True)
-    write_record("baseline_knn.efficientnet_lite0", {"probe": folder}, model="efficientnet_lite0")
-    (folder / "probe_accuracy.csv").write_text("head,accuracy,test_images,low95,high95\n"
-                                               "knn_dino,0.864,500,0.8312,0.8907\n")
-    (folder / "head_comparison.csv").write_text("first,second,right_only_first,right_only_second,mcnemar_exact_p,"
-                                                "test_images\nknn_dino,linear_logreg,23,26,0.7754,500\n")
-    text = report.write_report(report.ReportParams(out_dir=tmp_path / "experiments" / "report")).read_text()
-    assert all(f"<td>{value}</td>" in text for value in ["0.8640", "0.8312", "0.8907", "23", "26", "0.7754"])
-    assert "McNemar" in text
-
-
-@pytest.mark.parametrize("section", [report.calibration_section, report.seeds_section,
-                                     report.explanation_checks_section, report.corruptions_section],
-                         ids=lambda section: section.what)
-def test_a_stage_section_shows_every_table_and_figure_its_stage_left(section, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "somewhere else"
-    folder.mkdir()
-    tables = [section.main_table, *(name for name, _ in section.tables)]
-    for number, name in enumerate(tables):
-        (folder / name).write_text(f"column\nvalue_{number}\n")
-    for name, _ in section.figures:
-        Image.new("RGB", (4, 4)).save(folder / name)
-    page = report.write_report(report.ReportParams(out_dir=tmp_path / "experiments" / "report"))
-    assert f"<code>{section.command}</code>" in page.read_text()  # no record: not run, whatever lies around
-    write_record(section.stage, {section.output: folder})
-    page = report.write_report(report.ReportParams(out_dir=tmp_path / "experiments" / "report"))
-    text = page.read_text()
-    assert all(f"<td>value_{number}</td>" in text for number in range(len(tables)))
-    assert {f"../../somewhere else/{name}" for name, _ in section.figures} <= set(image_sources(page))
-    assert f"<code>{section.command}</code>" not in text
-
-
-def test_numbers_are_printed_one_way():
-    values = [0.78213456, 35.0, np.int64(12), 3.1e-05, 0.0, float("nan"), 1.5, "cat", True, "-0.100029", "24.0"]
-    assert [report.number(x) for x in values] == \
-        ["0.7821", "35", "12", "3.1e-05", "0", "", "1.5000", "cat", "True", "-0.1000", "24"]
-
-
-def test_the_summary_gives_the_headline_figures_with_their_intervals_and_what_ran(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    comparison = tmp_path / "experiments" / "comparison"
-    comparison.mkdir(parents=True)
-    rows = [("accuracy", 0.782, 0.752, ""), ("accuracy_wilson95_low", 0.744, 0.712, ""),
-            ("accuracy_wilson95_high", 0.816, 0.788, ""), ("right_only_for_baseline", "", "", 36),
-            ("right_only_for_improved", "", "", 21), ("mcnemar_exact_p", "", "", 0.063), ("nll", 0.861, 0.782, ""),
-            ("confident_failures", 35, 9, ""), ("wrong_among_most_confident", 35, 41, ""),
-            ("most_confident_answers", 348, 348, "")]
-    pd.DataFrame(rows, columns=["metric", "baseline", "improved", "change"]).to_csv(comparison / "test_set_summary.csv",
-                                                                                   index=False)
-    data = {"data_dir": "elsewhere/cifar", "train_images": 5085, "test_images": 500, "full_cifar10": False}
-    write_record("compare_models", {"comparison": comparison}, data=data, device="cpu", precision="fp32")
-    text = report.write_report(report.ReportParams(out_dir=tmp_path / "experiments" / "report")).read_text()
-    summary = text[:text.index("Contents")]
-    assert "0.7820 (0.7440-0.8160)" in summary and "0.7520 (0.7120-0.7880)" in summary
-    assert "p = 0.0630" in summary and "N = 348" in summary
-    assert "compare_models" in summary and "elsewhere/cifar (5085 train / 500 test)" in summary
-    assert "ran on other data than --data-dir" in summary  # the default data/ is not elsewhere/cifar
-    assert "href='#section-1'" in text and "id='section-1'" in text
+    assert "<code>python compare_models.py</code>" not in text and "<code>python calibration.py</code>" in text
+    assert "right only for this model (McNemar)" in text and "improved: " in text

@@ -1,5 +1,7 @@
-"""Where every stage reads and writes, in one place. The names are the output contract of SPEC.md;
-stages take these as the defaults of their --*-dir flags and name the producing script in their hints."""
+"""The stages in pipeline order and where each reads and writes, in one place: run_pipeline.py, --from-stage, the
+report's section order and every stage's default folders read this table. The file names are the output
+contract; stages take these as the defaults of their --*-dir flags and name the producing script in their hints."""
+from dataclasses import dataclass
 from pathlib import Path
 
 EXPERIMENTS = Path("experiments")
@@ -11,20 +13,57 @@ CONFIG = "config.json"               # the training config of a run
 CASES_SUMMARY = "summary.json"       # failure analysis: threshold, counts, representative cases
 LABEL_ISSUES_SUMMARY = "summary.json"  # failure_analysis.py --train-folds: training-set label issues
 
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, in order: its script (its record is named as the script's stem), its default
+    output folder, whether it has a --smoke preset, and which models it takes when the pipeline analyses models
+    given to it (imported ones) instead of training: TRAINS (it retrains a recipe: skipped, `why`), BASELINE or
+    IMPROVED (--checkpoint), PAIR (both models, skipped without a second), BOTH (--baseline and --improved, the
+    second `none` when absent), RECORDS_ONLY (reads only the other stages' records)."""
+    script: str
+    folder: Path
+    smoke: bool
+    models: str
+    why: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.script).stem
+
+
+TRAINS, BASELINE, IMPROVED, PAIR, BOTH, RECORDS_ONLY = "trains", "baseline", "improved", "pair", "both", "records"
+PIPELINE = (
+    Stage("train.py", EXPERIMENTS / "baseline", True, TRAINS, "trains the built-in ResNet-18"),
+    Stage("failure_analysis.py", CASES_ROOT / "baseline", True, BASELINE),
+    Stage("explainability.py", CASES_ROOT / "baseline", False, BASELINE),
+    Stage("improvement.py", EXPERIMENTS / "improved", True, TRAINS, "trains the built-in ResNet-18"),
+    Stage("compare_models.py", EXPERIMENTS / "comparison", False, PAIR),
+    Stage("explainability_improved.py", CASES_ROOT / "baseline", False, IMPROVED),
+    Stage("calibration.py", EXPERIMENTS / "calibration", False, BOTH),
+    Stage("robustness.py", EXPERIMENTS / "robustness", True, BOTH),
+    Stage("adversarial.py", EXPERIMENTS / "adversarial", True, BOTH),
+    Stage("explanation_checks.py", EXPERIMENTS / "explanations", True, BOTH),
+    Stage("seeds.py", EXPERIMENTS / "seeds", True, TRAINS,
+          "retrains each model's training recipe over seeds (a run of train.py/improvement.py)"),
+    Stage("report.py", EXPERIMENTS / "report", False, RECORDS_ONLY),
+)
+STAGES = {stage.script: stage for stage in PIPELINE}
+
 # Study A: each training run's folder and the stage script that writes it.
-RUNS = {"baseline": (EXPERIMENTS / "baseline", "train.py"),
-        "improved": (EXPERIMENTS / "improved", "improvement.py")}
-CASES_DIR = CASES_ROOT / "baseline"  # failure_analysis.py
+RUNS = {"baseline": (STAGES["train.py"].folder, "train.py"),
+        "improved": (STAGES["improvement.py"].folder, "improvement.py")}
+CASES_DIR = STAGES["failure_analysis.py"].folder
 CASES_PRODUCER = "failure_analysis.py"
 EXPLAINERS = {"baseline": "explainability.py", "improved": "explainability_improved.py"}  # gradcam_<tag>.npz
-COMPARISON_DIR = EXPERIMENTS / "comparison"
-CALIBRATION_DIR = EXPERIMENTS / "calibration"  # study C: calibration.py
-ROBUSTNESS_DIR = EXPERIMENTS / "robustness"    # study C: robustness.py
-ADVERSARIAL_DIR = EXPERIMENTS / "adversarial"  # study C: adversarial.py
-SEEDS_DIR = EXPERIMENTS / "seeds"              # study C: seeds.py (<model>/seed_<k>/ run folders)
-EXPLANATIONS_DIR = EXPERIMENTS / "explanations"  # study C: explanation_checks.py
+COMPARISON_DIR = STAGES["compare_models.py"].folder
+CALIBRATION_DIR = STAGES["calibration.py"].folder
+ROBUSTNESS_DIR = STAGES["robustness.py"].folder
+ADVERSARIAL_DIR = STAGES["adversarial.py"].folder
+SEEDS_DIR = STAGES["seeds.py"].folder             # <model>/seed_<k>/ run folders
+EXPLANATIONS_DIR = STAGES["explanation_checks.py"].folder
 LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)
-REPORT_DIR = EXPERIMENTS / "report"              # report.py
+REPORT_DIR = STAGES["report.py"].folder
 IMPORT_CARD = "import.json"                      # import_model.py: beside the imported model's best_model.pth
 
 # Study B

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from . import atomic, paths
+from .findings import Headline, Section, as_record
 
 RECORDS_DIR = paths.EXPERIMENTS / "records"
 
@@ -21,13 +22,16 @@ def portable(path: Path) -> str:
         return str(resolved)
 
 
-def write_record(stage: str, outputs: dict, inputs: dict | None = None, **details) -> None:
-    """Record that `stage` finished: outputs and inputs as {name: path}, details as plain values (data, device,
-    precision, counts)."""
+def write_record(stage: str, outputs: dict, inputs: dict | None = None, headline: list[Headline] | None = None,
+                 sections: list[Section] | None = None, **details) -> None:
+    """Record that `stage` finished: outputs and inputs as {name: path}, what it tells the report (its headline
+    rows and sections, core.findings), details as plain values (data, device, precision, counts)."""
     record = {"stage": stage, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "outputs": {name: portable(path) for name, path in outputs.items()},
-              "inputs": {name: portable(path) for name, path in (inputs or {}).items()}, **details}
+              "inputs": {name: portable(path) for name, path in (inputs or {}).items()},
+              "headline": as_record(headline or [], portable), "sections": as_record(sections or [], portable),
+              **details}
     atomic.write_json(atomic.ensure_writable_dir(RECORDS_DIR) / f"{stage}.json", record)
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_p
                          positive_int, preset_help, run_main)
 from ..core.device import describe_device, resolve_device, synchronize
 from ..core.errors import UserError, first_line
+from ..core.findings import HIGHER, Estimate, Headline, Picture, Section, Table
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data.cifar10c import corrupted_images
@@ -33,12 +35,6 @@ from ..data.corruptions import NAMES as CORRUPTIONS, SEVERITIES
 from ..metrics import mcnemar_exact, rank_correlation, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, inference_model
 from ..plots import (adversarial_examples_figure, distance_figure, robust_accuracy_figure, save)
-
-ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD-CE", "pgd_double_steps": "PGD-CE, twice the steps",
-                "pgd_restart": "PGD-CE, 2 random starts", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
-                "apgd_t": "APGD-T", "square": "Square (black-box)", "autoattack": "AutoAttack (standard)"}
-STRONGER_THAN_PGD = ("apgd_ce", "apgd_dlr", "apgd_t", "square", "autoattack")
-
 
 @dataclass(frozen=True)
 class AdversarialParams(BothModels):
@@ -83,16 +79,6 @@ def make_plan(params: AdversarialParams) -> Plan:
                 autoattack)
 
 
-def attack_settings(params: AdversarialParams) -> dict:
-    """What each attack ran with, in the table beside its numbers."""
-    return {"fgsm": "one step of eps", "pgd": f"{params.pgd_steps} steps of 2.5 eps/{params.pgd_steps}, random start",
-            "pgd_double_steps": f"{2 * params.pgd_steps} steps, random start", "pgd_restart":
-            f"{params.pgd_steps} steps, 2 random starts", "apgd_ce": f"{params.apgd_iterations} iterations",
-            "apgd_dlr": f"{params.apgd_iterations} iterations", "apgd_t":
-            f"{params.apgd_iterations} iterations x {params.apgd_targets} target classes",
-            "square": f"{params.square_queries} queries, p_init 0.8", "autoattack": "version standard, unchanged"}
-
-
 def differentiable_or_error(model: PixelModel, images: torch.Tensor, labels: torch.Tensor, tag: str) -> None:
     probe = images[:2].clone().requires_grad_(True)
     try:
@@ -106,6 +92,9 @@ def differentiable_or_error(model: PixelModel, images: torch.Tensor, labels: tor
         raise UserError(f"the {tag} model's input gradient is not finite; check the model's forward")
 
 
+AttackFunction = Callable[[torch.Tensor, torch.Tensor, Threat], torch.Tensor]  # images, labels, threat -> adversarial
+
+
 class Runner:
     """The attacks of one model on the sample, keeping each run's per-image 'still right' and its bounds."""
 
@@ -117,7 +106,7 @@ class Runner:
         self.seconds: dict = {}      # (attack, Threat) -> wall-clock seconds of the run
         self.reference = ReferenceSettings(params.apgd_iterations, params.apgd_targets, params.square_queries,
                                            params.fab_iterations, params.distance_targets)
-        self.attacks = self.attack_functions()
+        self.attacks = {name: attack.build(self) for name, attack in ATTACKS.items()}
 
     def record(self, attack: str, threat: Threat, adversarial: torch.Tensor, count: int) -> None:
         images, labels, adversarial = self.images[:count], self.labels[:count], adversarial.detach()
@@ -126,26 +115,14 @@ class Runner:
                                        float(adversarial.max()))
         self.robust[attack, threat] = (predict(self.model, adversarial, self.params.batch_size) == labels).cpu()
 
-    def attack_functions(self) -> dict:
-        """Each attack's name -> a function of (images, labels, threat) returning the adversarial images."""
-        model, seed, batch, steps = self.model, self.params.seed, self.params.batch_size, self.params.pgd_steps
+    def pgd_with(self, steps: int, restarts: int, seed_offset: int) -> AttackFunction:
+        settings = PGDSettings(steps=steps, restarts=restarts, batch_size=self.params.batch_size)
+        return lambda images, labels, threat: pgd(self.model, images, labels, threat, settings,
+                                                  self.params.seed + seed_offset)
 
-        def pgd_with(step_count: int, restarts: int, start_seed: int):
-            settings = PGDSettings(steps=step_count, restarts=restarts, batch_size=batch)
-            return lambda images, labels, threat: pgd(model, images, labels, threat, settings, start_seed)
-
-        def apgd_with(loss: str):
-            return lambda images, labels, threat: reference.apgd(model, images, labels, threat, loss, self.reference,
-                                                                 seed)
-
-        return {"fgsm": lambda images, labels, threat: fgsm(model, images, labels, threat, batch),
-                "pgd": pgd_with(steps, 1, seed), "pgd_double_steps": pgd_with(2 * steps, 1, seed + 1),
-                "pgd_restart": pgd_with(steps, 2, seed + 1), "apgd_ce": apgd_with("ce"), "apgd_dlr": apgd_with("dlr"),
-                "apgd_t": apgd_with("t"),
-                "square": lambda images, labels, threat: reference.square(model, images, labels, threat,
-                                                                          self.reference, seed),
-                "autoattack": lambda images, labels, threat: reference.autoattack(model, images, labels, threat, seed,
-                                                                                  batch)}
+    def apgd_with(self, loss: str) -> AttackFunction:
+        return lambda images, labels, threat: reference.apgd(self.model, images, labels, threat, loss, self.reference,
+                                                             self.params.seed)
 
     def run(self, attack: str, threat: Threat, count: int = 0) -> None:
         started = time.perf_counter()
@@ -158,17 +135,65 @@ class Runner:
         self.seconds[attack, threat] = time.perf_counter() - started
 
 
+SWEEP, STRONG, HEADLINE = "sweep", "strong", "headline"  # every radius; the strong radii; the AutoAttack radii
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One row of the attack table: its display name, where it runs (SWEEP: every radius of --linf/--l2; STRONG:
+    the --strong radii; HEADLINE: the --autoattack radii, on the first --autoattack-images), what it runs with,
+    how a Runner builds it, and whether it is stronger than PGD-CE (compared with it on the same images: the
+    images only PGD-CE leaves right are robustness that is only apparent). Adding an attack is adding a row."""
+    display: str
+    runs_at: str
+    settings: Callable[[AdversarialParams], str]
+    build: Callable[[Runner], AttackFunction]
+    stronger_than_pgd: bool = False
+
+
+ATTACKS = {
+    "fgsm": Attack("FGSM", SWEEP, lambda p: "one step of eps",
+                   lambda r: lambda images, labels, threat: fgsm(r.model, images, labels, threat, r.params.batch_size)),
+    "pgd": Attack("PGD-CE", SWEEP, lambda p: f"{p.pgd_steps} steps of 2.5 eps/{p.pgd_steps}, random start",
+                  lambda r: r.pgd_with(r.params.pgd_steps, 1, 0)),
+    "pgd_double_steps": Attack("PGD-CE, twice the steps", STRONG, lambda p: f"{2 * p.pgd_steps} steps, random start",
+                               lambda r: r.pgd_with(2 * r.params.pgd_steps, 1, 1)),
+    "pgd_restart": Attack("PGD-CE, 2 random starts", STRONG, lambda p: f"{p.pgd_steps} steps, 2 random starts",
+                          lambda r: r.pgd_with(r.params.pgd_steps, 2, 1)),
+    "apgd_ce": Attack("APGD-CE", STRONG, lambda p: f"{p.apgd_iterations} iterations", lambda r: r.apgd_with("ce"),
+                      True),
+    "apgd_dlr": Attack("APGD-DLR", STRONG, lambda p: f"{p.apgd_iterations} iterations", lambda r: r.apgd_with("dlr"),
+                       True),
+    "apgd_t": Attack("APGD-T", STRONG, lambda p: f"{p.apgd_iterations} iterations x {p.apgd_targets} target classes",
+                     lambda r: r.apgd_with("t"), True),
+    "square": Attack("Square (black-box)", STRONG, lambda p: f"{p.square_queries} queries, p_init 0.8",
+                     lambda r: lambda images, labels, threat: reference.square(r.model, images, labels, threat,
+                                                                               r.reference, r.params.seed), True),
+    "autoattack": Attack("AutoAttack (standard)", HEADLINE, lambda p: "version standard, unchanged",
+                         lambda r: lambda images, labels, threat: reference.autoattack(
+                             r.model, images, labels, threat, r.params.seed, r.params.batch_size), True),
+}
+
+
+def jobs(plan: Plan, params: AdversarialParams) -> list[tuple[str, Threat, int]]:
+    """(attack, threat, images: 0 for the whole sample) in the order they run: radius by radius."""
+    radii = {SWEEP: plan.sweep, STRONG: plan.strong, HEADLINE: plan.autoattack}
+    return [(name, threat, params.autoattack_images if runs_at == HEADLINE else 0)
+            for runs_at in (SWEEP, STRONG, HEADLINE) for threat in radii[runs_at]
+            for name, attack in ATTACKS.items() if attack.runs_at == runs_at]
+
+
 def accuracy_rows(tag: str, runner: Runner, clean_right: torch.Tensor, params: AdversarialParams) -> list[dict]:
-    settings, libraries = attack_settings(params), f"torch {version('torch')}; {reference.library_version()}"
+    libraries = f"torch {version('torch')}; {reference.library_version()}"
     rows = []
     for (attack, threat), robust in runner.robust.items():
         n = len(robust)
         low, high = wilson_interval(int(robust.sum()), n)
         rows.append({"model": tag, "norm": threat.norm, "eps": round(threat.eps, 8), "radius": threat.label,
-                     "attack": ATTACK_NAMES[attack], "n": n,
+                     "attack": ATTACKS[attack].display, "n": n,
                      "clean_accuracy": round(float(clean_right[:n].float().mean()), 6),
                      "robust_accuracy": round(float(robust.float().mean()), 6), "robust_low95": round(low, 6),
-                     "robust_high95": round(high, 6), "settings": settings[attack],
+                     "robust_high95": round(high, 6), "settings": ATTACKS[attack].settings(params),
                      "seconds": round(runner.seconds[attack, threat], 2), "seed": params.seed,
                      "libraries": libraries})
     return rows
@@ -183,7 +208,7 @@ def comparison_rows(runners: dict) -> list[dict]:
     for key, robust in one.robust.items():
         if key in other.robust:
             only_first, only_second, p_value = mcnemar_exact(robust.numpy(), other.robust[key].numpy())
-            rows.append({"attack": ATTACK_NAMES[key[0]], "radius": key[1].label, "n": len(robust),
+            rows.append({"attack": ATTACKS[key[0]].display, "radius": key[1].label, "n": len(robust),
                          f"{first}_robust": round(float(robust.float().mean()), 6),
                          f"{second}_robust": round(float(other.robust[key].float().mean()), 6),
                          f"robust_only_{first}": only_first, f"robust_only_{second}": only_second,
@@ -197,11 +222,11 @@ def pgd_gap_rows(runners: dict) -> list[dict]:
     rows = []
     for tag, runner in runners.items():
         for (attack, threat), robust in runner.robust.items():
-            if attack not in STRONGER_THAN_PGD or ("pgd", threat) not in runner.robust:
+            if not ATTACKS[attack].stronger_than_pgd or ("pgd", threat) not in runner.robust:
                 continue
             pgd_robust = runner.robust["pgd", threat][:len(robust)]
             only_pgd, only_attack, p_value = mcnemar_exact(pgd_robust.numpy(), robust.numpy())
-            rows.append({"model": tag, "radius": threat.label, "attack": ATTACK_NAMES[attack], "n": len(robust),
+            rows.append({"model": tag, "radius": threat.label, "attack": ATTACKS[attack].display, "n": len(robust),
                          "pgd_ce_robust": round(float(pgd_robust.float().mean()), 6),
                          "attack_robust": round(float(robust.float().mean()), 6),
                          "robust_only_under_pgd_ce": only_pgd, "robust_only_under_attack": only_attack,
@@ -301,6 +326,70 @@ def distance_summary(table: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def strongest(table: pd.DataFrame, radius: str) -> dict[str, pd.Series]:
+    """Per model, the row of the attack with the lowest robust accuracy at `radius` among those run beyond the
+    FGSM/PGD-CE sweep; on a tie, the reference AutoAttack."""
+    beyond = {ATTACKS[name].display for name, attack in ATTACKS.items() if attack.runs_at != SWEEP}
+    rows = table[(table.radius == radius) & table.attack.isin(beyond)]
+    ranked = rows.assign(other=rows.attack != ATTACKS["autoattack"].display).sort_values(
+        ["robust_accuracy", "other"], kind="stable")
+    return {str(model): group.iloc[0] for model, group in ranked.groupby("model", sort=False)}
+
+
+def findings(table: pd.DataFrame, checks: dict, cases_table: pd.DataFrame, params: AdversarialParams, plan: Plan,
+             out_dir: Path) -> tuple[list[Headline], Section]:
+    """Headline: each model's robust accuracy under the strongest attack at every radius the strong attacks or
+    AutoAttack ran at (the smallest Linf one an axis of the profile). Section: the figure, attack by radius with the
+    models side by side, what each attack ran with (once), the masking checks, the cases' distances."""
+    failed = {tag: sum(check["status"] == "fail" for check in found) for tag, found in checks.items()}
+    radii = sorted({*plan.strong, *plan.autoattack}, key=lambda t: (t.norm != "Linf", t.eps))
+    headline = []
+    for threat in radii:
+        worst = strongest(table, threat.label)
+        if not worst:
+            continue
+        headline.append(Headline(
+            f"robust accuracy at {threat.label}, strongest attack (Wilson 95%)",
+            {tag: Estimate(row.robust_accuracy, row.robust_low95, row.robust_high95) for tag, row in worst.items()},
+            str(min(int(row.n) for row in worst.values())),
+            "; ".join(f"{tag}: {row.attack}, {failed.get(tag, 0)} masking checks failed" for tag, row in worst.items()),
+            axis=f"robust accuracy, {threat.label}" if threat == radii[0] else "", better=HIGHER))
+    models = list(dict.fromkeys(table.model))
+    by_attack = []
+    for (attack, radius), group in table.groupby(["attack", "radius"], sort=False):
+        found = {row["model"]: row for row in group.to_dict("records")}
+        by_attack.append([attack, radius, *(Estimate(found[tag]["robust_accuracy"], found[tag]["robust_low95"],
+                                                     found[tag]["robust_high95"]) if tag in found else ""
+                                            for tag in models), int(group.n.max())])
+    settings = "; ".join(f"{attack.display}: {attack.settings(params)}" for attack in ATTACKS.values())
+    tables = [Table(["attack", "radius", *models, "n"], by_attack,
+                    note="Robust accuracy under each attack ([0, 1] pixels; Linf radii in 1/255), Wilson 95% "
+                         f"intervals. Settings: {settings}. Seed {params.seed}; torch {version('torch')}, "
+                         f"{reference.library_version()}."),
+              Table(["model", "check", "status", "detail"],
+                    [[tag, check["check"], check["status"], check["detail"]] for tag, found in checks.items()
+                     for check in found],
+                    note="Gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019): a fail means a number "
+                         "above may overstate robustness.")]
+    if len(cases_table):
+        def distance(value: float, scale: float) -> str:
+            return f"{value * scale:.3g}" if np.isfinite(value) else \
+                f"not found within {params.fab_iterations} FAB-T iterations"
+        tables.append(Table(["model", "case", "least Linf to the true class (1/255)", "least L2 to the true class"],
+                            [[row["model"], row["case"], distance(row["to_true_linf"], 255),
+                              distance(row["to_true_l2"], 1)] for row in cases_table.to_dict("records")],
+                            note="The saved confident failures: how far each is from being answered with its true "
+                                 "class (FAB-T, an upper bound)."))
+    names = ["robust_accuracy.csv", "model_comparison.csv", "pgd_gap.csv", "transfer.csv", "distance_summary.csv",
+             "case_distances.csv", "per_image.csv", "checks.json"]
+    section = Section("Adversarial attacks", lead=Picture(out_dir / "robust_accuracy.png",
+                                                         "robust accuracy against the radius"),
+                      tables=tables, pictures=[Picture(out_dir / "minimal_distance.png", "least perturbations"),
+                                               Picture(out_dir / "adversarial_examples.png", "adversarial examples")],
+                      links=[out_dir / name for name in names if (out_dir / name).is_file()])
+    return headline, section
+
+
 def adversarial(params: AdversarialParams) -> None:
     plan = make_plan(params)
     device = resolve_device(params.device)
@@ -327,14 +416,10 @@ def adversarial(params: AdversarialParams) -> None:
         with torch.no_grad():
             logits, again = logits_of(model, images, params.batch_size), model(images[:params.batch_size])
         clean_right = (logits.argmax(1) == labels).cpu()
-        jobs = ([(a, t, 0) for t in plan.sweep for a in ("fgsm", "pgd")]
-                + [(a, t, 0) for t in plan.strong for a in ("pgd_double_steps", "pgd_restart", "apgd_ce", "apgd_dlr",
-                                                              "apgd_t", "square")]
-                + [("autoattack", t, params.autoattack_images) for t in plan.autoattack])
-        for attack, threat, images_used in jobs:
+        for attack, threat, images_used in jobs(plan, params):
             runner.run(attack, threat, images_used)
             robust = runner.robust[attack, threat]
-            print(f"{tag}: {ATTACK_NAMES[attack]} at {threat.label}: robust accuracy {robust.float().mean():.3f} "
+            print(f"{tag}: {ATTACKS[attack].display} at {threat.label}: robust accuracy {robust.float().mean():.3f} "
                   f"(n={len(robust)}, {runner.seconds[attack, threat]:.0f} s)", flush=True)
         rows += accuracy_rows(tag, runner, clean_right, params)
         checks[tag] = [check.as_dict() for check in masking_checks(runner.robust, count, runner.excess,
@@ -352,13 +437,14 @@ def adversarial(params: AdversarialParams) -> None:
             print(f"{tag}: masking check {check['status'].upper()}: {check['check']} ({check['detail']})")
     table = pd.DataFrame(rows)
     per_image = pd.concat(tables, ignore_index=True)
+    cases_table = pd.concat(cases_tables) if cases_tables else pd.DataFrame()
     atomic.write_csv(out_dir / "robust_accuracy.csv", table.to_dict("records"), list(table.columns))
     atomic.write_csv(out_dir / "per_image.csv", per_image.to_dict("records"), list(per_image.columns))
     for name, frame in [("model_comparison.csv", pd.DataFrame(comparison_rows(runners))),
                         ("transfer.csv", pd.DataFrame(transfer_rows(runners, labels, params.batch_size))),
                         ("pgd_gap.csv", pd.DataFrame(pgd_gap_rows(runners))),
                         ("distance_summary.csv", pd.DataFrame(distance_summary(per_image))),
-                        ("case_distances.csv", pd.concat(cases_tables) if cases_tables else pd.DataFrame())]:
+                        ("case_distances.csv", cases_table)]:
         if len(frame):
             atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
         else:
@@ -378,9 +464,11 @@ def adversarial(params: AdversarialParams) -> None:
     for tag, names in failed.items():
         print(f"{tag}: {'no masking check failed' if not names else 'MASKING CHECKS FAILED: ' + '; '.join(names)}")
     print(f"-> {out_dir}")
+    headline, section = findings(table, checks, cases_table, params, plan, out_dir)
     write_record("adversarial", {"adversarial": out_dir, "cases": params.cases_dir}, checkpoints,
-                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
-                 images=count, seed=params.seed, libraries=reference.library_version(),
+                 headline=headline, sections=[section], data=data_summary(data), device=describe_device(device),
+                 precision=REPORTED_PRECISION, images=count, seed=params.seed,
+                 libraries=reference.library_version(),
                  settings={field.name: getattr(params, field.name) for field in fields(params)
                            if field.name not in ("baseline", "improved", "data_dir", "device", "out_dir", "cases_dir")},
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in loaded.items()})

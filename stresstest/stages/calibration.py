@@ -18,6 +18,7 @@ from ..core.checkpoint import is_imported, load_classifier, model_card
 from ..core.cli import BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
+from ..core.findings import HIGHER, LOWER, NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table, wilson
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10, run_split, split_validation
 from ..metrics import (adaptive_calibration_error, aurc, bootstrap_interval, brier_score,
@@ -173,8 +174,51 @@ def calibrate(params: CalibrationParams) -> None:
         print(f"{row['model']:9s} {row['score']:16s} AURC {row['aurc']:.4f} [{row['aurc_low']:.4f}, "
               f"{row['aurc_high']:.4f}]  E-AURC {row['e_aurc']:.4f}")
     print(f"-> {out_dir}")
-    write_record("calibration", {"calibration": out_dir}, checkpoints, data=data_summary(data),
-                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed, models=cards)
+    headline, section = findings(metrics, selective, out_dir)
+    write_record("calibration", {"calibration": out_dir}, checkpoints, headline=headline, sections=[section],
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
+                 seed=params.seed, models=cards)
+
+
+def findings(metrics: list[dict], selective: list[dict], out_dir: Path) -> tuple[list[Headline], Section]:
+    """The stage's headline rows (accuracy, ECE before and after temperature scaling, the debiased error, AURC of
+    the maximum softmax probability) and its section."""
+    def estimate(row: dict, name: str, unit: str = PERCENT) -> Estimate:
+        return Estimate(row[name], row[f"{name}_low"], row[f"{name}_high"], unit)
+
+    n = str(metrics[0]["test_images"])
+    plain = {row["model"]: row for row in metrics if row["scaling"] == "none"}
+    scaled = {row["model"]: row for row in metrics if row["scaling"] == "temperature"}
+    msp = {row["model"]: row for row in selective if row["score"] == "msp"}
+    headline = [
+        Headline("test accuracy (Wilson 95%)",
+                 {tag: wilson(round(row["accuracy"] * row["test_images"]), row["test_images"])
+                  for tag, row in plain.items()}, n, axis="clean accuracy", better=HIGHER),
+        Headline("ECE, 15 equal-width bins (bootstrap 95%)", {tag: estimate(row, "ece") for tag, row in plain.items()},
+                 n, axis="ECE", better=LOWER),
+        Headline("ECE after temperature scaling", {tag: estimate(row, "ece") for tag, row in scaled.items()}, n,
+                 "; ".join(f"{tag}: T {row['temperature']}, fitted on {row['fitted_on']}"
+                           for tag, row in scaled.items())),
+        Headline("debiased L2 calibration error (Kumar et al. 2019)",
+                 {tag: estimate(row, "debiased_l2_ce") for tag, row in plain.items()}, n),
+        Headline("AURC, maximum softmax probability (bootstrap 95%)",
+                 {tag: estimate(row, "aurc", NUMBER) for tag, row in msp.items()}, n, axis="AURC", better=LOWER)]
+    table = Table(["model", "scaling", "T", "ECE, 15 bins", "ECE, equal mass", "debiased L2 error", "NLL", "Brier"],
+                  [[row["model"], row["scaling"], row["temperature"], estimate(row, "ece"),
+                    estimate(row, "ece_equal_mass"), estimate(row, "debiased_l2_ce"), row["nll"], row["brier"]]
+                   for row in metrics],
+                  note=f"n = {n} test images; bootstrap 95% intervals re-centred on each estimate. The binned ECEs "
+                       "are biased upward (sampling noise in every bin); the debiased L2 error subtracts it and "
+                       "comes down to zero for a calibrated model.")
+    risks = Table(["model", "score", "AURC", "E-AURC"],
+                  [[row["model"], row["score"], estimate(row, "aurc", NUMBER), row["e_aurc"]] for row in selective],
+                  note="Selective prediction: area under the risk-coverage curve (lower is better), and its excess "
+                       "over the oracle that ranks every right answer first.")
+    section = Section("Calibration and selective prediction",
+                      lead=Picture(out_dir / "reliability_diagrams.png", "reliability diagrams"),
+                      tables=[table, risks], pictures=[Picture(out_dir / "risk_coverage.png", "risk-coverage curves")],
+                      links=[out_dir / "calibration_metrics.csv", out_dir / "selective_prediction.csv"])
+    return headline, section
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:

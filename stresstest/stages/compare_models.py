@@ -13,9 +13,10 @@ from ..core.checkpoint import is_imported, load_classifier, model_card
 from ..core.cli import SEED_UNUSED, BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
+from ..core.findings import NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table, wilson
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
-from ..metrics import (expected_calibration_error, mcnemar_exact, negative_log_likelihood, wilson_interval,
+from ..metrics import (expected_calibration_error, mcnemar_exact, negative_log_likelihood,
                         wrong_among_most_confident)
 from ..nn.inference import REPORTED_PRECISION, probabilities
 from ..plots import confusion_figure, save
@@ -111,8 +112,8 @@ def compare(params: CompareParams) -> None:
                      "baseline_true_prob": round(base_probs[i, labels[i]], 6),
                      "improved_true_prob": round(impr_probs[i, labels[i]], 6), "fixed": int(m == labels[i]),
                      "representative": case.get("representative", "no")})
-    table = pd.DataFrame(rows, columns=CASE_COLUMNS)
-    atomic.write_csv(out_dir / "comparison_results.csv", table.to_dict("records"), CASE_COLUMNS)
+    table_of_cases = pd.DataFrame(rows, columns=CASE_COLUMNS)
+    atomic.write_csv(out_dir / "comparison_results.csv", table_of_cases.to_dict("records"), CASE_COLUMNS)
 
     changes = confident_failure_changes(labels, base_probs, impr_probs, threshold)
     changes["true_label"] = [class_names[labels[i]] for i in changes.test_index]
@@ -139,11 +140,11 @@ def compare(params: CompareParams) -> None:
     summary += [{"metric": f"confident_failures_{status}", "baseline": "", "improved": "",
                  "change": int(counts.get(status, 0))} for status in ["fixed", "kept", "less_confident_wrong", "new"]]
     base_right, impr_right = base_probs.argmax(1) == labels, impr_probs.argmax(1) == labels
-    intervals = {name: wilson_interval(right.sum(), len(labels)) for name, right in
-                 [("baseline", base_right), ("improved", impr_right)]}
-    summary += [{"metric": f"accuracy_wilson95_{side}", "baseline": round(intervals["baseline"][i], 6),
-                 "improved": round(intervals["improved"][i], 6), "change": ""}
-                for i, side in enumerate(["low", "high"])]
+    accuracy = {"baseline": wilson(int(base_right.sum()), len(labels)),
+                "improved": wilson(int(impr_right.sum()), len(labels))}
+    summary += [{"metric": f"accuracy_wilson95_{side}", "baseline": round(getattr(accuracy["baseline"], side), 6),
+                 "improved": round(getattr(accuracy["improved"], side), 6), "change": ""}
+                for side in ["low", "high"]]
     only_base, only_impr, p_value = mcnemar_exact(base_right, impr_right)
     summary += [{"metric": "right_only_for_baseline", "baseline": "", "improved": "", "change": only_base},
                 {"metric": "right_only_for_improved", "baseline": "", "improved": "", "change": only_impr},
@@ -157,11 +158,11 @@ def compare(params: CompareParams) -> None:
         labels, {"baseline": base_probs.argmax(1), f"improved ({change})": impr_probs.argmax(1)}, class_names))
 
     print(f"change: {change}")
-    print(f"cases: {int(table.fixed.sum())} of {len(table)} baseline failures are right after the change "
-          f"-> {out_dir / 'comparison_results.csv'}")
+    print(f"cases: {int(table_of_cases.fixed.sum())} of {len(table_of_cases)} baseline failures are right after the "
+          f"change -> {out_dir / 'comparison_results.csv'}")
     print(f"test set ({len(labels)} images): accuracy {base_m['accuracy']:.4f} "
-          f"[{intervals['baseline'][0]:.4f}, {intervals['baseline'][1]:.4f}] -> {impr_m['accuracy']:.4f} "
-          f"[{intervals['improved'][0]:.4f}, {intervals['improved'][1]:.4f}] (Wilson 95%; McNemar exact p "
+          f"[{accuracy['baseline'].low:.4f}, {accuracy['baseline'].high:.4f}] -> {impr_m['accuracy']:.4f} "
+          f"[{accuracy['improved'].low:.4f}, {accuracy['improved'].high:.4f}] (Wilson 95%; McNemar exact p "
           f"{p_value:.3g}: {only_base} right only before, {only_impr} only after), "
           f"NLL {base_m['nll']:.4f} -> {impr_m['nll']:.4f}; confident failures (>= {threshold}) "
           f"{base_m['confident_failures']} -> {impr_m['confident_failures']}: {counts.get('fixed', 0)} fixed, "
@@ -170,8 +171,42 @@ def compare(params: CompareParams) -> None:
     print(f"fair to label smoothing: wrong among each model's {most_confident} most confident answers "
           f"{base_m['wrong_among_most_confident']} -> {impr_m['wrong_among_most_confident']}, "
           f"ECE {base_m['ece']:.4f} -> {impr_m['ece']:.4f}")
+    n = str(len(labels))
+    fair = f"N = {most_confident}: as many as the baseline gives at the threshold (label smoothing's target is 0.91)"
+    headline = [
+        Headline("McNemar's exact test: images right only for each model",
+                 {"baseline": Estimate(only_base, unit=NUMBER), "improved": Estimate(only_impr, unit=NUMBER)}, n,
+                 f"p = {p_value:.2g}"),
+        *(Headline(figure, {"baseline": Estimate(base_m[key], unit=NUMBER),
+                            "improved": Estimate(impr_m[key], unit=NUMBER)}, n, note)
+          for key, figure, note in [("nll", "test NLL", ""),
+                                    ("confident_failures", f"wrong answers at confidence >= {threshold}", ""),
+                                    ("wrong_among_most_confident", "wrong among the N most confident answers",
+                                     fair)])]
+    table = Table(["metric", "baseline", "improved", "change"],
+                  [["accuracy (Wilson 95%)", accuracy["baseline"], accuracy["improved"],
+                    Estimate(impr_m["accuracy"] - base_m["accuracy"])],
+                   *([name, Estimate(base_m[key], unit=unit), Estimate(impr_m[key], unit=unit),
+                      Estimate(impr_m[key] - base_m[key], unit=unit)]
+                     for key, name, unit in [("nll", "NLL", NUMBER), ("ece", "ECE, 15 bins", PERCENT),
+                                             ("mean_confidence", "mean confidence", PERCENT),
+                                             ("confident_failures", f"wrong at confidence >= {threshold}", NUMBER),
+                                             ("wrong_among_most_confident", "wrong among the N most confident",
+                                              NUMBER)]),
+                   ["right only for this model (McNemar)", only_base, only_impr, f"p = {p_value:.2g}"]],
+                  note=f"The change: {change}. One seed per model (seeds.py has the spread over seeds); {fair}.")
+    statuses = Table(["fixed", "kept", "still wrong, less confident", "new"],
+                     [[int(counts.get(status, 0)) for status in ["fixed", "kept", "less_confident_wrong", "new"]]],
+                     note=f"Confident failures (>= {threshold}) of either model, by what the change did to them:")
+    section = Section("Results on the test set: baseline against improved",
+                      lead=Picture(out_dir / "confusion_matrices.png", "confusion matrices"), tables=[table, statuses],
+                      links=[out_dir / name for name in ["test_set_summary.csv", "comparison_results.csv",
+                                                         "confident_failures.csv"]])
     write_record("compare_models", {"comparison": out_dir},
                  {"baseline": baseline_path, "improved": improved_path, "cases": params.cases_dir},
+                 headline=headline, sections=[section],
+                 tile_notes={row.case: f"improved: {row.improved_pred} ({row.improved_confidence:.1%})"
+                             for row in table_of_cases.itertuples()},
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, change=change,
                  threshold=threshold, models={"baseline": model_card(base_ckpt, baseline_path),
                                               "improved": model_card(impr_ckpt, improved_path)})

@@ -27,6 +27,7 @@ from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_p
                          preset_help, run_main)
 from ..core.device import describe_device, resolve_device, seeded
 from ..core.errors import UserError
+from ..core.findings import Picture, Section, frame_table
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..metrics import mean_interval, rank_correlations, top_overlap
@@ -159,8 +160,8 @@ def explanation_checks(params: ExplanationParams) -> None:
                 mean, low, high = mean_interval(values, rng)
                 agreement_rows.append({"images": set_name, "pairing": pairing, "measure": measure, "n": len(index),
                                        "mean": round(mean, 6), "low95": round(low, 6), "high95": round(high, 6)})
-    tables = {"road.csv": road_rows, "randomisation.csv": cascade_rows, "agreement.csv": agreement_rows}
-    for name, rows in tables.items():
+    tables_by_file = {"road.csv": road_rows, "randomisation.csv": cascade_rows, "agreement.csv": agreement_rows}
+    for name, rows in tables_by_file.items():
         if rows:
             atomic.write_csv(out_dir / name, rows, list(rows[0]))
         else:  # one model: no agreement to measure (and no stale table from an earlier run)
@@ -178,9 +179,22 @@ def explanation_checks(params: ExplanationParams) -> None:
         print(f"agreement {row.images:13s} {row.pairing:16s} {row.measure:9s} {row.mean:.3f} "
               f"[{row.low95:.3f}, {row.high95:.3f}]")
     print(f"-> {out_dir}")
+    road_table = frame_table(road.round(4), "ROAD combined score (higher: removing what the map marks relevant "
+                                            "hurts more than removing what it marks irrelevant), Grad-CAM against "
+                                            "random maps, mean with its bootstrap 95% interval:")
+    tables = [road_table, frame_table(pd.DataFrame(cascade_rows).round(4),
+                                      "Model-randomisation check: rank correlation with the original map as layers "
+                                      "are re-initialised from the head down (faithful: it falls).")]
+    if agreement_rows:
+        tables.append(frame_table(pd.DataFrame(agreement_rows).round(4),
+                                  "The two models' maps of the same image and class, against pairs of different "
+                                  "images (the centre bias every CIFAR map shares)."))
+    section = Section("Explanation checks", lead=Picture(out_dir / "randomisation.png", "randomisation cascade"),
+                      tables=tables,
+                      links=[out_dir / name for name, rows in tables_by_file.items() if rows])
     write_record("explanation_checks", {"explanations": out_dir}, {**checkpoints, "cases": cases_dir},
-                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, layers=layers,
-                 correct_images=len(correct_index), seed=seed,
+                 sections=[section], data=data_summary(data), device=describe_device(device),
+                 precision=REPORTED_PRECISION, layers=layers, correct_images=len(correct_index), seed=seed,
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 
 

@@ -16,6 +16,7 @@ from ..core.cli import (SEED_UNUSED, Common, add_common_args, make_parser, non_n
                          positive_int, preset_help, run_main, unit_interval)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
+from ..core.findings import Picture, Section, Tile, frame_table
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..label_issues import describe, flag_label_issues, out_of_fold_probabilities, ranked_issues
@@ -121,11 +122,11 @@ def analyse(params: FailureParams) -> dict:
     representative = pick_representatives(cases)
     cases["representative"] = [i in representative for i in range(len(cases))]
     confident = int((failures.confidence >= threshold).sum())
+    issues = ranked_issues(flags)
 
     def build(folder: Path) -> None:
         atomic.write_csv(folder / "all_failures.csv", failures.round(6).to_dict("records"), list(failures.columns))
         atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
-        issues = ranked_issues(flags)
         atomic.write_csv(folder / "label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
         save_label_issues_figure(folder / "label_issues.png", issues, data.test_images, "test")
         summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
@@ -161,12 +162,28 @@ def analyse(params: FailureParams) -> dict:
         print("representative: " + ", ".join(
             f"{cases.case[i]} ({cases.true_label[i]} -> {cases.predicted_label[i]}, {cases.confidence[i]:.3f})"
             for i in representative))
+    section = Section(
+        f"Confident failures of the {checkpoint.get('arch', 'baseline')} baseline",
+        notes=[f"{confident} wrong answers at confidence >= {threshold} of {len(data.test_labels)} test images "
+               f"(accuracy {accuracy:.1%}); {len(cases)} saved; representative: "
+               f"{', '.join(cases.case[i] for i in representative)} (most confident first; distinct true and "
+               f"predicted classes, then distinct confusion pairs). {describe(flags)} (cleanlab, on this model's "
+               "test-set probabilities). Open a case for the figures later stages made of it (Grad-CAM of each "
+               "model, occlusion)."],
+        gallery=[Tile(row.case, cases_dir / row.case,
+                      f"{row.case} #{row.test_index}: {row.true_label} -> {row.predicted_label} "
+                      f"({row.confidence:.1%})", "label issue?" if row.label_issue else "")
+                 for row in cases.itertuples()],
+        tables=[frame_table(issues.head(LABEL_ISSUES_SHOWN).round(4),
+                            "Most suspicious test labels (cleanlab, lowest label quality first):")],
+        pictures=[Picture(cases_dir / "label_issues.png", "most suspicious test labels")],
+        links=[cases_dir / "all_failures.csv", cases_dir / "cases.csv", cases_dir / "label_issues.csv"])
     return {"data": data_summary(data), "device": describe_device(device), "test_accuracy": round(accuracy, 6),
-            "models": {"baseline": model_card(checkpoint, checkpoint_path)},
+            "models": {"baseline": model_card(checkpoint, checkpoint_path)}, "sections": [section],
             "confident_failures": confident, "saved_cases": len(cases), "threshold": threshold}
 
 
-def training_label_issues(params: FailureParams) -> None:
+def training_label_issues(params: FailureParams) -> Section:
     """Training-set label issues from out-of-fold probabilities (cleanlab), ranked, into label_issues_dir."""
     checkpoint_path, folds, fold_epochs = params.checkpoint, params.train_folds, params.fold_epochs
     checkpoint = read_checkpoint(checkpoint_path, paths.producer("baseline"))
@@ -190,6 +207,14 @@ def training_label_issues(params: FailureParams) -> None:
                 "train_label_issues.csv ranks the flagged images by self-confidence"})
     print(f"{describe(flags)} (out-of-fold accuracy {accuracy:.4f}, {folds} folds of {fold_epochs} epochs) -> "
           f"{out_dir / 'train_label_issues.csv'}")
+    return Section(
+        "Training-set label issues (K-fold cross-validation, cleanlab)",
+        lead=Picture(out_dir / "train_label_issues.png", "most suspicious training labels"),
+        notes=[f"{int(flags.label_issue.sum())} of {len(labels)} training images flagged from out-of-fold "
+               f"probabilities ({folds} folds of {fold_epochs} epochs; out-of-fold accuracy {accuracy:.1%}: the "
+               "flags are only as good as these runs)."],
+        tables=[frame_table(issues.head(LABEL_ISSUES_SHOWN).round(4), "Most suspicious first:")],
+        links=[out_dir / "train_label_issues.csv"])
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
@@ -226,7 +251,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
         details = analyse(params)
         outputs = {"cases": params.cases_dir}
         if params.train_folds:
-            training_label_issues(params)
+            details["sections"].append(training_label_issues(params))
             outputs["label_issues"] = params.label_issues_dir
         write_record("failure_analysis", outputs, {"checkpoint": params.checkpoint}, **details,
                      precision=REPORTED_PRECISION, train_folds=params.train_folds)

@@ -19,11 +19,13 @@ from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_p
                          positive_int, preset_help, run_main)
 from ..core.device import describe_device, resolve_device, to_channels_last
 from ..core.errors import UserError
+from ..core.findings import HIGHER, Estimate, Headline, Picture, Section, Table, frame_table
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data.cifar10c import corrupted_images, read_cifar10c
 from ..data.corruptions import NAMES, SEVERITIES
-from ..metrics import expected_calibration_error, negative_log_likelihood, rank_correlation, wilson_interval
+from ..metrics import (expected_calibration_error, mean_interval, negative_log_likelihood, rank_correlation,
+                       wilson_interval)
 from ..nn.backbones import BACKBONES, data_fingerprint, extract_features, load_backbone
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, inference_model, run_batched
 from ..nn.occlusion import occlusion_maps
@@ -163,6 +165,37 @@ def occlusion_report(cases_dir: Path, models: dict, patch: int, stride: int) -> 
     return pd.DataFrame(rows)
 
 
+def findings(summary: pd.DataFrame, occlusion: pd.DataFrame, corrupted_hits: dict[str, np.ndarray], source: str,
+             count: int, out_dir: Path, seed: int) -> tuple[list[Headline], Section]:
+    """The headline row (each model's mean accuracy over the corrupted sets, its interval from resampling the
+    test images) and the section: accuracy against severity, the per-model summary, occlusion against Grad-CAM."""
+    sets = {row["model"]: int(row["sets"]) for row in summary.to_dict("records")}
+    mean_accuracy = {model: Estimate(*mean_interval(hits / sets[model], seed=seed))
+                     for model, hits in corrupted_hits.items()}
+    sizes = " / ".join(sorted({str(value) for value in sets.values()}))
+    headline = [Headline("mean accuracy over the corrupted sets (bootstrap 95% over images)", mean_accuracy,
+                         f"{count} images x {sizes} sets", source, axis="corrupted accuracy", better=HIGHER)]
+    severities = [column for column in summary.columns if column.startswith("severity_")]
+    table = Table(["model", "clean", "mean corrupted", "relative drop", *(c.split("_")[1] for c in severities)],
+                  [[row["model"], Estimate(row["clean_accuracy"]),
+                    mean_accuracy.get(row["model"], Estimate(row["mean_corruption_accuracy"])),
+                    Estimate(row["relative_drop"]), *(Estimate(row[c]) for c in severities)]
+                   for row in summary.to_dict("records")],
+                  note=f"{source}; accuracy on {count} test images per set, the last columns by severity.")
+    tables = [table]
+    if len(occlusion):
+        agreement = occlusion.groupby("model", sort=False).spearman.agg(["count", "median", "mean"]).round(3)
+        tables.append(frame_table(agreement.reset_index(), "Occlusion sensitivity against Grad-CAM: Spearman rank "
+                                                           "correlation over the saved cases (open a case above "
+                                                           "for its maps)."))
+    section = Section("Corruptions and occlusion", lead=Picture(out_dir / "accuracy_vs_severity.png",
+                                                               "accuracy against severity"),
+                      tables=tables, pictures=[Picture(out_dir / "corruption_examples.png", "corruption examples")],
+                      links=[out_dir / name for name in ["robustness_summary.csv", "corruption_accuracy.csv",
+                                                         "occlusion_gradcam.csv"]])
+    return headline, section
+
+
 def robustness(params: RobustnessParams) -> None:
     names, severities, seed = list(params.corruptions), list(params.severities), params.seed
     backbone_severities = list(params.backbone_severities)
@@ -184,6 +217,7 @@ def robustness(params: RobustnessParams) -> None:
         out_dir=params.probing_dir, train_images=train_images, test_images=test_images))
         for name in params.backbones}
     rows, clean_pred, examples = [], {}, {}
+    corrupted_hits: dict[str, np.ndarray] = {}  # per study A model and test image: corrupted sets it got right
     all_severities = sorted(set(severities) | (set(backbone_severities) if probes else set()))
     for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, all_severities, seed,
                                                                    params.cifar10c_dir):
@@ -199,6 +233,8 @@ def robustness(params: RobustnessParams) -> None:
                 set_probs[backbone] = probe.probabilities(set_images, name, severity)
         for model, probs in set_probs.items():
             clean_pred.setdefault(model, probs.argmax(1))
+            if severity and model in models:
+                corrupted_hits[model] = corrupted_hits.get(model, 0) + (probs.argmax(1) == set_labels)
             rows.append({"model": model, "corruption": name, "severity": severity,
                          **set_metrics(probs, set_labels, clean_pred[model], case_index)})
         if severity:
@@ -225,8 +261,10 @@ def robustness(params: RobustnessParams) -> None:
     for tag, group in occlusion.groupby("model", sort=False):
         print(f"{tag}: occlusion vs Grad-CAM Spearman median {group.spearman.median():.2f} over {len(group)} cases")
     print(f"-> {out_dir}")
-    write_record("robustness", {"robustness": out_dir, "cases": params.cases_dir}, checkpoints,
-                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, source=source,
+    headline, section = findings(summary, occlusion, corrupted_hits, source, count, out_dir, params.seed)
+    write_record("robustness", {"robustness": out_dir, "cases": params.cases_dir}, checkpoints, headline=headline,
+                 sections=[section], data=data_summary(data), device=describe_device(device),
+                 precision=REPORTED_PRECISION, source=source,
                  images_per_set=count, backbones=list(params.backbones),
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()})
 

@@ -8,7 +8,7 @@ from ..pipeline import NAMES, PipelineParams, run_stages
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
-    parser = make_parser(description)
+    parser = make_parser(f"{description or ''}\n\nStages: {' -> '.join(NAMES)}")
     add_common_args(parser, seed_help="passed to every stage")
     parser.add_argument("--smoke", action="store_true", help="every stage's smoke preset (minutes on a CPU)")
     parser.add_argument("--from-stage", choices=NAMES, default=NAMES[0],

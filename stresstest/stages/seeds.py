@@ -17,6 +17,7 @@ from ..core.cases import read_case_summary
 from ..core.checkpoint import load_classifier, read_checkpoint, require_training_run
 from ..core.cli import BothModels, add_common_args, make_parser, params_from, preset_help, run_main
 from ..core.device import describe_device, resolve_device
+from ..core.findings import NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table
 from ..core.record import write_record
 from ..core.sweep import LAUNCHERS, run_jobs
 from ..data.cifar10 import data_summary, load_cifar10
@@ -145,8 +146,40 @@ def seeds_study(params: SeedsParams) -> None:
               f"{test['right_only_for_improved']} only for the improved model)")
     print("  confident-failure sets, mean pairwise Jaccard overlap between seeds: "
           + ", ".join(f"{tag} {value:.2f}" for tag, value in overlap.items()) + f" -> {out_dir}")
-    write_record("seeds", {"seeds": out_dir}, checkpoints, data=data_summary(data), device=describe_device(device),
-                 precision=REPORTED_PRECISION, seeds=seeds, threshold=threshold)
+    write_record("seeds", {"seeds": out_dir}, checkpoints, **findings(summary, tests, len(seeds), threshold, out_dir),
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION, seeds=seeds,
+                 threshold=threshold)
+
+
+def findings(summary: pd.DataFrame, tests: list[dict], seeds: int, threshold: float, out_dir: Path) -> dict:
+    """The headline row (accuracy, mean over seeds with its t-interval; the paired difference in the note) and
+    the section: every metric per model and for the difference, McNemar per seed."""
+    def estimate(row: dict) -> Estimate:
+        return Estimate(row["mean"], row["t95_low"], row["t95_high"],
+                        PERCENT if row["metric"] in ("accuracy", "ece") else NUMBER)
+
+    rows = {(row["model"], row["metric"]): row for row in summary.to_dict("records")}
+    difference = rows["baseline_minus_improved", "accuracy"]
+    headline = Headline("test accuracy, mean over seeds (95% t-interval)",
+                        {tag: estimate(rows[tag, "accuracy"]) for tag in paths.RUNS}, f"{seeds} seeds",
+                        f"baseline minus improved {estimate(difference).text()}")
+    table = Table(["metric", *paths.RUNS, "baseline minus improved"],
+                  [[metric, *(estimate(rows[tag, metric]) for tag in [*paths.RUNS, "baseline_minus_improved"])]
+                   for metric in METRICS],
+                  note=f"Mean over {seeds} seeds with its 95% Student-t interval; the difference is paired seed by "
+                       f"seed. Confident failures at >= {threshold}; the fair count among each model's N most "
+                       "confident answers.")
+    mcnemar = Table(["seed", "right only for the baseline", "right only for the improved", "McNemar exact p"],
+                    [[test["seed"], test["right_only_for_baseline"], test["right_only_for_improved"],
+                      test["mcnemar_exact_p"]] for test in tests])
+    section = Section("Several seeds: intervals and tests", lead=Picture(out_dir / "seeds.png", "seeds"),
+                      tables=[table, mcnemar],
+                      notes=["Confident-failure sets, mean pairwise Jaccard overlap between seeds: " + ", ".join(
+                          f"{row['model']} {row['mean']:.2f}" for row in summary.to_dict("records")
+                          if row["metric"] == "confident_failure_set_jaccard")],
+                      links=[out_dir / name for name in ["per_seed.csv", "summary.csv", "mcnemar.csv",
+                                                         "failure_stability.csv"]])
+    return {"headline": [headline], "sections": [section]}
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:

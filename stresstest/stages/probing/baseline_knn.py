@@ -4,6 +4,7 @@ import numpy as np
 
 from ...core import atomic
 from ...core.cli import params_from, run_main
+from ...core.findings import Picture, Section, Table, wilson
 from ...core.record import write_record
 from ...metrics import mcnemar_exact, wilson_interval
 from ...plots import confusion_figure, save
@@ -48,8 +49,19 @@ def knn_report(probe: Probe) -> None:
           f"{agreement:.1%}), linear head {right['linear_logreg'].mean():.4f}; McNemar's exact test: {only_knn} "
           f"images right only for kNN, {only_linear} only for the linear head, p = {p_value:.3g} ({precision} "
           f"features) -> {probe.out_dir}")
-    write_record(f"baseline_knn.{probe.model_name}", {"probe": probe.out_dir}, model=probe.model_name,
-                 weights=probe.settings["weights"], precision=precision, test_images=len(labels))
+    accuracy = Table(["head", "accuracy (Wilson 95%)", "n"],
+                     [[head, wilson(int(correct.sum()), len(labels)), len(labels)] for head, correct in right.items()],
+                     note=f"{probe.model_name} ({probe.settings['weights']}), frozen {precision} features: kNN with "
+                          "the DINO protocol (ours and scikit-learn's) and a logistic-regression head. McNemar's "
+                          f"exact test, kNN against the linear head on the same images: {only_knn} right only for "
+                          f"kNN, {only_linear} only for the linear head, p = {p_value:.2g}.")
+    section = Section(f"Study B: {probe.model_name}, frozen features",
+                      lead=Picture(probe.out_dir / "confusion_matrices.png", "confusion matrices"), tables=[accuracy],
+                      links=[probe.out_dir / name for name in ["probe_accuracy.csv", "head_comparison.csv",
+                                                               "per_class_accuracy.csv"]])
+    write_record(f"baseline_knn.{probe.model_name}", {"probe": probe.out_dir}, sections=[section],
+                 model=probe.model_name, weights=probe.settings["weights"], precision=precision,
+                 test_images=len(labels))
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:

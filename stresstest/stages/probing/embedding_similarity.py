@@ -10,6 +10,7 @@ from sklearn.manifold import TSNE
 
 from ...core import atomic
 from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.findings import Picture, Section
 from ...core.record import write_record
 from ...plots import centroid_similarity_figure, save, tsne_figure
 from ...probe import SMOKE as PROBE_SMOKE
@@ -83,8 +84,15 @@ def embedding_report(probe: Probe, hard_count: int) -> None:
     closer = sum(r["closer_to_predicted"] for r in rows)
     print(f"{probe.model_name}: {closer} of {len(rows)} hardest test images lie closer to the predicted class "
           f"centroid than to their own -> {probe.out_dir}")
-    write_record(f"embedding_similarity.{probe.model_name}", {"probe": probe.out_dir}, model=probe.model_name,
-                 weights=probe.settings["weights"], precision=probe.settings["precision"], hard_examples=len(rows))
+    section = Section(f"Study B: {probe.model_name}, embeddings of the hardest images",
+                      lead=Picture(probe.out_dir / "tsne.png", "t-SNE of the test embeddings"),
+                      notes=[f"{closer} of the {len(rows)} hardest test images lie closer to the predicted class's "
+                             "centroid than to their own."],
+                      pictures=[Picture(probe.out_dir / "centroid_similarity.png", "class-centroid similarity")],
+                      links=[probe.out_dir / "hard_example_similarity.csv"])
+    write_record(f"embedding_similarity.{probe.model_name}", {"probe": probe.out_dir}, sections=[section],
+                 model=probe.model_name, weights=probe.settings["weights"], precision=probe.settings["precision"],
+                 hard_examples=len(rows))
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:

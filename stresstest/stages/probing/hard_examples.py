@@ -13,6 +13,7 @@ from PIL import Image
 from ...core import atomic, paths
 from ...core.cases import format_meta, replace_folder
 from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.findings import Section, Tile
 from ...core.record import write_record
 from ...nn.backbones import BACKBONES, feature_normalizer, load_backbone
 from ...plots import explanation_figure, neighbours_figure, save
@@ -126,9 +127,18 @@ def save_hard_examples(probe: Probe, cases_dir: Path, count: int) -> None:
           f"linear head, {int(table.knn_wrong.sum())} by kNN, {int((table.linear_wrong & table.knn_wrong).sum())} "
           f"by both; {count} hardest saved to {cases_dir / probe.model_name}")
     write_cross_model_table(probe.out_dir.parent)
-    write_record(f"hard_examples.{probe.model_name}", {"probe": probe.out_dir, "cases": cases_dir / probe.model_name},
-                 model=probe.model_name, weights=probe.settings["weights"], precision=probe.settings["precision"],
-                 cases=count)
+    folder = cases_dir / probe.model_name
+    section = Section(
+        f"Study B: {probe.model_name}, hardest test images",
+        notes=[f"{int(table.linear_wrong.sum())} of {len(table)} test images misclassified by the linear head, "
+               f"{int(table.knn_wrong.sum())} by kNN; the {count} hardest (lowest true-class probability first). "
+               "Open one for its Grad-CAM and nearest training images."],
+        gallery=[Tile(f"{probe.model_name}/case_{position:02d}", folder / f"case_{position:02d}",
+                      f"#{row.test_index}: {row.true_label} -> {row.linear_pred} ({row.linear_confidence:.1%})")
+                 for position, row in enumerate(hardest.itertuples())])
+    write_record(f"hard_examples.{probe.model_name}", {"probe": probe.out_dir, "cases": folder},
+                 sections=[section], model=probe.model_name, weights=probe.settings["weights"],
+                 precision=probe.settings["precision"], cases=count)
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
