@@ -1,3 +1,6 @@
+import json
+
+import pandas as pd
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,7 +65,6 @@ def test_corruption_and_occlusion_measurements_time_every_type():
     assert occlusion["count"] == 2 and occlusion["batched"] > 0 and occlusion["single"] > 0
 
 
-
 @pytest.mark.slow
 def test_data_parallel_measurement_runs_both_launches(tiny_data):
     rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=256, batch_size=32)
@@ -74,3 +76,18 @@ def test_attack_measurement_times_both_forms_and_autoattack(tiny_data):
                                      compile_model=False)["trainer"]
     rates = benchmark.measure_attacks(trainer.model, trainer.test_images[:4], single_count=1, autoattack_count=2)
     assert set(rates) == {"pgd_batched", "pgd_single", "autoattack"} and all(r > 0 for r in rates.values())
+
+
+def test_the_figures_go_to_a_csv_and_a_record(tiny_data, tmp_path):
+    result = run_stage_in_process("bench.py", "--data-dir", tiny_data, "--device", "cpu", "--steps", "1", "--warmup",
+                                  "1", "--batch-size", "16", "--gradcam-images", "8", "--feature-images", "0",
+                                  "--corruption-images", "0", "--occlusion-images", "0", "--attack-images", "0",
+                                  "--skip-peer", "--out-dir", "numbers", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "numbers" / "bench.csv")
+    assert {"ours train", "ours eval, fp32", "Grad-CAM package_single", "import_model.py check of a ResNet-18"} <= \
+        set(table.measure)
+    assert (table.value > 0).all() and set(table.unit) <= {"img/s", "s", "x", "maps/s"}
+    record = json.loads((tmp_path / "experiments" / "records" / "bench.json").read_text())
+    rows = record["sections"][0]["tables"][0]["rows"]
+    assert [row[0] for row in rows] == list(table.measure) and record["outputs"]["bench"] == "numbers"

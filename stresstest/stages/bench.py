@@ -5,15 +5,19 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..core.cli import add_common_args, make_parser, non_negative_int, positive_int, run_main
+from ..core import atomic, paths
+from ..core.cli import Common, add_common_args, make_parser, non_negative_int, params_from, positive_int, run_main
 from ..core.device import describe_device, pick_precision, resolve_device, synchronize, to_channels_last
 from ..core.errors import UserError
+from ..core.findings import Section, Table
+from ..core.record import write_record
 from ..data.cifar10 import BATCHES_DIR, CIFAR10_MEAN, CIFAR10_STD, Normalizer
 from ..nn.inference import REPORTED_PRECISION, inference_model, predict_logits
 from ..nn.occlusion import occlusion_maps, patch_starts
@@ -33,33 +37,36 @@ def measure_ours(data_dir: Path, device: torch.device, steps: int, warmup: int, 
     generator = trainer.epoch_generator(0)
     count = trainer.train_labels.numel()
     trainer.model.train()
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(device)
-            started = time.perf_counter()
-        trainer.train_step(torch.randint(0, count, (trainer.batch_size,), device=device, generator=generator),
-                           generator)
-    synchronize(device)
-    train_rate = steps * trainer.batch_size / (time.perf_counter() - started)
 
+    def train_steps(number: int) -> None:
+        for _ in range(number):
+            trainer.train_step(torch.randint(0, count, (trainer.batch_size,), device=device, generator=generator),
+                               generator)
+
+    train_steps(warmup)
+    train_rate = timed_rate(device, lambda: train_steps(steps), steps * trainer.batch_size)
     eval_rates = {}
     for precision in dict.fromkeys([trainer.precision, REPORTED_PRECISION]):  # the fast path; what stages report in
         predict_logits(trainer.model, trainer.test_images[:trainer.batch_size], trainer.normalize, precision)
-        synchronize(device)
-        started = time.perf_counter()
-        predict_logits(trainer.model, trainer.test_images, trainer.normalize, precision).argmax(1).cpu()
-        eval_rates[precision] = len(trainer.test_images) / (time.perf_counter() - started)
+        eval_rates[precision] = timed_rate(device, lambda: predict_logits(
+            trainer.model, trainer.test_images, trainer.normalize, precision).argmax(1).cpu(),
+            len(trainer.test_images))
     return {"train": train_rate, "eval": eval_rates[trainer.precision], "eval_rates": eval_rates,
             "precision": trainer.precision, "trainer": trainer}
 
 
-def timed_rate(device: torch.device, run, n: int) -> float:
-    """n over the seconds `run()` takes, the device's queue drained before and after."""
+def timed_seconds(device: torch.device, run) -> float:
+    """The seconds `run()` takes, the device's queue drained before and after: every timing here."""
     synchronize(device)
     started = time.perf_counter()
     run()
     synchronize(device)
-    return n / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def timed_rate(device: torch.device, run, n: int) -> float:
+    """n over the seconds `run()` takes."""
+    return n / timed_seconds(device, run)
 
 
 def measure_gradcam(trainer: Trainer, count: int, single_count: int) -> dict:
@@ -107,12 +114,7 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> flo
     arithmetic gives a convolution network, so flops per map over it bounds Grad-CAM's maps/s."""
     a, b = torch.randn(2, size, size, device=device).unbind()
     torch.mm(a, b)  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    synchronize(device)
-    return 2 * size ** 3 * repeats / (time.perf_counter() - started)
+    return timed_rate(device, lambda: [torch.mm(a, b) for _ in range(repeats)], 2 * size ** 3 * repeats)
 
 
 def measure_feature_extraction(device: torch.device, count: int) -> dict:
@@ -125,11 +127,8 @@ def measure_feature_extraction(device: torch.device, count: int) -> dict:
         model = to_channels_last(load_backbone(name, "none", seed=0), device)
         images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, device=device)
         extract_features(model, name, images[:max(1, count // 4)], precision, batch_size=count)  # warm-up
-        synchronize(device)
-        started = time.perf_counter()
-        extract_features(model, name, images, precision, batch_size=min(count, 256))
-        synchronize(device)
-        rates[name] = count / (time.perf_counter() - started)
+        rates[name] = timed_rate(device, lambda: extract_features(model, name, images, precision,
+                                                                  batch_size=min(count, 256)), count)
     return rates
 
 
@@ -144,14 +143,10 @@ def measure_corruptions(images: torch.Tensor, reference_count: int, severity: in
     for name in NAMES:
         generator = severity_generator(0, name, severity, images.device)
         corrupt(images[:8], name, severity, generator)  # warm-up
-        synchronize(images.device)
-        started = time.perf_counter()
-        corrupt(images, name, severity, generator)
-        synchronize(images.device)
-        ours = len(images) / (time.perf_counter() - started)
-        started = time.perf_counter()
-        corrupt_one_by_one(on_cpu, name, PARAMETERS[name][severity - 1])
-        rates[name] = {"ours": ours, "reference": len(on_cpu) / (time.perf_counter() - started)}
+        rates[name] = {"ours": timed_rate(images.device, lambda: corrupt(images, name, severity, generator),
+                                          len(images)),
+                       "reference": timed_rate(torch.device("cpu"), lambda: corrupt_one_by_one(
+                           on_cpu, name, PARAMETERS[name][severity - 1]), len(on_cpu))}
     return rates
 
 
@@ -181,18 +176,14 @@ def measure_occlusion(model: torch.nn.Module, images: torch.Tensor, single_count
     checkpoint = {"normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
     classes = np.zeros(len(images), dtype=int)
     occlusion_maps(model, checkpoint, images[:1], classes[:1], OCCLUSION["patch"], 8)  # warm-up
-    synchronize(device)
-    started = time.perf_counter()
-    occlusion_maps(model, checkpoint, images, classes, OCCLUSION["patch"], OCCLUSION["stride"])
-    synchronize(device)
-    batched = len(images) / (time.perf_counter() - started)
+    batched = timed_rate(device, lambda: occlusion_maps(model, checkpoint, images, classes, OCCLUSION["patch"],
+                                                        OCCLUSION["stride"]), len(images))
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
     fill = torch.tensor([round(255 * m) for m in CIFAR10_MEAN], dtype=torch.uint8, device=device).view(3, 1, 1)
-    started = time.perf_counter()
-    for image in images[:single_count]:
-        occlusion_by_position(model, normalizer, fill, image, 0, OCCLUSION["patch"], OCCLUSION["stride"])
-    synchronize(device)
-    return {"batched": batched, "single": single_count / (time.perf_counter() - started), "count": len(images)}
+    single = timed_rate(device, lambda: [occlusion_by_position(model, normalizer, fill, image, 0, OCCLUSION["patch"],
+                                                               OCCLUSION["stride"]) for image in images[:single_count]],
+                        single_count)
+    return {"batched": batched, "single": single, "count": len(images)}
 
 
 def measure_import_check(trainer: Trainer) -> dict:
@@ -201,10 +192,11 @@ def measure_import_check(trainer: Trainer) -> dict:
     from ..importing import Preprocessing, import_classifier
 
     test_images, test_labels = trainer.test_images.cpu().numpy(), trainer.test_labels.cpu().numpy()
-    started = time.perf_counter()
-    _, check = import_classifier(trainer.model, trainer.config.arch, trainer.class_names, Preprocessing(),
-                                 test_images, test_labels, trainer.device)
-    return {"seconds": time.perf_counter() - started, "images": check.test_images}
+    checked = []
+    seconds = timed_seconds(trainer.device, lambda: checked.append(import_classifier(
+        trainer.model, trainer.config.arch, trainer.class_names, Preprocessing(), test_images, test_labels,
+        trainer.device)[1]))
+    return {"seconds": seconds, "images": checked[0].test_images}
 
 
 def measure_attacks(model: torch.nn.Module, images: torch.Tensor, single_count: int, autoattack_count: int) -> dict:
@@ -279,105 +271,146 @@ def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, w
     return {"train": float(match.group(1)), "eval": float(match.group(2))}
 
 
+@dataclass(frozen=True)
+class BenchParams(Common):
+    out_dir: Path = paths.EXPERIMENTS / "bench"
+    steps: int = 20                # timed training steps (after warm-up)
+    warmup: int = 3
+    batch_size: int = 128
+    compile: bool = False
+    peer: Path = DEFAULT_PEER
+    skip_peer: bool = False
+    gradcam_images: int = 256      # one-at-a-time uses an eighth of it
+    feature_images: int = 64       # 0: skip
+    corruption_images: int = 500   # 0: skip
+    reference_images: int = 50
+    ddp_processes: int = 0         # 0: skip
+    occlusion_images: int = 8      # 0: skip
+    attack_images: int = 64        # 0: skip
+    autoattack_images: int = 16    # 0: skip
+
+
+class Figures:
+    """The measured figures, printed as they come and kept as rows (measure, value, unit, note) for the CSV and the
+    record that docs/performance.md quotes."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, measure: str, value: float, unit: str, note: str = "") -> None:
+        self.rows.append({"measure": measure, "value": round(float(value), 3), "unit": unit, "note": note})
+        print(f"{measure:44s} {value:10.2f} {unit}{'  (' + note + ')' if note else ''}", flush=True)
+
+
+def benchmark(params: BenchParams) -> None:
+    if not params.skip_peer and not params.peer.is_file():
+        raise UserError(f"peer benchmark {params.peer} not found; pass --peer PATH to peer_dataloader.py or "
+                        "--skip-peer")
+    device = resolve_device(params.device)
+    torch.manual_seed(params.seed)
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    print(f"benchmark on {describe_device(device)}, batch {params.batch_size}, {params.steps} timed steps", flush=True)
+    figures, targets = Figures(), TARGETS.get(device.type, {})
+    ours = measure_ours(params.data_dir, device, params.steps, params.warmup, params.batch_size, params.compile)
+    figures.add("ours train", ours["train"], "img/s", ours["precision"])
+    for precision, rate in ours["eval_rates"].items():
+        figures.add(f"ours eval, {precision}", rate, "img/s",
+                    "what the analysis stages report in" if precision == REPORTED_PRECISION else "the fast path")
+    trainer = ours["trainer"]
+    cams = measure_gradcam(trainer, params.gradcam_images, max(1, params.gradcam_images // 8))
+    single = cams["rates"]["package_single"]
+    for kind, rate in cams["rates"].items():
+        target = f"; target {targets['gradcam']:.0f}x" if "gradcam" in targets and kind.startswith("on_device") else ""
+        figures.add(f"Grad-CAM {kind}", rate, "img/s", f"{rate / single:.1f}x pytorch_grad_cam one image per call"
+                                                       f"{target}")
+    ceiling = cams["matmul_flops_per_s"] / cams["flops_per_map"]
+    figures.add("Grad-CAM arithmetic ceiling", ceiling, "img/s",
+                f"{cams['flops_per_map'] / 1e9:.2f} GFLOP per map at {cams['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s "
+                f"(fp32 matrix product): {ceiling / single:.1f}x pytorch_grad_cam one image per call")
+    if params.feature_images > 0:
+        for name, rate in measure_feature_extraction(device, params.feature_images).items():
+            figures.add(f"ours {name} features", rate, "img/s", "224x224")
+    if params.corruption_images > 0:
+        images = trainer.test_images[:params.corruption_images]
+        rates = measure_corruptions(images, min(params.reference_images, len(images)), OCCLUSION["severity"])
+        for name, rate in rates.items():
+            figures.add(f"corruption {name}", rate["ours"], "img/s",
+                        f"per-image reference {rate['reference']:.1f} img/s: {rate['ours'] / rate['reference']:.1f}x")
+        # all 15 types on the same images: total seconds per image, ours versus the reference
+        overall = sum(1 / r["reference"] for r in rates.values()) / sum(1 / r["ours"] for r in rates.values())
+        figures.add("ratio corruptions", overall, "x", f"all 15 types at severity {OCCLUSION['severity']}, "
+                    f"{len(images)} images" + (f"; target {targets['corruptions']:.0f}x" if "corruptions" in targets
+                                               else ""))
+    if params.occlusion_images > 0:
+        occlusion = measure_occlusion(trainer.model, trainer.test_images[:params.occlusion_images],
+                                      max(1, params.occlusion_images // 8))
+        figures.add("ours occlusion, batched", occlusion["batched"], "maps/s",
+                    f"{occlusion['count']} images; one forward per position {occlusion['single']:.2f} maps/s: "
+                    f"{occlusion['batched'] / occlusion['single']:.1f}x")
+    if params.attack_images > 0:
+        attacks = measure_attacks(trainer.model, trainer.test_images[:params.attack_images],
+                                  max(1, params.attack_images // 8), params.autoattack_images)
+        figures.add("ours PGD-10, batched", attacks["pgd_batched"], "img/s",
+                    f"{params.attack_images} images; one image per call {attacks['pgd_single']:.1f} img/s: "
+                    f"{attacks['pgd_batched'] / attacks['pgd_single']:.1f}x (fp32, every step run)")
+        if "autoattack" in attacks:
+            figures.add("AutoAttack (standard, Linf 8/255)", attacks["autoattack"], "img/s",
+                        f"{params.autoattack_images} images")
+    check = measure_import_check(trainer)
+    figures.add("import_model.py check of a ResNet-18", check["seconds"], "s",
+                f"{check['images']} test images: rebuild, strict load, plain fp32 forward, fast path compared")
+    if params.ddp_processes > 0:
+        for name, rate in measure_data_parallel(params.data_dir, params.ddp_processes, 2048,
+                                                params.batch_size).items():
+            figures.add(f"data-parallel train.py, {name}", rate, "img/s", "gloo on the CPU")
+    if not params.skip_peer:
+        peer = measure_peer(params.peer, params.data_dir, device, params.steps, params.warmup, params.batch_size)
+        for kind in ["train", "eval"]:
+            figures.add(f"peer {kind}", peer[kind], "img/s", "DataLoader + PIL")
+            figures.add(f"ratio {kind}", ours[kind] / peer[kind], "x",
+                        f"target {targets[kind]:.0f}x" if kind in targets else "")
+    for row in figures.rows:
+        row.update(device=describe_device(device), precision=ours["precision"])
+    atomic.write_csv(out_dir / "bench.csv", figures.rows, list(figures.rows[0]))
+    print(f"-> {out_dir / 'bench.csv'}")
+    table = Table(["measure", "value", "unit", "note"],
+                  [[row["measure"], row["value"], row["unit"], row["note"]] for row in figures.rows])
+    write_record("bench", {"bench": out_dir}, sections=[Section("Throughput (bench.py)", tables=[table],
+                                                                links=[out_dir / "bench.csv"])],
+                 device=describe_device(device), precision=ours["precision"], batch_size=params.batch_size,
+                 steps=params.steps)
+
+
 def main(description: str | None, argv: list[str] | None = None) -> None:
+    defaults = BenchParams()
     parser = make_parser(description)
     add_common_args(parser)
-    parser.add_argument("--steps", type=positive_int, default=20, help="timed training steps (after warm-up)")
-    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed warm-up steps")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="training batch size for both")
+    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where bench.csv goes")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
+                        help="timed training steps (after warm-up)")
+    parser.add_argument("--warmup", type=positive_int, default=defaults.warmup, help="untimed warm-up steps")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="training batch size for both")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
-    parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="path to peer_dataloader.py")
+    parser.add_argument("--peer", type=Path, default=defaults.peer, help="path to peer_dataloader.py")
     parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
-    parser.add_argument("--gradcam-images", type=positive_int, default=256,
+    parser.add_argument("--gradcam-images", type=positive_int, default=defaults.gradcam_images,
                         help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
-    parser.add_argument("--feature-images", type=non_negative_int, default=64,
+    parser.add_argument("--feature-images", type=non_negative_int, default=defaults.feature_images,
                         help="images per backbone for the study B feature-extraction measurement (0: skip)")
-    parser.add_argument("--corruption-images", type=non_negative_int, default=500,
+    parser.add_argument("--corruption-images", type=non_negative_int, default=defaults.corruption_images,
                         help="test images per corruption for the corruption measurement (0: skip)")
-    parser.add_argument("--reference-images", type=positive_int, default=50,
+    parser.add_argument("--reference-images", type=positive_int, default=defaults.reference_images,
                         help="of those, how many go through the per-image numpy/PIL reference")
-    parser.add_argument("--ddp-processes", type=non_negative_int, default=0,
+    parser.add_argument("--ddp-processes", type=non_negative_int, default=defaults.ddp_processes,
                         help="also time train.py under torchrun with this many gloo processes on the CPU beside one "
                              "process (0: skip; on a 2-core CPU this shows the overhead, not a speed-up)")
-    parser.add_argument("--occlusion-images", type=non_negative_int, default=8,
+    parser.add_argument("--occlusion-images", type=non_negative_int, default=defaults.occlusion_images,
                         help=f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride "
                              f"{OCCLUSION['stride']}; one forward per position on an eighth of them; 0: skip)")
-    parser.add_argument("--attack-images", type=non_negative_int, default=64,
+    parser.add_argument("--attack-images", type=non_negative_int, default=defaults.attack_images,
                         help="images for the PGD measurement (one image per call on an eighth of them; 0: skip)")
-    parser.add_argument("--autoattack-images", type=non_negative_int, default=16,
+    parser.add_argument("--autoattack-images", type=non_negative_int, default=defaults.autoattack_images,
                         help="images for the standard AutoAttack's rate (0: skip)")
     args = parser.parse_args(argv)
-
-    def run():
-        if not args.skip_peer and not args.peer.is_file():
-            raise UserError(f"peer benchmark {args.peer} not found; pass --peer PATH to peer_dataloader.py "
-                            "or --skip-peer")
-        device = resolve_device(args.device)
-        torch.manual_seed(args.seed)
-        name = describe_device(device)
-        print(f"benchmark on {name}, batch {args.batch_size}, {args.steps} timed steps", flush=True)
-        ours = measure_ours(args.data_dir, device, args.steps, args.warmup, args.batch_size, args.compile)
-        print(f"ours  train {ours['train']:8.1f} img/s   eval {ours['eval']:8.1f} img/s   ({ours['precision']})",
-              flush=True)
-        if len(ours["eval_rates"]) > 1:
-            print(f"ours  eval in {REPORTED_PRECISION} (what the analysis stages report in) "
-                  f"{ours['eval_rates'][REPORTED_PRECISION]:8.1f} img/s", flush=True)
-        cams = measure_gradcam(ours["trainer"], args.gradcam_images, max(1, args.gradcam_images // 8))
-        single = cams["rates"]["package_single"]
-        gradcam_target = TARGETS.get(device.type, {}).get("gradcam")
-        for kind, rate in cams["rates"].items():
-            target = f" (target {gradcam_target:.0f}x)" if gradcam_target and kind.startswith("on_device") else ""
-            print(f"Grad-CAM {kind:18s} {rate:8.1f} img/s ({rate / single:5.1f}x pytorch_grad_cam one image per "
-                  f"call){target}", flush=True)
-        ceiling = cams["matmul_flops_per_s"] / cams["flops_per_map"]
-        print(f"Grad-CAM arithmetic ceiling: {cams['flops_per_map'] / 1e9:.2f} GFLOP per map (counted) at "
-              f"{cams['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (fp32 matrix product) = {ceiling:.0f} img/s "
-              f"({ceiling / single:.1f}x pytorch_grad_cam one image per call)", flush=True)
-        if args.feature_images > 0:
-            for name, rate in measure_feature_extraction(device, args.feature_images).items():
-                print(f"ours  {name} features {rate:8.1f} img/s at 224x224", flush=True)
-        if args.corruption_images > 0:
-            images = ours["trainer"].test_images[:args.corruption_images]
-            rates = measure_corruptions(images, min(args.reference_images, len(images)), OCCLUSION["severity"])
-            for name, rate in rates.items():
-                print(f"ours  {name:18s} {rate['ours']:9.1f} img/s, per-image reference {rate['reference']:8.1f} "
-                      f"img/s ({rate['ours'] / rate['reference']:6.1f}x)", flush=True)
-            # all 15 types on the same images: total seconds per image, ours versus the reference
-            overall = sum(1 / r["reference"] for r in rates.values()) / sum(1 / r["ours"] for r in rates.values())
-            target = TARGETS.get(device.type, {}).get("corruptions")
-            print(f"ratio corruptions {overall:5.1f}x over all 15 types at severity {OCCLUSION['severity']}, "
-                  f"{len(images)} images" + (f" (target {target:.0f}x)" if target else ""), flush=True)
-        if args.occlusion_images > 0:
-            occlusion = measure_occlusion(ours["trainer"].model, ours["trainer"].test_images[:args.occlusion_images],
-                                          max(1, args.occlusion_images // 8))
-            print(f"ours  occlusion {occlusion['batched']:8.2f} maps/s batched over {occlusion['count']} images, "
-                  f"{occlusion['single']:.2f} maps/s one forward per position "
-                  f"({occlusion['batched'] / occlusion['single']:.1f}x)", flush=True)
-        if args.attack_images > 0:
-            attacks = measure_attacks(ours["trainer"].model, ours["trainer"].test_images[:args.attack_images],
-                                      max(1, args.attack_images // 8), args.autoattack_images)
-            print(f"ours  PGD-10 {attacks['pgd_batched']:8.1f} img/s batched over {args.attack_images} images, "
-                  f"{attacks['pgd_single']:.1f} img/s one image per call "
-                  f"({attacks['pgd_batched'] / attacks['pgd_single']:.1f}x; fp32, every step run)", flush=True)
-            if "autoattack" in attacks:
-                print(f"AutoAttack (standard, Linf 8/255) {attacks['autoattack']:8.2f} img/s on "
-                      f"{args.autoattack_images} images", flush=True)
-        check = measure_import_check(ours["trainer"])
-        print(f"import_model.py check of a ResNet-18: {check['seconds']:.1f} s for {check['images']} test images "
-              f"({check['images'] / check['seconds']:.0f} img/s: rebuild, strict load, plain fp32 forward, fast path "
-              "compared)", flush=True)
-        if args.ddp_processes > 0:
-            rates = measure_data_parallel(args.data_dir, args.ddp_processes, 2048, args.batch_size)
-            print("data-parallel train.py on the CPU: " + ", ".join(f"{name} {rate:.1f} img/s"
-                                                                    for name, rate in rates.items()), flush=True)
-        if args.skip_peer:
-            return
-        peer = measure_peer(args.peer, args.data_dir, device, args.steps, args.warmup, args.batch_size)
-        print(f"peer  train {peer['train']:8.1f} img/s   eval {peer['eval']:8.1f} img/s")
-        targets = TARGETS.get(device.type, {})
-        for kind in ["train", "eval"]:
-            ratio = ours[kind] / peer[kind]
-            target = f" (target {targets[kind]:.0f}x)" if kind in targets else ""
-            print(f"ratio {kind} {ratio:5.2f}x{target}")
-
-    run_main(run, args.debug)
+    run_main(lambda: benchmark(params_from(args, defaults)), args.debug)
