@@ -342,8 +342,8 @@ def label_issues_figure(images: np.ndarray, issues, total: int, split: str, colu
 
 def robust_accuracy_figure(table, title: str) -> Figure:
     """Robust accuracy against the radius: a row of panels per model, one panel per norm, a line per attack with
-    its 95% band (at most one legend entry per attack: the models are the rows); attacks run at one radius only
-    are points; dashed: the model's clean accuracy on the same images."""
+    its 95% band (one legend entry per attack: the models are the rows); attacks run at one radius only are points;
+    dashed: the model's clean accuracy on the same images."""
     norms = [norm for norm in ("Linf", "L2") if (table.norm == norm).any()]
     models = list(dict.fromkeys(table.model))
     attacks = list(dict.fromkeys(table.attack))
@@ -365,14 +365,14 @@ def robust_accuracy_figure(table, title: str) -> Figure:
                     axis.fill_between(chosen.eps * scale, chosen.robust_low95, chosen.robust_high95, color=TAB10(a),
                                       alpha=0.1, linewidth=0)
             clean = table[(table.model == model) & (table.norm == norm)].clean_accuracy.max()
-            axis.axhline(clean, color="0.3", linestyle="--", linewidth=0.8, label="clean")
+            axis.axhline(clean, color="0.3", linestyle="--", linewidth=0.8)
             axis.set_xscale("log")
             axis.xaxis.set_major_formatter(ScalarFormatter())
             axis.xaxis.set_minor_formatter(NullFormatter())
             axis.set_xlabel("radius, 1/255" if norm == "Linf" else "L2 radius (pixels in [0, 1])")
             axis.set_ylabel("robust accuracy")
             axis.set_ylim(0, 1)
-            axis.set_title(f"{model}, {norm}", fontsize=10)
+            axis.set_title(f"{model}, {norm} (dashed: clean accuracy)", fontsize=10)
             axis.grid(alpha=0.3)
             axis.legend(fontsize=7, loc="upper right")
     figure.suptitle(title, fontsize=10)

@@ -230,8 +230,9 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
         beyond = table[(table.model == tag) & (table.radius == "Linf 1/255") & ~table.attack.isin(["FGSM", "PGD-CE"])]
         assert value["value"] == pytest.approx(beyond.robust_accuracy.min())
     section, = record["sections"]
-    checks_table = next(t for t in section["tables"] if t["columns"] == ["model", "check", "status", "detail"])
-    assert len(checks_table["rows"]) == sum(len(found) for found in checks.values())
+    checks_table = next(t for t in section["tables"] if t["columns"] == ["check", "baseline", "improved"])
+    assert [row[0] for row in checks_table["rows"]] == [check["check"] for check in checks["baseline"]]
+    assert all(cell.split(" ")[0] in ("pass", "fail", "not") for row in checks_table["rows"] for cell in row[1:])
     assert {Path(link).name for link in section["links"]} >= {"robust_accuracy.csv", "pgd_gap.csv", "checks.json"}
     report = run_stage_in_process("report.py", "--data-dir", tiny_data, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -242,3 +243,17 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     alone = pd.read_csv(tmp_path / "alone" / "robust_accuracy.csv")
     same = table[table.model == "baseline"].reset_index(drop=True)
     assert np.array_equal(alone.robust_accuracy, same.robust_accuracy)  # seeded: the same numbers again
+
+
+def test_the_robust_accuracy_figure_keeps_one_legend_entry_per_attack_in_each_panel():
+    from stresstest.plots import robust_accuracy_figure
+    from stresstest.stages.adversarial import ATTACKS
+
+    rows = [{"model": model, "norm": norm, "eps": eps, "attack": attack.display, "robust_accuracy": 0.3,
+             "robust_low95": 0.2, "robust_high95": 0.4, "clean_accuracy": 0.8}
+            for model in ["baseline", "improved"] for norm, eps in [("Linf", 1 / 255), ("Linf", 8 / 255), ("L2", 0.5)]
+            for attack in ATTACKS.values()]
+    figure = robust_accuracy_figure(pd.DataFrame(rows), "title")
+    legends = [axis.get_legend() for axis in figure.axes]
+    assert len(figure.axes) == 4 and all(len(legend.get_texts()) <= len(ATTACKS) <= 9 for legend in legends)
+    assert {axis.get_title().split(",")[0] for axis in figure.axes} == {"baseline", "improved"}

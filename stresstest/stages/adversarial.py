@@ -366,9 +366,9 @@ def findings(table: pd.DataFrame, checks: dict, cases_table: pd.DataFrame, param
                     note="Robust accuracy under each attack ([0, 1] pixels; Linf radii in 1/255), Wilson 95% "
                          f"intervals. Settings: {settings}. Seed {params.seed}; torch {version('torch')}, "
                          f"{reference.library_version()}."),
-              Table(["model", "check", "status", "detail"],
-                    [[tag, check["check"], check["status"], check["detail"]] for tag, found in checks.items()
-                     for check in found],
+              Table(["check", *checks],
+                    [[found[0]["check"], *(f"{check['status']} ({check['detail']})" for check in found)]
+                     for found in zip(*checks.values())],
                     note="Gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019): a fail means a number "
                          "above may overstate robustness.")]
     if len(cases_table):

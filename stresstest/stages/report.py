@@ -130,11 +130,10 @@ def not_run(records: list[dict], cards: dict) -> list[paths.Stage]:
 
 
 def headline_rows(records: list[dict], models: list[str]) -> list[list]:
-    rows = []
-    for record in records:
-        for row in record.get("headline", []):
-            rows.append([row["figure"], *(row["values"].get(model, "") for model in models), row["n"], row["note"]])
-    return rows
+    """The headline rows of every record in pipeline order, the profile's axes first (as in the figure above)."""
+    rows = sorted((row for record in records for row in record.get("headline", [])), key=lambda row: not row["axis"])
+    return [[row["figure"], *(row["values"].get(model, "") for model in models), row["n"], row["note"]]
+            for row in rows]
 
 
 def what_ran(records: list[dict], data_dir: Path) -> tuple[list[list], list[str]]:
