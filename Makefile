@@ -30,7 +30,7 @@ check: setup
 	$(VENV)/bin/ruff check .
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses=auto --maxprocesses=2 --dist loadgroup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

@@ -6,7 +6,7 @@ case's failure class (what the analysed model predicted). `gradcam_<tag>.png` sh
 asks for; `gradcam_<tag>.npz` keeps all three; once both models are explained, `gradcam_side_by_side.png`
 puts their maps for the same classes next to each other, so that they are compared like with like."""
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from PIL import Image
 from .core import atomic, paths
 from .core.cases import read_cases
 from .core.checkpoint import load_classifier, model_card
-from .core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
+from .core.cli import (SEED_UNUSED, Common, add_common_args, add_flags, flag, make_parser, params_from, positive_int,
+                       run_main)
 from .core.device import describe_device, resolve_device
 from .core.errors import UserError
 from .core.record import write_record
@@ -38,12 +39,18 @@ class TwinSettings:
 
 @dataclass(frozen=True)
 class ExplainParams(Common):
-    checkpoint: Path = paths.checkpoint_path("baseline")
-    cases_dir: Path = paths.CASES_DIR
-    method: str = "gradcam"
-    layer: str = AUTO
-    target: str = "predicted"
-    batch_size: int = 128
+    checkpoint: Path = field(default=paths.checkpoint_path("baseline"), metadata=flag("model to explain"))
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"case_XX folders written by {paths.CASES_PRODUCER}"))
+    method: str = field(default="gradcam", metadata=flag("CAM method of pytorch_grad_cam", choices=list(METHODS)))
+    layer: str = field(default=AUTO, metadata=flag(
+        "target layer by module name; auto: layer3 of the built-in ResNet-18 (8x8 map; layer4 is only 4x4), else "
+        f"the deepest convolution whose map is at least {MIN_SIDE}x{MIN_SIDE} at the model's input size (a ViT: "
+        "the norm before its last block, as a token grid)"))
+    target: str = field(default="predicted", metadata=flag(
+        "class that gradcam_<model>.png explains: this model's prediction, the true class, or the case's failure "
+        "class (what the analysed model predicted); the .npz keeps all three", choices=ROLES))
+    batch_size: int = field(default=128, metadata=flag("images per Grad-CAM batch", positive_int))
 
 
 def save_npz(path: Path, **arrays) -> None:
@@ -145,22 +152,7 @@ def explanation_stage(description: str | None, settings: TwinSettings, argv: lis
     defaults = ExplainParams(checkpoint=paths.checkpoint_path(settings.tag))
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--checkpoint", type=Path, default=defaults.checkpoint, help="model to explain")
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"case_XX folders written by {paths.CASES_PRODUCER}")
-    parser.add_argument("--method", default=defaults.method, choices=list(METHODS),
-                        help="CAM method of pytorch_grad_cam")
-    parser.add_argument("--layer", default=defaults.layer,
-                        help="target layer by module name; auto: layer3 of the built-in ResNet-18 (8x8 map; "
-                             "layer4 is only 4x4), else the deepest convolution whose map is at least "
-                             f"{MIN_SIDE}x{MIN_SIDE} at the model's input size (a ViT: the norm before its last "
-                             "block, as a token grid)")
-    parser.add_argument("--target", default=defaults.target, choices=ROLES,
-                        help=f"class that gradcam_{settings.tag}.png explains: this model's prediction, the true "
-                             "class, or the case's failure class (what the analysed model predicted); the .npz keeps "
-                             "all three")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                        help="images per Grad-CAM batch")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     params = params_from(args, defaults)
     run_main(lambda: explain(params, settings), args.debug)

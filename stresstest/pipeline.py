@@ -3,11 +3,11 @@ the analysis stages alone on models given (imported ones). What run_pipeline.py 
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import paths
-from .core.cli import NO_MODEL
+from .core.cli import NO_MODEL, flag
 from .core.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -19,11 +19,16 @@ class PipelineParams:
     data_dir: Path = Path("data")
     device: str = "auto"
     seed: int = 0
-    smoke: bool = False
+    smoke: bool = field(default=False, metadata=flag("every stage's smoke preset (minutes on a CPU)"))
     debug: bool = False
-    from_stage: str = paths.PIPELINE[0].script
-    baseline: Path | None = None  # given: the analysis stages only, on this model (and improved when given)
-    improved: Path | None = None
+    from_stage: str = field(default=paths.PIPELINE[0].script, metadata=flag(
+        "start here (the earlier stages' outputs must exist)", choices=NAMES))
+    baseline: Path | None = field(default=None, metadata=flag(
+        "analyse this checkpoint (e.g. experiments/<name>/best_model.pth of import_model.py) instead of training: "
+        "the stages that train (train, improvement, seeds) are skipped with a line", Path))
+    improved: Path | None = field(default=None, metadata=flag(
+        "with --baseline: the model to compare it with (without it, the comparison stages are skipped and the "
+        "others analyse the baseline alone)", Path))
 
 
 def stage_arguments(stage: paths.Stage, params: PipelineParams) -> list[str] | None:

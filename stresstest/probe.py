@@ -2,7 +2,7 @@
 test images ranked by how hard they are: what every probing stage starts from (load_probe)."""
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from .core import atomic, paths
-from .core.cli import Common, add_common_args, make_parser, non_negative_int, preset_help
+from .core.cli import Common, add_common_args, add_flags, flag, make_parser, non_negative_int
 from .core.device import pick_precision, resolve_device, to_channels_last
 from .core.distributed import Ranks, barrier
 from .core.errors import UserError
@@ -31,14 +31,21 @@ LINEAR_C = 1.0                     # inverse L2 strength of the logistic-regress
 @dataclass(frozen=True)
 class ProbeParams(Common):
     """Which backbone's features, on how many images; every probing stage's parameters extend these."""
-    model: str = "resnet50"
-    weights: str = "default"         # 'default' (ImageNet), 'none' (random init from the seed) or a FILE
-    out_dir: Path = paths.PROBING_DIR
-    train_images: int = 0            # the first N training images (0: all)
-    test_images: int = 0             # the first N test images (0: all)
-    batch_size: int = 0              # feature-extraction batch (0: by device)
-    precision: str = "auto"          # of the features: auto is bf16 where the hardware has it (speed only)
-    cached_only: bool = False
+    model: str = field(default="resnet50", metadata=flag("frozen backbone", choices=list(BACKBONES)))
+    weights: str = field(default="default", metadata=flag(
+        "'default' (the model's ImageNet weights: torchvision's cache or download; the installed package for "
+        "efficientnet_lite0), 'none' (random init from the seed, for tests and offline runs) or a state-dict FILE "
+        "of the whole classifier"))
+    out_dir: Path = field(default=paths.PROBING_DIR, metadata=flag("results go to OUT_DIR/<model>/"))
+    train_images: int = field(default=0, metadata=flag("the first N train images (0: all)", non_negative_int))
+    test_images: int = field(default=0, metadata=flag("the first N test images (0: all)", non_negative_int))
+    batch_size: int = field(default=0, metadata=flag("feature-extraction batch (0: 256 on GPU, 32 on CPU)",
+                                                     non_negative_int))
+    precision: str = field(default="auto", metadata=flag(
+        "precision of the features (part of the cache key, written beside the results); auto: bf16 where the "
+        "hardware has it (speed only)", choices=["auto", "bf16", "fp32"]))
+    cached_only: bool = field(default=False, metadata=flag(
+        "fail instead of extracting when no matching feature cache exists"))
 
 
 # --smoke: a few hundred images, minutes on a 2-core CPU even for ViT-B/16
@@ -286,27 +293,11 @@ def ranked(probe: Probe) -> tuple[dict, pd.DataFrame]:
 
 # -- command line, shared by the probing stages ------------------------------------------------------------
 
-def probing_parser(description: str | None, smoke: ProbeParams = SMOKE):
-    """The flags every probing stage has; `smoke` is the stage's --smoke preset (its image counts shown)."""
-    defaults = ProbeParams()
+def probing_parser(description: str | None, defaults: ProbeParams, smoke: ProbeParams):
+    """A probing stage's flags: those of its parameter dataclass `defaults` (ProbeParams or one extending it),
+    with its --smoke preset `smoke`."""
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of --weights none (random init) and of t-SNE")
-    parser.add_argument("--model", default=defaults.model, choices=list(BACKBONES), help="frozen backbone")
-    parser.add_argument("--weights", default=defaults.weights,
-                        help="'default' (the model's ImageNet weights: torchvision's cache or download; the "
-                             "installed package for efficientnet_lite0), 'none' (random init, for tests and "
-                             "offline runs) or a state-dict FILE of the whole classifier")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="results go to OUT_DIR/<model>/")
-    for split in ["train", "test"]:
-        parser.add_argument(f"--{split}-images", type=non_negative_int,
-                            help=preset_help(f"the first N {split} images (0: all)", defaults, smoke,
-                                             f"{split}_images"))
-    parser.add_argument("--batch-size", type=non_negative_int, default=defaults.batch_size,
-                        help="feature-extraction batch (0: 256 on GPU, 32 on CPU)")
-    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
-                        help="precision of the features (part of the cache key, written beside the results); auto: "
-                             "bf16 where the hardware has it")
-    parser.add_argument("--cached-only", action="store_true",
-                        help="fail instead of extracting when no matching feature cache exists")
+    add_flags(parser, defaults, smoke)
     parser.add_argument("--smoke", action="store_true", help="a few hundred images")
     return parser

@@ -9,7 +9,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from tqdm import tqdm
 from .core import atomic, paths
 from .core.architecture import build_architecture, is_user_code
 from .core.checkpoint import classifier_checkpoint
-from .core.cli import (add_common_args, make_parser, non_negative_float, non_negative_int, open_fraction,
-                       params_from, positive_float, positive_int, preset_help, run_main, unit_interval)
+from .core.cli import (add_common_args, add_flags, flag, make_parser, non_negative_float, non_negative_int,
+                       open_fraction, params_from, positive_float, positive_int, run_main, unit_interval)
 from .core.device import autocast, describe_device, hardware_name, pick_precision, seeded, synchronize, to_channels_last
 from .core.distributed import Ranks, all_sum, barrier, torchrun_job
 from .core.errors import UserError
@@ -36,33 +36,52 @@ from .nn.inference import REPORTED_PRECISION, loss_and_accuracy, predict_logits
 from .plots import plot_curves
 
 
+def trainable_arch(text: str) -> str:
+    if is_user_code(text):
+        raise argparse.ArgumentTypeError("user code is not trained here: train it yourself, then import_model.py")
+    return text
+
+
 @dataclass
 class TrainConfig:
-    arch: str = "resnet18"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1                # peak of the one-cycle schedule (torch's OneCycleLR, cosine annealing)
+    arch: str = field(default="resnet18", metadata=flag(
+        "the network: resnet18 (the study's CIFAR ResNet-18), or torchvision:<builder> / timm:<name> trained from "
+        "scratch with the same recipe (your own code: train it yourself, then import_model.py)", trainable_arch))
+    epochs: int = field(default=30, metadata=flag("training epochs", positive_int))
+    batch_size: int = field(default=128, metadata=flag(
+        "training batch size; under torchrun the global batch, split evenly among the processes", positive_int))
+    # peak of the one-cycle schedule (torch's OneCycleLR, cosine annealing)
+    lr: float = field(default=0.1, metadata=flag("peak learning rate of the one-cycle schedule", positive_float))
     warmup_fraction: float = 0.15  # share of steps spent rising to the peak
     div_factor: float = 25.0       # the schedule starts at lr / div_factor
     final_div_factor: float = 1e3  # and ends at that divided by final_div_factor
     momentum: float = 0.9          # SGD with Nesterov momentum; used as is only when cycle_momentum is off
-    cycle_momentum: bool = True    # momentum max -> base -> max against the lr (chosen on validation,
-                                   # docs/decisions.md "Momentum"); off: held at `momentum`
+    # momentum max -> base -> max against the lr (chosen on validation, docs/decisions.md "Momentum")
+    cycle_momentum: bool = field(default=True, metadata=flag(
+        "cycle SGD momentum 0.95 -> 0.85 -> 0.95 against the learning rate (on by default, as torch's OneCycleLR); "
+        "--no-cycle-momentum holds it at 0.9", action=argparse.BooleanOptionalAction))
     base_momentum: float = 0.85
     max_momentum: float = 0.95
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    select_within_se: float = 1.0  # best_model.pth: the latest epoch within this many binomial standard errors of
-                                   # the best validation accuracy (0: the best itself; docs/decisions.md)
-    val_fraction: float = 0.02     # stratified hold-out for checkpoint selection and stage 7's temperature: 1,000
-                                   # images of full CIFAR-10, 102 of the subset (chosen on validation over two
-                                   # seeds, docs/decisions.md "Validation hold-out"; 10% until then)
-    max_train_images: int = 0      # 0: all; else the first N training images (smoke runs)
+    weight_decay: float = field(default=5e-4, metadata=flag("SGD weight decay", float))
+    label_smoothing: float = field(default=0.0, metadata=flag("label smoothing in [0, 1)", unit_interval))
+    # docs/decisions.md "Checkpoint choice"
+    select_within_se: float = field(default=1.0, metadata=flag(
+        "best_model.pth is the latest epoch whose validation accuracy is within this many binomial standard errors "
+        "of the best (0: the best epoch itself)", non_negative_float))
+    # 1,000 images of full CIFAR-10, 102 of the subset (chosen on validation over two seeds, docs/decisions.md
+    # "Validation hold-out"; 10% until then)
+    val_fraction: float = field(default=0.02, metadata=flag(
+        "share of the training images held out (stratified) to pick the best checkpoint and fit calibration",
+        open_fraction))
+    max_train_images: int = field(default=0, metadata=flag("use only the first N training images (0: all)",
+                                                           non_negative_int))
     cv_folds: int = 0              # >0: a cross-validation run that never trains on fold cv_fold of cv_folds
     cv_fold: int = 0               # (stratified folds of the training images; out-of-fold label issues)
     seed: int = 0
-    precision: str = "auto"        # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
-    compile: bool = False
+    precision: str = field(default="auto", metadata=flag(
+        "autocast precision of the training steps; auto: bf16 where the hardware has it (CUDA GPUs that support it, "
+        "CPUs with native bf16), else fp32 (evaluation is always fp32)", choices=["auto", "bf16", "fp32"]))
+    compile: bool = field(default=False, metadata=flag("torch.compile the model (pays off on long GPU runs)"))
     eval_batch_size: int = 0       # 0: by device (256 on CPU, 1024 on GPU)
 
 
@@ -409,12 +428,6 @@ def ensure_finished(config: TrainConfig, data_dir: Path, folder: Path, device_na
     return folder
 
 
-def trainable_arch(text: str) -> str:
-    if is_user_code(text):
-        raise argparse.ArgumentTypeError("user code is not trained here: train it yourself, then import_model.py")
-    return text
-
-
 @dataclass(frozen=True)
 class RunSettings:
     """What tells the twin training stages apart."""
@@ -429,42 +442,14 @@ def training_stage(description: str | None, settings: RunSettings, argv: list[st
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the initialisation, the shuffling and the augmentation")
 
-    def preset(text, name):
-        return preset_help(text, defaults, SMOKE_CONFIG, name)
     parser.add_argument("--out-dir", type=Path, default=paths.run_dir(settings.tag), help="where this run's files go")
-    parser.add_argument("--arch", type=trainable_arch, default=defaults.arch,
-                        help="the network: resnet18 (the study's CIFAR ResNet-18), or torchvision:<builder> / "
-                             "timm:<name> trained from scratch with the same recipe (your own code: train it yourself, "
-                             "then import_model.py)")
-    parser.add_argument("--epochs", type=positive_int, help=preset("training epochs", "epochs"))
-    parser.add_argument("--batch-size", type=positive_int,
-                        help=preset("training batch size; under torchrun the global batch, split evenly among the "
-                                    "processes", "batch_size"))
-    parser.add_argument("--lr", type=positive_float, help=preset("peak learning rate of the one-cycle schedule", "lr"))
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="SGD weight decay")
-    parser.add_argument("--cycle-momentum", action=argparse.BooleanOptionalAction, default=defaults.cycle_momentum,
-                        help=f"cycle SGD momentum {defaults.max_momentum} -> {defaults.base_momentum} -> "
-                             f"{defaults.max_momentum} against the learning rate (torch's OneCycleLR default); "
-                             f"--no-cycle-momentum holds it at {defaults.momentum}")
-    parser.add_argument("--label-smoothing", type=unit_interval, default=settings.label_smoothing,
-                        help="label smoothing in [0, 1)")
-    parser.add_argument("--val-fraction", type=open_fraction,
-                        help=preset("share of the training images held out (stratified) to pick the best checkpoint "
-                                    "and fit calibration", "val_fraction"))
-    parser.add_argument("--select-within-se", type=non_negative_float, default=defaults.select_within_se,
-                        help="best_model.pth is the latest epoch whose validation accuracy is within this many "
-                             "binomial standard errors of the best (0: the best epoch itself)")
-    parser.add_argument("--max-train-images", type=non_negative_int,
-                        help=preset("use only the first N training images (0: all)", "max_train_images"))
-    parser.add_argument("--precision", default=defaults.precision, choices=["auto", "bf16", "fp32"],
-                        help="autocast precision of the training steps; auto: bf16 where the hardware has it "
-                             "(evaluation is always fp32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long GPU runs)")
+    smoke = dataclasses.replace(SMOKE_CONFIG, label_smoothing=settings.label_smoothing)  # the twin's one change
+    add_flags(parser, defaults, smoke)
     parser.add_argument("--smoke", action="store_true", help="small preset for a quick check on a CPU")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out-dir with its saved config (starts afresh when "
                              "nothing was saved yet, so the same command is safe to repeat)")
     args = parser.parse_args(argv)
-    config = params_from(args, defaults, SMOKE_CONFIG)
+    config = params_from(args, defaults, smoke)
     run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume, record=settings.stage),
              args.debug)

@@ -23,6 +23,11 @@ from stresstest.core.checkpoint import classifier_checkpoint
 from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, load_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several workers share the cores: one thread each (and in every stage they start), not a thread per core each
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) //
+                                                     int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
 DATA_VARIABLE = "STRESSTEST_CIFAR10_DIR"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -83,8 +88,13 @@ def real_data_candidates(config) -> list[Path]:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:  # the real_data marker follows the fixture, so -m real_data runs exactly these tests
-        if "real_data" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "real_data" in fixtures:
             item.add_marker(pytest.mark.real_data)
+        # under pytest-xdist's --dist loadgroup (make test): a module's tests share a worker, so its module-scoped
+        # fixtures run once, and every user of the session's smoke pipeline shares the one that ran it
+        group = "smoke_pipeline" if "smoke_pipeline" in fixtures else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

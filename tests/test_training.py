@@ -215,7 +215,8 @@ def test_the_checkpoint_is_the_latest_epoch_within_noise_of_the_best(correct, wi
 
 @pytest.mark.parametrize("flags, expected", [
     ([], {"val_fraction": 0.02, "epochs": 30, "max_train_images": 0, "batch_size": 128, "label_smoothing": 0.1}),
-    (["--smoke"], {"val_fraction": 0.1, "epochs": 2, "max_train_images": 1024, "batch_size": 32, "lr": 0.02}),
+    (["--smoke"], {"val_fraction": 0.1, "epochs": 2, "max_train_images": 1024, "batch_size": 32, "lr": 0.02,
+                   "label_smoothing": 0.1}),  # the twin's one change survives the preset
     (["--smoke", "--val-fraction", "0.2", "--label-smoothing", "0.3"], {"val_fraction": 0.2, "label_smoothing": 0.3})])
 def test_defaults_smoke_preset_and_flags_resolve_in_that_order(flags, expected, monkeypatch):
     seen = {}

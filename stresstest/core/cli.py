@@ -71,23 +71,57 @@ def add_common_args(parser: argparse.ArgumentParser, seed_help: str = "random se
                         help=f"show the traceback behind a one-line error (or set {DEBUG_VARIABLE}=1)")
 
 
-def preset_help(text: str, defaults, smoke, name: str) -> str:
-    """Help of a flag that --smoke changes: its default and its smoke value, read off the two instances."""
-    def shown(value):
-        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-    return f"{text} (default {shown(getattr(defaults, name))}; --smoke: {shown(getattr(smoke, name))})"
+def flag(help: str, type=None, **options) -> dict:
+    """The metadata that makes a parameter dataclass's field a flag (add_flags): its help text, the function that
+    parses and checks its value, and argparse's other options (choices, metavar, required); `name` for a flag named
+    other than the field, `default_text` for a default too long to print, `repeats=True` for several values whose
+    repeats count (per-channel values: 0.5 0.5 0.5)."""
+    return {"help": help, "type": type, **options}
+
+
+def value_text(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def add_flags(parser: argparse.ArgumentParser, defaults, smoke=None) -> None:
+    """One flag per field of the parameter dataclass `defaults` that carries flag() metadata, named as the field
+    (`--field-name`) unless it says otherwise: a bool switches on, a tuple takes several values, any other value
+    is parsed by the field's `type` (else the default's own type). Its help ends with the default and, where it
+    differs, the --smoke preset's value; it parses to None when not given, so params_from can tell."""
+    for field in dataclasses.fields(defaults):
+        if "help" not in field.metadata:
+            continue
+        options = {key: value for key, value in field.metadata.items() if value is not None}
+        text, name = options.pop("help"), options.pop("name", "--" + field.name.replace("_", "-"))
+        options.pop("repeats", None)
+        default, shown = getattr(defaults, field.name), options.pop("default_text", None)
+        if isinstance(default, bool):  # off by default: a switch; on: --name / --no-name (metadata's action)
+            parser.add_argument(name, dest=field.name, action=options.pop("action", "store_true"), default=default,
+                                help=text)
+            continue
+        if isinstance(default, tuple):
+            options.setdefault("nargs", "+")
+        else:
+            options.setdefault("type", type(default))
+        said = [] if default is None or options.get("required") else \
+            [f"default {shown if shown is not None else value_text(default)}"]
+        if smoke is not None and getattr(smoke, field.name) != default:
+            said.append(f"--smoke: {value_text(getattr(smoke, field.name))}")
+        parser.add_argument(name, dest=field.name, default=None, **options,
+                            help=f"{text} ({'; '.join(said)})" if said else text)
 
 
 def params_from(args: argparse.Namespace, defaults, smoke=None):
     """The stage's parameters (a dataclass like `defaults`) from parsed flags named as its fields: a flag given
     wins; one left at None takes the --smoke preset's value when --smoke is on, else the default. Fields without
-    a flag keep the default (or the preset's). A list given (nargs) becomes a tuple without repeats."""
+    a flag keep the default (or the preset's). A list given (nargs) becomes a tuple without repeats, unless its
+    flag counts them (flag(repeats=True))."""
     base = smoke if smoke is not None and getattr(args, "smoke", False) else defaults
     values = {}
     for field in dataclasses.fields(defaults):
         given = getattr(args, field.name, None)
         if isinstance(given, list):
-            given = tuple(dict.fromkeys(given))
+            given = tuple(given if field.metadata.get("repeats") else dict.fromkeys(given))
         values[field.name] = getattr(base, field.name) if given is None else given
     return dataclasses.replace(defaults, **values)
 

@@ -5,7 +5,7 @@ and each stronger attack on the same images (robustness that is only apparent); 
 each answer (FAB-T) against confidence, margin and the corruptions that flip it; transfer between the models; and
 the gradient-masking checks, pass or fail."""
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
@@ -23,8 +23,8 @@ from ..attacks.threat import NORMS, PixelModel, Threat, flat_norm, logits_of, pa
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
-from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
-                         positive_int, preset_help, run_main)
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                         non_negative_int, params_from, positive_int, run_main)
 from ..core.device import describe_device, resolve_device, synchronize
 from ..core.errors import UserError, first_line
 from ..core.findings import HIGHER, Estimate, Headline, Picture, Section, Table
@@ -38,23 +38,38 @@ from ..plots import (adversarial_examples_figure, distance_figure, robust_accura
 
 @dataclass(frozen=True)
 class AdversarialParams(BothModels):
-    cases_dir: Path = paths.CASES_DIR
-    out_dir: Path = paths.ADVERSARIAL_DIR
-    images: int = 200                    # seeded sample of the test images (0: all)
-    linf: tuple = ("0.5", "1", "2", "4", "8", "32")  # radii in 1/255: FGSM and PGD at each
-    l2: tuple = ("0.05", "0.1", "0.25", "0.5")
-    strong: tuple = ("Linf:1", "L2:0.1")  # APGD-CE/DLR/T, Square and PGD's budget checks here
-    autoattack: tuple = ("Linf:8", "L2:0.5")  # the standard AutoAttack here ('none': not run)
-    autoattack_images: int = 100         # the first N of the sample (0: all): its cost is fixed, not early-stopped
-    pgd_steps: int = 10
-    apgd_iterations: int = 25
-    apgd_targets: int = 3
-    square_queries: int = 1000
-    distance_images: int = 100           # least-distance search on the first N correct images of the sample (0: all)
-    fab_iterations: int = 25
-    distance_targets: int = 2
-    corruption_severity: int = 3         # which corruptions flip each image, at this severity
-    batch_size: int = 256
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"case_XX folders of {paths.CASES_PRODUCER}: each case's distance to its true class (skipped when there "
+        "are none)"))
+    out_dir: Path = field(default=paths.ADVERSARIAL_DIR, metadata=flag("where tables and figures go"))
+    images: int = field(default=200, metadata=flag("seeded sample of test images attacked (0: all)",
+                                                   non_negative_int))
+    linf: tuple = field(default=("0.5", "1", "2", "4", "8", "32"), metadata=flag(
+        "Linf radii in 1/255 for FGSM and PGD", metavar="R"))
+    l2: tuple = field(default=("0.05", "0.1", "0.25", "0.5"), metadata=flag(
+        "L2 radii (pixels in [0, 1]) for FGSM and PGD", metavar="R"))
+    strong: tuple = field(default=("Linf:1", "L2:0.1"), metadata=flag(
+        "radii of APGD-CE/DLR/T, Square and PGD's budget checks", metavar="NORM:R"))
+    autoattack: tuple = field(default=("Linf:8", "L2:0.5"), metadata=flag(
+        "radii of the standard AutoAttack ('none': skip it)", metavar="NORM:R"))
+    autoattack_images: int = field(default=100, metadata=flag(
+        "AutoAttack on the first N images of the sample (0: all): its cost is fixed, not early-stopped",
+        non_negative_int))
+    pgd_steps: int = field(default=10, metadata=flag("PGD steps", positive_int))
+    apgd_iterations: int = field(default=25, metadata=flag("iterations of APGD-CE/DLR/T (AutoAttack's own: 100)",
+                                                           positive_int))
+    apgd_targets: int = field(default=3, metadata=flag("target classes of APGD-T (AutoAttack's own: 9)",
+                                                       positive_int))
+    square_queries: int = field(default=1000, metadata=flag("queries of Square (AutoAttack's own: 5000)",
+                                                            positive_int))
+    distance_images: int = field(default=100, metadata=flag(
+        "least-distance search on the first N correctly classified images of the sample (0: all)", non_negative_int))
+    fab_iterations: int = field(default=25, metadata=flag("FAB-T iterations per target class", positive_int))
+    distance_targets: int = field(default=2, metadata=flag(
+        "FAB-T toward the next N most likely classes, keeping the least distance", positive_int))
+    corruption_severity: int = field(default=3, metadata=flag(
+        "severity of the corruptions checked for flipping each image", int, choices=SEVERITIES))
+    batch_size: int = field(default=256, metadata=flag("images per attack step", positive_int))
 
 
 # --smoke: about a minute on a 2-core CPU. AutoAttack at 32/255, where APGD-CE breaks every image of a smoke
@@ -469,8 +484,8 @@ def adversarial(params: AdversarialParams) -> None:
                  headline=headline, sections=[section], data=data_summary(data), device=describe_device(device),
                  precision=REPORTED_PRECISION, images=count, seed=params.seed,
                  libraries=reference.library_version(),
-                 settings={field.name: getattr(params, field.name) for field in fields(params)
-                           if field.name not in ("baseline", "improved", "data_dir", "device", "out_dir", "cases_dir")},
+                 settings={item.name: getattr(params, item.name) for item in fields(params)
+                           if item.name not in ("baseline", "improved", "data_dir", "device", "out_dir", "cases_dir")},
                  models={tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in loaded.items()})
 
 
@@ -479,48 +494,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the image sample, the attacks' random starts and the corruptions")
     add_checkpoint_args(parser)
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"case_XX folders of {paths.CASES_PRODUCER}: each case's distance to its true class "
-                             "(skipped when there are none)")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
-    parser.add_argument("--images", type=non_negative_int,
-                        help=preset_help("seeded sample of test images attacked (0: all)", defaults, SMOKE, "images"))
-    parser.add_argument("--linf", nargs="+", metavar="R",
-                        help=preset_help("Linf radii in 1/255 for FGSM and PGD", defaults, SMOKE, "linf"))
-    parser.add_argument("--l2", nargs="+", metavar="R",
-                        help=preset_help("L2 radii (pixels in [0, 1]) for FGSM and PGD", defaults, SMOKE, "l2"))
-    parser.add_argument("--strong", nargs="+", metavar="NORM:R",
-                        help=preset_help("radii of APGD-CE/DLR/T, Square and PGD's budget checks", defaults, SMOKE,
-                                         "strong"))
-    parser.add_argument("--autoattack", nargs="+", metavar="NORM:R",
-                        help=preset_help("radii of the standard AutoAttack ('none': skip it)", defaults, SMOKE,
-                                         "autoattack"))
-    parser.add_argument("--autoattack-images", type=non_negative_int,
-                        help=preset_help("AutoAttack on the first N images of the sample (0: all)", defaults, SMOKE,
-                                         "autoattack_images"))
-    parser.add_argument("--pgd-steps", type=positive_int, help=preset_help("PGD steps", defaults, SMOKE, "pgd_steps"))
-    parser.add_argument("--apgd-iterations", type=positive_int,
-                        help=preset_help("iterations of APGD-CE/DLR/T (AutoAttack's own: 100)", defaults, SMOKE,
-                                         "apgd_iterations"))
-    parser.add_argument("--apgd-targets", type=positive_int,
-                        help=preset_help("target classes of APGD-T (AutoAttack's own: 9)", defaults, SMOKE,
-                                         "apgd_targets"))
-    parser.add_argument("--square-queries", type=positive_int,
-                        help=preset_help("queries of Square (AutoAttack's own: 5000)", defaults, SMOKE,
-                                         "square_queries"))
-    parser.add_argument("--distance-images", type=non_negative_int,
-                        help=preset_help("least-distance search on the first N correctly classified images of "
-                                         "the sample (0: all)",
-                                         defaults, SMOKE, "distance_images"))
-    parser.add_argument("--fab-iterations", type=positive_int,
-                        help=preset_help("FAB-T iterations per target class", defaults, SMOKE, "fab_iterations"))
-    parser.add_argument("--distance-targets", type=positive_int,
-                        help=preset_help("FAB-T toward the next N most likely classes, keeping the least distance",
-                                         defaults, SMOKE, "distance_targets"))
-    parser.add_argument("--corruption-severity", type=int, choices=SEVERITIES, default=defaults.corruption_severity,
-                        help="severity of the corruptions checked for flipping each image")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                        help="images per attack step")
+    add_flags(parser, defaults, SMOKE)
     parser.add_argument("--smoke", action="store_true", help="few images, radii and steps: a quick end-to-end check")
     args = parser.parse_args(argv)
     params = params_from(args, defaults, SMOKE)

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core import atomic, paths
-from ..core.cli import Common, add_common_args, make_parser, non_negative_int, params_from, positive_int, run_main
+from ..core.cli import (Common, add_common_args, add_flags, flag, make_parser, non_negative_int, params_from,
+                        positive_int, run_main)
 from ..core.device import describe_device, pick_precision, resolve_device, synchronize, to_channels_last
 from ..core.errors import UserError
 from ..core.findings import Section, Table
@@ -273,21 +274,31 @@ def measure_peer(peer: Path, data_dir: Path, device: torch.device, steps: int, w
 
 @dataclass(frozen=True)
 class BenchParams(Common):
-    out_dir: Path = paths.EXPERIMENTS / "bench"
-    steps: int = 20                # timed training steps (after warm-up)
-    warmup: int = 3
-    batch_size: int = 128
-    compile: bool = False
-    peer: Path = DEFAULT_PEER
-    skip_peer: bool = False
-    gradcam_images: int = 256      # one-at-a-time uses an eighth of it
-    feature_images: int = 64       # 0: skip
-    corruption_images: int = 500   # 0: skip
-    reference_images: int = 50
-    ddp_processes: int = 0         # 0: skip
-    occlusion_images: int = 8      # 0: skip
-    attack_images: int = 64        # 0: skip
-    autoattack_images: int = 16    # 0: skip
+    out_dir: Path = field(default=paths.EXPERIMENTS / "bench", metadata=flag("where bench.csv goes"))
+    steps: int = field(default=20, metadata=flag("timed training steps (after warm-up)", positive_int))
+    warmup: int = field(default=3, metadata=flag("untimed warm-up steps", positive_int))
+    batch_size: int = field(default=128, metadata=flag("training batch size for both", positive_int))
+    compile: bool = field(default=False, metadata=flag("torch.compile our model"))
+    peer: Path = field(default=DEFAULT_PEER, metadata=flag("path to peer_dataloader.py"))
+    skip_peer: bool = field(default=False, metadata=flag("measure this pipeline only"))
+    gradcam_images: int = field(default=256, metadata=flag(
+        "batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)", positive_int))
+    feature_images: int = field(default=64, metadata=flag(
+        "images per backbone for the study B feature-extraction measurement (0: skip)", non_negative_int))
+    corruption_images: int = field(default=500, metadata=flag(
+        "test images per corruption for the corruption measurement (0: skip)", non_negative_int))
+    reference_images: int = field(default=50, metadata=flag(
+        "of those, how many go through the per-image numpy/PIL reference", positive_int))
+    ddp_processes: int = field(default=0, metadata=flag(
+        "also time train.py under torchrun with this many gloo processes on the CPU beside one process (0: skip; "
+        "on a 2-core CPU this shows the overhead, not a speed-up)", non_negative_int))
+    occlusion_images: int = field(default=8, metadata=flag(
+        f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride {OCCLUSION['stride']}; one "
+        "forward per position on an eighth of them; 0: skip)", non_negative_int))
+    attack_images: int = field(default=64, metadata=flag(
+        "images for the PGD measurement (one image per call on an eighth of them; 0: skip)", non_negative_int))
+    autoattack_images: int = field(default=16, metadata=flag(
+        "images for the standard AutoAttack's rate (0: skip)", non_negative_int))
 
 
 class Figures:
@@ -385,32 +396,6 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = BenchParams()
     parser = make_parser(description)
     add_common_args(parser)
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where bench.csv goes")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps,
-                        help="timed training steps (after warm-up)")
-    parser.add_argument("--warmup", type=positive_int, default=defaults.warmup, help="untimed warm-up steps")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
-                        help="training batch size for both")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
-    parser.add_argument("--peer", type=Path, default=defaults.peer, help="path to peer_dataloader.py")
-    parser.add_argument("--skip-peer", action="store_true", help="measure this pipeline only")
-    parser.add_argument("--gradcam-images", type=positive_int, default=defaults.gradcam_images,
-                        help="batch size of the Grad-CAM measurement (one-at-a-time uses an eighth of it)")
-    parser.add_argument("--feature-images", type=non_negative_int, default=defaults.feature_images,
-                        help="images per backbone for the study B feature-extraction measurement (0: skip)")
-    parser.add_argument("--corruption-images", type=non_negative_int, default=defaults.corruption_images,
-                        help="test images per corruption for the corruption measurement (0: skip)")
-    parser.add_argument("--reference-images", type=positive_int, default=defaults.reference_images,
-                        help="of those, how many go through the per-image numpy/PIL reference")
-    parser.add_argument("--ddp-processes", type=non_negative_int, default=defaults.ddp_processes,
-                        help="also time train.py under torchrun with this many gloo processes on the CPU beside one "
-                             "process (0: skip; on a 2-core CPU this shows the overhead, not a speed-up)")
-    parser.add_argument("--occlusion-images", type=non_negative_int, default=defaults.occlusion_images,
-                        help=f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride "
-                             f"{OCCLUSION['stride']}; one forward per position on an eighth of them; 0: skip)")
-    parser.add_argument("--attack-images", type=non_negative_int, default=defaults.attack_images,
-                        help="images for the PGD measurement (one image per call on an eighth of them; 0: skip)")
-    parser.add_argument("--autoattack-images", type=non_negative_int, default=defaults.autoattack_images,
-                        help="images for the standard AutoAttack's rate (0: skip)")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     run_main(lambda: benchmark(params_from(args, defaults)), args.debug)

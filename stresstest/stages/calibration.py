@@ -7,7 +7,7 @@ curves with AURC and E-AURC (Geifman et al. 2019) for three
 confidence scores: the maximum softmax probability, the same after temperature scaling, and the centred
 logit p-norm score (MaxLogit-pNorm, Cattelan & Silva 2023, reported by Xia et al. 2024 to undo label
 smoothing's harm to selective classification), with p chosen where the temperature is fitted."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,8 @@ import torch
 
 from ..core import atomic, paths
 from ..core.checkpoint import is_imported, load_classifier, model_card
-from ..core.cli import BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser, params_from,
+                        run_main)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.findings import HIGHER, LOWER, NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table, wilson
@@ -33,7 +34,7 @@ P_NORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the p of the p-norm score is chosen
 
 @dataclass(frozen=True)
 class CalibrationParams(BothModels):
-    out_dir: Path = paths.CALIBRATION_DIR
+    out_dir: Path = field(default=paths.CALIBRATION_DIR, metadata=flag("where tables and figures go"))
 
 
 # -- the stage ----------------------------------------------------------------------------------------------
@@ -227,6 +228,6 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     add_common_args(parser, seed_help="seed of the bootstrap resampling behind the 95%% intervals and of "
                                       "the test halves a model without a validation split is cross-fitted on")
     add_checkpoint_args(parser)
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     run_main(lambda: calibrate(params_from(args, defaults)), args.debug)

@@ -1,6 +1,6 @@
 """Stage 5 (compare_models.py): the baseline and the label-smoothed model on the same failure cases and on the whole
 test set."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,8 @@ import torch
 from ..core import atomic, paths
 from ..core.cases import read_case_summary, read_cases
 from ..core.checkpoint import is_imported, load_classifier, model_card
-from ..core.cli import SEED_UNUSED, BothModels, add_checkpoint_args, add_common_args, make_parser, params_from, run_main
+from ..core.cli import (SEED_UNUSED, BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                        params_from, run_main)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.findings import NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table, wilson
@@ -76,8 +77,10 @@ def confident_failure_changes(labels, base_probs, impr_probs, threshold: float) 
 
 @dataclass(frozen=True)
 class CompareParams(BothModels):
-    cases_dir: Path = paths.CASES_DIR
-    out_dir: Path = paths.COMPARISON_DIR
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"case_XX folders and {paths.CASES_SUMMARY} (its confidence threshold is used) written by "
+        f"{paths.CASES_PRODUCER}"))
+    out_dir: Path = field(default=paths.COMPARISON_DIR, metadata=flag("where tables go"))
 
 
 def compare(params: CompareParams) -> None:
@@ -217,9 +220,6 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
     add_checkpoint_args(parser, improved_optional=False)
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"case_XX folders and {paths.CASES_SUMMARY} (its confidence threshold is used) written "
-                             f"by {paths.CASES_PRODUCER}")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables go")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     run_main(lambda: compare(params_from(args, defaults)), args.debug)

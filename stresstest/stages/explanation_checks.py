@@ -11,7 +11,7 @@ sample of test images both models get right, for both models, at the layer the e
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
-from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
-                         preset_help, run_main)
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                         non_negative_int, params_from, run_main)
 from ..core.device import describe_device, resolve_device, seeded
 from ..core.errors import UserError
 from ..core.findings import Picture, Section, frame_table
@@ -42,10 +42,12 @@ MIN_CASCADE_STEPS = 4  # fewer top-level parts than this: the cascade goes one l
 
 @dataclass(frozen=True)
 class ExplanationParams(BothModels):
-    cases_dir: Path = paths.CASES_DIR
-    out_dir: Path = paths.EXPLANATIONS_DIR
-    correct_images: int = 100                                # test images both models get right, sampled
-    percentiles: tuple = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # ROAD's (the package's defaults)
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"case_XX folders of {paths.CASES_PRODUCER} with the Grad-CAM maps (their layer is used)"))
+    out_dir: Path = field(default=paths.EXPLANATIONS_DIR, metadata=flag("where tables and figures go"))
+    correct_images: int = field(default=100, metadata=flag("test images both models get right, sampled",
+                                                           non_negative_int))
+    percentiles: tuple = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # ROAD's (the package's defaults); no flag
 
 
 SMOKE = ExplanationParams(correct_images=16, percentiles=(20, 50, 80))
@@ -204,12 +206,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     add_common_args(parser, seed_help="seed of the sample of correct images, the random maps, ROAD's imputation "
                                       "noise, the re-initialised layers and the bootstrap")
     add_checkpoint_args(parser)
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"case_XX folders of {paths.CASES_PRODUCER} with the Grad-CAM maps (their layer is used)")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
-    parser.add_argument("--correct-images", type=non_negative_int,
-                        help=preset_help("test images both models get right, sampled", defaults, SMOKE,
-                                         "correct_images"))
+    add_flags(parser, defaults, SMOKE)
     parser.add_argument("--smoke", action="store_true", help="fewer images and ROAD percentiles "
                                                              f"{' '.join(map(str, SMOKE.percentiles))}")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Stage 2 (failure_analysis.py): predict the whole test set once, tabulate every wrong answer and save the
 confident ones as cases; flag label issues among the test images (and, optionally, the training images)."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ from .. import plots
 from ..core import atomic, paths
 from ..core.cases import format_meta, replace_folder
 from ..core.checkpoint import load_classifier, model_card, read_checkpoint, require_training_run
-from ..core.cli import (SEED_UNUSED, Common, add_common_args, make_parser, non_negative_int, params_from,
-                         positive_int, preset_help, run_main, unit_interval)
+from ..core.cli import (SEED_UNUSED, Common, add_common_args, add_flags, flag, make_parser, non_negative_int,
+                         params_from, positive_int, run_main, unit_interval)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.findings import Picture, Section, Tile, frame_table
@@ -30,13 +30,20 @@ MOST_CASES = 100         # case folders are numbered case_00 to case_99
 
 @dataclass(frozen=True)
 class FailureParams(Common):
-    checkpoint: Path = paths.checkpoint_path("baseline")
-    cases_dir: Path = paths.CASES_DIR
-    threshold: float = 0.9    # least confidence of a saved case; later stages read it from summary.json
-    max_cases: int = 30
-    train_folds: int = 0      # >0: also flag training-set label issues from this many cross-validation runs
-    fold_epochs: int = 10     # each a short run of the baseline's recipe
-    label_issues_dir: Path = paths.LABEL_ISSUES_DIR
+    checkpoint: Path = field(default=paths.checkpoint_path("baseline"), metadata=flag("model to analyse"))
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        "where the tables and case_XX folders go (replaced on every run)"))
+    threshold: float = field(default=0.9, metadata=flag(
+        f"least confidence of a saved case; later stages read it from {paths.CASES_SUMMARY}", unit_interval))
+    max_cases: int = field(default=30, metadata=flag(f"most case folders to save, at most {MOST_CASES}",
+                                                     positive_int))
+    train_folds: int = field(default=0, metadata=flag(
+        "also flag training-set label issues from K-fold cross-validated probabilities: K short runs of the "
+        "checkpoint's recipe, each predicting the fold it never trained on (0 skips it: K extra trainings)",
+        non_negative_int, metavar="K"))
+    fold_epochs: int = field(default=10, metadata=flag("epochs of each cross-validation run", positive_int))
+    label_issues_dir: Path = field(default=paths.LABEL_ISSUES_DIR, metadata=flag(
+        "where --train-folds puts its fold runs (resumed, reused when finished) and tables"))
 
 
 # --smoke: smoke models are barely trained (about 28% accurate), so confident failures at 0.9 are rare: at 0.4 four
@@ -221,23 +228,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = FailureParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--checkpoint", type=Path, default=defaults.checkpoint, help="model to analyse")
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help="where the tables and case_XX folders go (replaced on every run)")
-    parser.add_argument("--threshold", type=unit_interval,
-                        help=preset_help(f"least confidence of a saved case; later stages read it from "
-                                         f"{paths.CASES_SUMMARY}", defaults, SMOKE, "threshold"))
-    parser.add_argument("--max-cases", type=positive_int,
-                        help=preset_help(f"most case folders to save, at most {MOST_CASES}", defaults, SMOKE,
-                                         "max_cases"))
-    parser.add_argument("--train-folds", type=non_negative_int, metavar="K", default=defaults.train_folds,
-                        help="also flag training-set label issues from K-fold cross-validated probabilities: K "
-                             "short runs of the checkpoint's recipe, each predicting the fold it never trained on "
-                             "(0, the default, skips it: K extra trainings)")
-    parser.add_argument("--fold-epochs", type=positive_int,
-                        help=preset_help("epochs of each cross-validation run", defaults, SMOKE, "fold_epochs"))
-    parser.add_argument("--label-issues-dir", type=Path, default=defaults.label_issues_dir,
-                        help="where --train-folds puts its fold runs (resumed, reused when finished) and tables")
+    add_flags(parser, defaults, SMOKE)
     parser.add_argument("--smoke", action="store_true", help="a lower threshold and fewer cases for barely trained "
                                                              "models, 1-epoch folds")
     args = parser.parse_args(argv)

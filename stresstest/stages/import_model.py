@@ -1,11 +1,12 @@
 """import_model.py: a classifier from elsewhere into the project's checkpoint contract, checked on the test images,
 so that every analysis stage and the report run on it (given as --baseline, --improved or --checkpoint)."""
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.architecture import build_architecture, load_strict, read_weights
-from ..core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, positive_int, run_main
+from ..core.cli import (SEED_UNUSED, Common, add_common_args, add_flags, flag, make_parser, params_from, positive_int,
+                        run_main)
 from ..core.errors import UserError
 from ..core.record import write_record
 from ..core.device import describe_device, resolve_device
@@ -14,28 +15,42 @@ from ..importing import RAW_PIXELS, Preprocessing, check_and_save, check_name
 from ..nn.inference import REPORTED_PRECISION
 
 
+def channel_values(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (of pixels scaled to [0, 1]), got {text}")
+    return value
+
+
 @dataclass(frozen=True)
 class ImportParams(Common):
-    arch: str = ""
-    weights: Path = Path()
-    name: str = ""
-    mean: tuple = Preprocessing.mean
-    std: tuple = Preprocessing.std
-    raw_pixels: bool = False
-    input_size: int = Preprocessing.input_size
+    arch: str = field(default="", metadata=flag(
+        "the network: a built-in name (resnet18), torchvision:<builder> (e.g. torchvision:resnet18), timm:<name> "
+        "(pip install -e '.[timm]'), or your own code as path/to/file.py:callable or package.module:callable "
+        "returning an nn.Module (called with num_classes=10 when it takes that argument). Your code runs as Python "
+        "here and in every stage that loads the model; the checkpoint records its file's sha256", required=True))
+    weights: Path = field(default=Path(), metadata=flag(
+        "a state dict, or a checkpoint dict holding one (under state_dict, model, model_state_dict, net, ...); "
+        "DDP's module. and torch.compile's _orig_mod. prefixes are removed; read with weights_only=True (a file "
+        "that would run code is refused)", required=True))
+    name: str = field(default="", metadata=flag("the run folder: experiments/<name>/best_model.pth", required=True))
+    mean: tuple = field(default=Preprocessing.mean, metadata=flag(
+        "per-channel mean the model subtracts, of pixels in [0, 1] (one value or R G B)", channel_values,
+        default_text="CIFAR-10's", repeats=True))
+    std: tuple = field(default=Preprocessing.std, metadata=flag(
+        "per-channel std the model divides by, of pixels in [0, 1]", channel_values, default_text="CIFAR-10's",
+        repeats=True))
+    raw_pixels: bool = field(default=False, metadata=flag(
+        "the model takes raw pixel values 0..255 (no normalization; overrides --mean/--std)"))
+    input_size: int = field(default=Preprocessing.input_size, metadata=flag(
+        "side of the square input the model was trained at; CIFAR's 32x32 images are resized (bilinear, as study B "
+        "does) to it", positive_int))
 
     @property
     def preprocessing(self) -> Preprocessing:
         if self.raw_pixels:
             return Preprocessing(RAW_PIXELS.mean, RAW_PIXELS.std, self.input_size)
         return Preprocessing(three(self.mean, "--mean"), three(self.std, "--std"), self.input_size)
-
-
-def channel_values(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1] (of pixels scaled to [0, 1]), got {text}")
-    return value
 
 
 def three(values: tuple, flag: str) -> tuple:
@@ -66,28 +81,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ImportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED)
-    parser.add_argument("--arch", required=True,
-                        help="the network: a built-in name (resnet18), torchvision:<builder> (e.g. "
-                             "torchvision:resnet18), timm:<name> (pip install -e '.[timm]'), or your own code as "
-                             "path/to/file.py:callable or package.module:callable returning an nn.Module (called with "
-                             "num_classes=10 when it takes that argument). Your code runs as Python here and in every "
-                             "stage that loads the model; the checkpoint records its file's sha256")
-    parser.add_argument("--weights", type=Path, required=True,
-                        help="a state dict, or a checkpoint dict holding one (under state_dict, model, "
-                             "model_state_dict, net, ...); DDP's module. and torch.compile's _orig_mod. prefixes are "
-                             "removed; read with weights_only=True (a file that would run code is refused)")
-    parser.add_argument("--name", required=True, help="the run folder: experiments/<name>/best_model.pth")
-    parser.add_argument("--mean", type=channel_values, nargs="+", default=list(defaults.mean),
-                        help="per-channel mean the model subtracts, of pixels in [0, 1] (one value or R G B; "
-                             "default: CIFAR-10's)")
-    parser.add_argument("--std", type=channel_values, nargs="+", default=list(defaults.std),
-                        help="per-channel std the model divides by, of pixels in [0, 1] (default: CIFAR-10's)")
-    parser.add_argument("--raw-pixels", action="store_true",
-                        help="the model takes raw pixel values 0..255 (no normalization; overrides --mean/--std)")
-    parser.add_argument("--input-size", type=positive_int, default=defaults.input_size,
-                        help="side of the square input the model was trained at; CIFAR's 32x32 images are resized "
-                             "(bilinear, as study B does) to it")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
-    args.mean, args.std = tuple(args.mean), tuple(args.std)  # as given: a repeated value is no repeat to drop
     params = params_from(args, defaults)
     run_main(lambda: run(params), args.debug)

@@ -1,7 +1,7 @@
 """make_cifar10c.py: the CIFAR-10 test set under the 15 CIFAR-10-C corruptions (severities 1-5, CIFAR-10-C's own
 parameters, computed in torch) written in CIFAR-10-C's file layout: <name>.npy, labels.npy and manifest.json."""
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..core import atomic
-from ..core.cli import Common, add_common_args, make_parser, params_from, run_main
+from ..core.cli import Common, add_common_args, add_flags, flag, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
@@ -20,9 +20,14 @@ from ..plots import corruption_examples_figure, save
 
 @dataclass(frozen=True)
 class ExportParams(Common):
-    out_dir: Path = Path("data/CIFAR-10-C-style")
-    corruptions: tuple = tuple(NAMES)
-    severities: tuple = tuple(SEVERITIES)
+    out_dir: Path = field(default=Path("data/CIFAR-10-C-style"), metadata=flag(
+        "folder for <corruption>.npy, labels.npy and manifest.json"))
+    corruptions: tuple = field(default=tuple(NAMES), metadata=flag(
+        "corruptions to export", name="--corruption", choices=NAMES, metavar="NAME",
+        default_text=f"all 15: {' '.join(NAMES)}"))
+    severities: tuple = field(default=tuple(SEVERITIES), metadata=flag(
+        "severities to export, in this order (the published layout: 1 2 3 4 5)", int, name="--severity",
+        choices=SEVERITIES))
 
 
 def export(params: ExportParams) -> None:
@@ -54,11 +59,6 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ExportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the random corruptions (one generator per corruption and severity)")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir,
-                        help="folder for <corruption>.npy, labels.npy and manifest.json")
-    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, metavar="NAME",
-                        help=f"corruptions to export (default all 15: {' '.join(NAMES)})")
-    parser.add_argument("--severity", dest="severities", nargs="+", type=int, choices=SEVERITIES,
-                        help="severities to export, in this order (default 1 2 3 4 5, the published layout)")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     run_main(lambda: export(params_from(args, defaults)), args.debug)

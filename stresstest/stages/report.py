@@ -7,11 +7,11 @@ tables, so a new stage appears here without a line changed."""
 import html
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import atomic, paths
-from ..core.cli import SEED_UNUSED, Common, add_common_args, make_parser, params_from, run_main
+from ..core.cli import SEED_UNUSED, Common, add_common_args, add_flags, flag, make_parser, params_from, run_main
 from ..core.findings import PERCENT, Estimate, number
 from ..core.record import RECORDS_DIR, read_records
 from ..plots import profile_figure, save
@@ -191,8 +191,9 @@ def section(page: Page, content: dict, tile_notes: dict[str, list[str]]) -> None
 
 @dataclass(frozen=True)
 class ReportParams(Common):
-    out_dir: Path = paths.REPORT_DIR
-    records_dir: Path = RECORDS_DIR
+    out_dir: Path = field(default=paths.REPORT_DIR, metadata=flag("where index.html goes"))
+    records_dir: Path = field(default=RECORDS_DIR, metadata=flag("the stage records that say where each stage "
+                                                                 "wrote"))
 
 
 def summary_header(page: Page, records: list[dict], data_dir: Path) -> list[str]:
@@ -256,9 +257,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ReportParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help=SEED_UNUSED + " (nor does the report run a model: --device is unused too)")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where index.html goes")
-    parser.add_argument("--records-dir", type=Path, default=defaults.records_dir,
-                        help="the stage records that say where each stage wrote")
+    add_flags(parser, defaults)
     args = parser.parse_args(argv)
     params = params_from(args, defaults)
     run_main(lambda: print(f"report -> {write_report(params)}"), args.debug)

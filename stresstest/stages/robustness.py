@@ -3,7 +3,7 @@ sets computed on the device, or the published CIFAR-10-C files), optionally stud
 their linear heads on the same images, and occlusion sensitivity of every saved failure case beside its
 Grad-CAM."""
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,8 @@ from .. import probe as study_b
 from ..core import atomic, paths
 from ..core.cases import read_cases
 from ..core.checkpoint import load_classifier, model_card
-from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, make_parser, non_negative_int, params_from,
-                         positive_int, preset_help, run_main)
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                         non_negative_int, params_from, positive_int, run_main)
 from ..core.device import describe_device, resolve_device, to_channels_last
 from ..core.errors import UserError
 from ..core.findings import HIGHER, Estimate, Headline, Picture, Section, Table, frame_table
@@ -34,19 +34,32 @@ from ..plots import corruption_examples_figure, occlusion_figure, save, severity
 
 @dataclass(frozen=True)
 class RobustnessParams(BothModels):
-    cases_dir: Path = paths.CASES_DIR
-    out_dir: Path = paths.ROBUSTNESS_DIR
-    cifar10c_dir: Path | None = None     # published (or exported) CIFAR-10-C files instead of computing the sets
-    corruptions: tuple = tuple(NAMES)
-    severities: tuple = tuple(SEVERITIES)
-    max_images: int = 0                  # the first N test images (0: all)
-    patch: int = 8                       # occlusion patch side and stride, pixels
-    stride: int = 2
-    backbones: tuple = ()                # study B backbones evaluated on the same sets
-    backbone_weights: str = "default"
-    backbone_severities: tuple = (1, 3, 5)  # one 224x224 feature pass per set: a backbone gets fewer sets
-    probing_dir: Path = paths.PROBING_DIR
-    backbone_images: tuple = (0, 0)      # training and test images of study B's feature cache (0: all)
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"case_XX folders of {paths.CASES_PRODUCER}, with both models' Grad-CAM maps"))
+    out_dir: Path = field(default=paths.ROBUSTNESS_DIR, metadata=flag("where tables and figures go"))
+    cifar10c_dir: Path | None = field(default=None, metadata=flag(
+        "evaluate on these CIFAR-10-C files (the published ones, preferred by their authors, or "
+        "make_cifar10c.py's) instead of computing the corruptions here", Path))
+    corruptions: tuple = field(default=tuple(NAMES), metadata=flag(
+        "corruptions to evaluate", name="--corruption", choices=NAMES, metavar="NAME", default_text="all 15"))
+    severities: tuple = field(default=tuple(SEVERITIES), metadata=flag("severities", int, name="--severity",
+                                                                       choices=SEVERITIES))
+    max_images: int = field(default=0, metadata=flag("the first N test images (0: all)", non_negative_int))
+    patch: int = field(default=8, metadata=flag("occlusion patch side, pixels", positive_int))
+    stride: int = field(default=2, metadata=flag("occlusion patch stride, pixels", positive_int))
+    backbones: tuple = field(default=(), metadata=flag(
+        "also evaluate these frozen study B backbones with their linear heads on the same images, resized to 224 "
+        f"as study B does ({', '.join(BACKBONES)}; each set costs one feature pass at 224x224)", name="--backbone",
+        choices=list(BACKBONES), metavar="MODEL", default_text="none"))
+    backbone_weights: str = field(default="default", metadata=flag(
+        "weights of the backbones, as study B's --weights ('default', 'none' or a FILE)"))
+    backbone_severities: tuple = field(default=(1, 3, 5), metadata=flag(
+        "severities for the backbones (one 224x224 feature pass per set: a backbone gets fewer sets)", int,
+        name="--backbone-severity", choices=SEVERITIES))
+    probing_dir: Path = field(default=paths.PROBING_DIR, metadata=flag(
+        "study B's feature caches (<dir>/<model>/); the backbones' corrupted-set features are cached in "
+        "<dir>/<model>/corrupted/"))
+    backbone_images: tuple = (0, 0)      # training and test images of study B's feature cache (0: all); --smoke
 
 
 # --smoke: about 40 s on a 2-core fp32 CPU; backbones read study B's smoke features
@@ -275,33 +288,7 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     add_common_args(parser, seed_help="seed of the corruptions computed here (one generator per corruption and "
                                       "severity)")
     add_checkpoint_args(parser)
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"case_XX folders of {paths.CASES_PRODUCER}, with both models' Grad-CAM maps")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir, help="where tables and figures go")
-    parser.add_argument("--cifar10c-dir", type=Path,
-                        help="evaluate on these CIFAR-10-C files (the published ones, preferred by their authors, "
-                             "or make_cifar10c.py's) instead of computing the corruptions here")
-    parser.add_argument("--corruption", dest="corruptions", nargs="+", choices=NAMES, metavar="NAME",
-                        help="corruptions to evaluate (default all 15)")
-    parser.add_argument("--severity", dest="severities", nargs="+", type=int, choices=SEVERITIES,
-                        help=preset_help("severities", defaults, SMOKE, "severities"))
-    parser.add_argument("--max-images", type=non_negative_int,
-                        help=preset_help("the first N test images (0: all)", defaults, SMOKE, "max_images"))
-    parser.add_argument("--patch", type=positive_int, default=defaults.patch, help="occlusion patch side, pixels")
-    parser.add_argument("--stride", type=positive_int,
-                        help=preset_help("occlusion patch stride, pixels", defaults, SMOKE, "stride"))
-    parser.add_argument("--backbone", dest="backbones", nargs="+", choices=list(BACKBONES), metavar="MODEL",
-                        help="also evaluate these frozen study B backbones with their linear heads on the same "
-                             f"images, resized to 224 as study B does ({', '.join(BACKBONES)}; default none: each "
-                             "set costs one feature pass at 224x224)")
-    parser.add_argument("--backbone-weights", default=defaults.backbone_weights,
-                        help="weights of the backbones, as study B's --weights ('default', 'none' or a FILE)")
-    parser.add_argument("--backbone-severity", dest="backbone_severities", nargs="+", type=int, choices=SEVERITIES,
-                        help="severities for the backbones (default "
-                             f"{' '.join(map(str, defaults.backbone_severities))})")
-    parser.add_argument("--probing-dir", type=Path, default=defaults.probing_dir,
-                        help="study B's feature caches (<dir>/<model>/); the backbones' corrupted-set features "
-                             "are cached in <dir>/<model>/corrupted/")
+    add_flags(parser, defaults, SMOKE)
     parser.add_argument("--smoke", action="store_true",
                         help="fewer images, severities and occlusion positions; backbones on study B's smoke features")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ failures; the paired baseline-minus-improved difference per seed with its t-inte
 for each seed's pair; and how stable the confident-failure set is across seeds."""
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from ..core import atomic, paths
 from ..core.cases import read_case_summary
 from ..core.checkpoint import load_classifier, read_checkpoint, require_training_run
-from ..core.cli import BothModels, add_common_args, make_parser, params_from, preset_help, run_main
+from ..core.cli import BothModels, add_common_args, add_flags, flag, make_parser, params_from, run_main
 from ..core.device import describe_device, resolve_device
 from ..core.findings import NUMBER, PERCENT, Estimate, Headline, Picture, Section, Table
 from ..core.record import write_record
@@ -32,10 +32,16 @@ METRICS = ["accuracy", "nll", "ece", "confident_failures", "wrong_among_most_con
 
 @dataclass(frozen=True)
 class SeedsParams(BothModels):
-    seeds: tuple = (0, 1, 2, 3, 4)
-    out_dir: Path = paths.SEEDS_DIR
-    cases_dir: Path = paths.CASES_DIR
-    launcher: str = "inline"
+    seeds: tuple = field(default=(0, 1, 2, 3, 4), metadata=flag(
+        "training seeds of both models (a seed whose run already finished is not retrained)", int))
+    out_dir: Path = field(default=paths.SEEDS_DIR, metadata=flag(
+        "run folders <model>/seed_<k>/ and the tables and figure"))
+    cases_dir: Path = field(default=paths.CASES_DIR, metadata=flag(
+        f"{paths.CASES_SUMMARY} of {paths.CASES_PRODUCER}: its confidence threshold is used"))
+    launcher: str = field(default="inline", metadata=flag(
+        "where the training runs go: inline (this process, one after another), local (submitit: processes, one per "
+        "visible GPU at a time, or one after another on a CPU), slurm (one SLURM job array through submitit), auto "
+        "(slurm where sbatch exists, else local)", choices=LAUNCHERS))
 
 
 SMOKE = SeedsParams(seeds=(0, 1))
@@ -186,24 +192,14 @@ def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = SeedsParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="unused: the seeds are --seeds")
-    parser.add_argument("--seeds", nargs="+", type=int,
-                        help=preset_help("training seeds of both models (a seed whose run already finished is not "
-                                         "retrained)", defaults, SMOKE, "seeds"))
+    add_flags(parser, defaults, SMOKE)
     parser.add_argument("--baseline", type=Path, default=defaults.baseline,
                         help=f"baseline checkpoint ({paths.producer('baseline')}): its training config is the "
                              "recipe of the baseline's seeds, and its run is reused for its own seed")
     parser.add_argument("--improved", type=Path, default=defaults.improved,
                         help=f"improved checkpoint ({paths.producer('improved')}), likewise")
-    parser.add_argument("--out-dir", type=Path, default=defaults.out_dir,
-                        help="run folders <model>/seed_<k>/ and the tables and figure")
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help=f"{paths.CASES_SUMMARY} of {paths.CASES_PRODUCER}: its confidence threshold is used")
     parser.add_argument("--smoke", action="store_true",
                         help="fewer seeds (the runs follow the training stages' configs, smoke or not)")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default=defaults.launcher,
-                        help="where the training runs go: inline (this process, one after another), local (submitit: "
-                             "processes, one per visible GPU at a time, or one after another on a CPU), slurm (one "
-                             "SLURM job array through submitit), auto (slurm where sbatch exists, else local)")
     args = parser.parse_args(argv)
     params = params_from(args, defaults, SMOKE)
     if any(seed < 0 for seed in params.seeds):

@@ -65,6 +65,6 @@ def knn_report(probe: Probe) -> None:
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
-    args = probing_parser(description).parse_args(argv)
+    args = probing_parser(description, ProbeParams(), SMOKE).parse_args(argv)
     params = params_from(args, ProbeParams(), SMOKE)
     run_main(lambda: knn_report(load_probe(params)), args.debug)

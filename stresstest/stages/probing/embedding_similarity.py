@@ -1,7 +1,7 @@
 """Study B, stage 3 (probing/embedding_similarity.py): why hard examples are hard in embedding space:
 class-centroid similarities, each hard example's similarity to its own and its predicted class, t-SNE."""
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -9,7 +9,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from ...core import atomic
-from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.cli import flag, params_from, positive_int, run_main
 from ...core.findings import Picture, Section
 from ...core.record import write_record
 from ...plots import centroid_similarity_figure, save, tsne_figure
@@ -21,7 +21,7 @@ TSNE_MAX_POINTS = 2000
 
 @dataclass(frozen=True)
 class EmbeddingParams(ProbeParams):
-    hard_count: int = 50  # the hardest test images analysed
+    hard_count: int = field(default=50, metadata=flag("hardest examples to analyse", positive_int))
 
 
 SMOKE = EmbeddingParams(**dataclasses.asdict(PROBE_SMOKE), hard_count=10)
@@ -96,10 +96,7 @@ def embedding_report(probe: Probe, hard_count: int) -> None:
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
-    parser = probing_parser(description, SMOKE)
     defaults = EmbeddingParams()
-    parser.add_argument("--hard-count", type=positive_int,
-                        help=preset_help("hardest examples to analyse", defaults, SMOKE, "hard_count"))
-    args = parser.parse_args(argv)
+    args = probing_parser(description, defaults, SMOKE).parse_args(argv)
     params = params_from(args, defaults, SMOKE)
     run_main(lambda: embedding_report(load_probe(params), params.hard_count), args.debug)

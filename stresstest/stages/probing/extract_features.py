@@ -7,7 +7,7 @@ from ...probe import SMOKE, ProbeParams, load_probe, probing_parser
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
-    args = probing_parser(description).parse_args(argv)
+    args = probing_parser(description, ProbeParams(), SMOKE).parse_args(argv)
     params = params_from(args, ProbeParams(), SMOKE)
 
     def run():

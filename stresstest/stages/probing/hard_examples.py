@@ -1,7 +1,7 @@
 """Study B, stage 2 (probing/hard_examples.py): rank the test images by how hard they are for a backbone's
 probe; save the hardest with their nearest training neighbours and Grad-CAM; compare across models."""
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from PIL import Image
 
 from ...core import atomic, paths
 from ...core.cases import format_meta, replace_folder
-from ...core.cli import params_from, positive_int, preset_help, run_main
+from ...core.cli import flag, params_from, positive_int, run_main
 from ...core.findings import Section, Tile
 from ...core.record import write_record
 from ...nn.backbones import BACKBONES, feature_normalizer, load_backbone
@@ -25,8 +25,9 @@ NEIGHBOURS_SHOWN = 8
 
 @dataclass(frozen=True)
 class HardExamplesParams(ProbeParams):
-    max_cases: int = 12  # the hardest, saved as case folders
-    cases_dir: Path = paths.PROBING_CASES_DIR
+    max_cases: int = field(default=12, metadata=flag("hardest examples saved as case folders", positive_int))
+    cases_dir: Path = field(default=paths.PROBING_CASES_DIR, metadata=flag(
+        "case folders go to CASES_DIR/<model>/case_XX"))
 
 
 SMOKE = HardExamplesParams(**dataclasses.asdict(PROBE_SMOKE), max_cases=4)
@@ -142,12 +143,7 @@ def save_hard_examples(probe: Probe, cases_dir: Path, count: int) -> None:
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
-    parser = probing_parser(description, SMOKE)
     defaults = HardExamplesParams()
-    parser.add_argument("--max-cases", type=positive_int,
-                        help=preset_help("hardest examples saved as case folders", defaults, SMOKE, "max_cases"))
-    parser.add_argument("--cases-dir", type=Path, default=defaults.cases_dir,
-                        help="case folders go to CASES_DIR/<model>/case_XX")
-    args = parser.parse_args(argv)
+    args = probing_parser(description, defaults, SMOKE).parse_args(argv)
     params = params_from(args, defaults, SMOKE)
     run_main(lambda: save_hard_examples(load_probe(params), params.cases_dir, params.max_cases), args.debug)
