@@ -30,7 +30,7 @@ check: setup
 	$(VENV)/bin/ruff check .
 
 test: setup
-	$(PY) -m pytest --numprocesses=auto --maxprocesses=2 --dist loadgroup
+	$(PY) -m pytest --numprocesses=auto --maxprocesses=2 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

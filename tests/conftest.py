@@ -2,6 +2,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import importlib.util
 import io
 import os
 import pickle
@@ -11,6 +12,7 @@ import sys
 import tarfile
 import threading
 from dataclasses import dataclass
+from importlib.metadata import distribution
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,6 @@ from stresstest.core.checkpoint import classifier_checkpoint
 from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, load_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # several workers share the cores: one thread each (and in every stage they start), not a thread per core each
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) //
-                                                     int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
 DATA_VARIABLE = "STRESSTEST_CIFAR10_DIR"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -88,13 +85,8 @@ def real_data_candidates(config) -> list[Path]:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:  # the real_data marker follows the fixture, so -m real_data runs exactly these tests
-        fixtures = getattr(item, "fixturenames", ())
-        if "real_data" in fixtures:
+        if "real_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
-        # under pytest-xdist's --dist loadgroup (make test): a module's tests share a worker, so its module-scoped
-        # fixtures run once, and every user of the session's smoke pipeline shares the one that ran it
-        group = "smoke_pipeline" if "smoke_pipeline" in fixtures else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -150,8 +142,9 @@ class SmokePipeline:
 
 @pytest.fixture(scope="session")
 def smoke_pipeline(real_data, tmp_path_factory) -> SmokePipeline:
-    """The twelve-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores),
-    shared by every module that checks what the stages leave. Tests read it and write elsewhere."""
+    """The twelve-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores). Its
+    tests live in test_pipeline.py, so that `make test` (pytest-xdist, one file per worker) runs it once; tests
+    read it and write elsewhere."""
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_stage("run_pipeline.py", "--smoke", "--data-dir", real_data, "--device", "cpu", cwd=workdir,
                        timeout=1800)
@@ -215,3 +208,19 @@ def synthetic_predictions(n=4000, classes=10, sharpen=3.0, seed=0):
     probs /= probs.sum(1, keepdims=True)
     labels = (probs.cumsum(1) > rng.random((n, 1))).argmax(1)
     return logits, labels, sharpen * logits
+
+
+def reference_calibration():
+    """The authors' code of "Verified uncertainty calibration" (the uncertainty-calibration package). Its module is
+    named `calibration`, which this repository's calibration.py shadows when tests run from the root, so it is
+    loaded from its installed file."""
+    path = distribution("uncertainty-calibration").locate_file("calibration/utils.py")
+    spec = importlib.util.spec_from_file_location("reference_calibration", str(path))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return probs.max(1), probs.argmax(1) == labels

@@ -1,10 +1,8 @@
 """Every metric, interval and test of stresstest/metrics.py against its reference: the published formula written
 out as a loop, the library that defines it (torchmetrics, scipy, scikit-learn, pandas), or the authors' own code
 (uncertainty-calibration, Kumar et al. 2019); on synthetic predictions whose calibration is known by
-construction, and on a trained model's predictions on real CIFAR-10 images (the shared smoke pipeline)."""
-import importlib.util
-from importlib.metadata import distribution
-
+construction; the same references on a trained model's predictions on real CIFAR-10 images are checked in
+test_pipeline.py, beside the smoke pipeline that made the model."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,24 +11,8 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 
-from conftest import synthetic_predictions
+from conftest import reference_calibration, synthetic_predictions, top_label
 from stresstest import metrics as m
-
-
-def reference_calibration():
-    """The authors' code of "Verified uncertainty calibration" (the uncertainty-calibration package). Its module is
-    named `calibration`, which this repository's calibration.py shadows when tests run from the root, so it is
-    loaded from its installed file."""
-    path = distribution("uncertainty-calibration").locate_file("calibration/utils.py")
-    spec = importlib.util.spec_from_file_location("reference_calibration", str(path))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return probs.max(1), probs.argmax(1) == labels
 
 
 def ece_by_loop(confidence, correct, bins=15):
@@ -240,30 +222,3 @@ def test_rank_agreement_against_pandas_and_sets():
     top_second = {i for i in np.argsort(-second[1].ravel())[:16]}
     assert m.top_overlap(first[1:2], second[1:2], share)[0] == pytest.approx(m.jaccard(top_first, top_second))
     assert m.jaccard(set(), set()) == 1.0 and m.jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
-
-
-# -- on a trained model's predictions on real images --------------------------------------------------------
-
-@pytest.mark.slow
-def test_calibration_errors_on_real_predictions_equal_the_references(smoke_pipeline):
-    """The smoke pipeline's baseline on the real test images: each calibration error equals its reference,
-    and the stage's table holds the same numbers with intervals that hold them."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    reference = reference_calibration()
-    probs, labels = smoke_pipeline.test_probabilities("baseline"), smoke_pipeline.data.test_labels
-    confidence, correct = top_label(probs, labels)
-    ece = m.expected_calibration_error(confidence, correct)
-    assert ece == pytest.approx(multiclass_calibration_error(
-        torch.from_numpy(probs), torch.from_numpy(labels).long(), num_classes=10, n_bins=15, norm="l1").item(),
-        abs=1e-6)
-    assert m.adaptive_calibration_error(confidence, correct) == pytest.approx(
-        reference.get_ece_em(probs, labels.astype(int), num_bins=15), abs=1e-9)
-    debiased = m.debiased_calibration_error(confidence, correct)
-    assert debiased == pytest.approx(
-        reference.lower_bound_scaling_top_ce(probs, labels.astype(int), p=2, debias=True, num_bins=15), abs=1e-9)
-    table = pd.read_csv(smoke_pipeline.workdir / "experiments" / "calibration" / "calibration_metrics.csv")
-    row = table[(table.model == "baseline") & (table.scaling == "none")].iloc[0]
-    assert row.ece == pytest.approx(ece, abs=1e-5) and row.debiased_l2_ce == pytest.approx(debiased, abs=1e-5)
-    for name in ["ece", "ece_equal_mass", "debiased_l2_ce"]:
-        assert (table[f"{name}_low"] <= table[name]).all() and (table[name] <= table[f"{name}_high"]).all()

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, file_digests, run_stage, run_stage_in_process, write_checkpoint
+from conftest import (assert_user_error, file_digests, reference_calibration, run_stage, run_stage_in_process,
+                      top_label, write_checkpoint)
 from models import build_model
+from stresstest import metrics as m
 from stresstest.core.cases import parse_meta
 from stresstest.stages.compare_models import describe_change
 from stresstest.data.cifar10 import load_cifar10
@@ -345,3 +347,28 @@ def test_the_report_renders_in_a_real_browser(smoke_pipeline, tmp_path):
     assert screenshot.is_file(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=float)
     assert pixels.std() > 10  # text, tables and figures, not an empty page
+
+
+@pytest.mark.slow
+def test_calibration_errors_on_real_predictions_equal_the_references(smoke_pipeline):
+    """The smoke pipeline's baseline on the real test images: each calibration error equals its reference,
+    and the stage's table holds the same numbers with intervals that hold them."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    reference = reference_calibration()
+    probs, labels = smoke_pipeline.test_probabilities("baseline"), smoke_pipeline.data.test_labels
+    confidence, correct = top_label(probs, labels)
+    ece = m.expected_calibration_error(confidence, correct)
+    assert ece == pytest.approx(multiclass_calibration_error(
+        torch.from_numpy(probs), torch.from_numpy(labels).long(), num_classes=10, n_bins=15, norm="l1").item(),
+        abs=1e-6)
+    assert m.adaptive_calibration_error(confidence, correct) == pytest.approx(
+        reference.get_ece_em(probs, labels.astype(int), num_bins=15), abs=1e-9)
+    debiased = m.debiased_calibration_error(confidence, correct)
+    assert debiased == pytest.approx(
+        reference.lower_bound_scaling_top_ce(probs, labels.astype(int), p=2, debias=True, num_bins=15), abs=1e-9)
+    table = pd.read_csv(smoke_pipeline.workdir / "experiments" / "calibration" / "calibration_metrics.csv")
+    row = table[(table.model == "baseline") & (table.scaling == "none")].iloc[0]
+    assert row.ece == pytest.approx(ece, abs=1e-5) and row.debiased_l2_ce == pytest.approx(debiased, abs=1e-5)
+    for name in ["ece", "ece_equal_mass", "debiased_l2_ce"]:
+        assert (table[f"{name}_low"] <= table[name]).all() and (table[name] <= table[f"{name}_high"]).all()
