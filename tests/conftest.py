@@ -25,6 +25,12 @@ from stresstest.core.checkpoint import classifier_checkpoint
 from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10, load_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test's workers share the cores: a thread count each (inherited by every stage they start) that adds up
+    # to the cores; unpinned, two workers' torch threads contended so that the smoke pipeline took 19 minutes
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) //
+                                                     int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset"
 DATA_VARIABLE = "STRESSTEST_CIFAR10_DIR"
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
