@@ -93,6 +93,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:  # the real_data marker follows the fixture, so -m real_data runs exactly these tests
         if "real_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
+    # the longest modules first, so that `make test`'s workers (a module each, in this order) start them at once
+    # and share the rest: the smoke pipeline's, then by their number of slow tests
+    cost: dict = {}
+    for item in items:
+        uses_pipeline = "smoke_pipeline" in getattr(item, "fixturenames", ())
+        pipeline, slow = cost.get(item.path, (False, 0))
+        cost[item.path] = (pipeline or uses_pipeline, slow + (item.get_closest_marker("slow") is not None))
+    items.sort(key=lambda item: (not cost[item.path][0], -cost[item.path][1]))
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +156,7 @@ class SmokePipeline:
 
 @pytest.fixture(scope="session")
 def smoke_pipeline(real_data, tmp_path_factory) -> SmokePipeline:
-    """The twelve-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores). Its
+    """The thirteen-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores). Its
     tests live in test_pipeline.py, so that `make test` (pytest-xdist, one file per worker) runs it once; tests
     read it and write elsewhere."""
     workdir = tmp_path_factory.mktemp("pipeline")

@@ -67,7 +67,7 @@ def test_corruption_and_occlusion_measurements_time_every_type():
 
 @pytest.mark.slow
 def test_data_parallel_measurement_runs_both_launches(tiny_data):
-    rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=256, batch_size=32)
+    rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=64, batch_size=16)
     assert set(rates) == {"one process", "2 processes"} and all(rate > 0 for rate in rates.values())
 
 

@@ -1,5 +1,7 @@
 """Explanation checks: ROAD tells a faithful map from an unfaithful one, the randomisation cascade re-initialises
 exactly the layers named, the agreement measures on known answers, and the stage on generated data."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,7 +76,8 @@ def test_explanation_checks_stage_on_generated_data(tiny_data, tmp_path):
     result = run_stage_in_process("explanation_checks.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
                                   "--correct-images", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Grad-CAM on baseline layer4, improved layer4" in result.stdout  # the explanation stages' layer
+    record = json.loads((tmp_path / "experiments" / "records" / "explanation_checks.json").read_text())
+    assert record["layers"] == {"baseline": "layer4", "improved": "layer4"}  # the explanation stages' layer
     out = tmp_path / "experiments" / "explanations"
     road = pd.read_csv(out / "road.csv")
     assert set(road["map"]) == {"gradcam", "random"} and set(road.model) == {"baseline", "improved"}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CLASS_NAMES, run_stage_in_process, write_checkpoint
+from conftest import CLASS_NAMES, file_digests, run_stage_in_process, write_checkpoint
 from stresstest.stages import failure_analysis as failures
 from stresstest.data.cifar10 import load_cifar10
 from stresstest.label_issues import confirmed_label_errors, describe, flag_label_issues, on_published_list
@@ -138,6 +138,8 @@ def test_training_label_issues_come_from_runs_that_never_saw_their_fold(tiny_dat
         assert (config["cv_folds"], config["cv_fold"], config["epochs"]) == (2, fold, 1)
         sizes = json.loads((run / "run_info.json").read_text())["split_sizes"]
         assert sizes["cv_fold"] == 80 and sizes["train"] + sizes["val"] == 80
+    folds = {k: v for k, v in file_digests(out).items() if k.startswith("fold_")}
     again = run_stage_in_process("failure_analysis.py", *args, cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.count("finished run in") == 2  # folds are reused
+    assert again.returncode == 0  # the folds are reused: their files as they were
+    assert {k: v for k, v in file_digests(out).items() if k.startswith("fold_")} == folds
 

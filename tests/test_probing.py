@@ -134,13 +134,14 @@ def test_feature_code_identity_follows_the_source(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def all_models_probed(micro_data, tmp_path_factory):
-    """Every probing stage for every backbone, as scripts, on 60 + 24 generated images."""
+    """Every probing stage for every backbone on 60 + 24 generated images, in this process (that each script runs
+    as a user runs it: test_layout.py)."""
     workdir = tmp_path_factory.mktemp("probed")
     for model in BACKBONES:
         for stage in ["baseline_knn", "hard_examples", "embedding_similarity"]:
-            result = run_stage(f"probing/{stage}.py", "--model", model, "--data-dir", micro_data, *RANDOM,
-                               "--max-cases" if stage == "hard_examples" else "--smoke",
-                               *(["3"] if stage == "hard_examples" else []), cwd=workdir)
+            result = run_stage_in_process(f"probing/{stage}.py", "--model", model, "--data-dir", micro_data,
+                                          *RANDOM, "--max-cases" if stage == "hard_examples" else "--smoke",
+                                          *(["3"] if stage == "hard_examples" else []), cwd=workdir)
             assert result.returncode == 0, (model, stage, result.stderr)
     return workdir
 
@@ -249,9 +250,9 @@ def test_knn_stage_in_process_on_generated_data(micro_data, tmp_path):
 @pytest.mark.slow
 def test_knn_stage_on_the_real_subset(real_data, tmp_path):
     result = run_stage("probing/baseline_knn.py", "--smoke", "--model", "resnet50", "--data-dir", real_data,
-                       *RANDOM, cwd=tmp_path)
+                       "--train-images", "200", "--test-images", "60", *RANDOM, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     accuracy = pd.read_csv(tmp_path / "experiments" / "probing" / "resnet50" / "probe_accuracy.csv")
     assert accuracy.accuracy[0] == accuracy.accuracy[1]
     features = torch.load(tmp_path / "experiments" / "probing" / "resnet50" / "features.pt", weights_only=True)
-    assert features["train"].shape == (400, 2048) and features["test"].shape == (150, 2048)
+    assert features["train"].shape == (200, 2048) and features["test"].shape == (60, 2048)

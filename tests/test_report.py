@@ -139,6 +139,8 @@ def test_numbers_and_estimates_are_printed_one_way():
     assert Estimate(0.78213).text() == "78.2%" and Estimate(0.5, 0.4, 0.6).text() == "50.0% (40.0-60.0)"
     assert Estimate(0.861, 0.8, 0.9, NUMBER).text() == "0.8610 (0.8000-0.9000)"
     assert report.cell_text({"value": 0.1, "low": None, "high": None, "unit": "percent"}) == "10.0%"
+    assert report.cell_text({"value": None, "low": None, "high": None, "unit": "number"}) == "not defined"
+    assert Estimate(float("nan"), float("nan"), float("nan")).text() == "not defined"
 
 
 @pytest.mark.slow  # whole stages on generated data: several seconds

@@ -41,7 +41,7 @@ def tiny_run(tiny_data, tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_writes_the_output_contract(tiny_run):
-    out, result = tiny_run
+    out, _ = tiny_run
     for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png", "config.json",
                  "run_info.json", "last_state.pth"]:
         assert (out / name).is_file(), name
@@ -64,7 +64,6 @@ def test_run_writes_the_output_contract(tiny_run):
     for plot in ["accuracy_curve.png", "loss_curve.png"]:
         with Image.open(out / plot) as image:
             assert image.format == "PNG" and min(image.size) > 200
-    assert f"chosen epoch {chosen} (the latest within 1 SE of the best" in result.stdout
 
 
 @pytest.mark.slow

@@ -42,7 +42,11 @@ class Estimate:
     unit: str = PERCENT
 
     def text(self) -> str:
-        """Rates in percent with one decimal ('78.2% (74.4-81.6)'), other quantities as numbers."""
+        """Rates in percent with one decimal ('78.2% (74.4-81.6)'), other quantities as numbers; a value that is
+        not defined (nan in the stage, None in its record: a rank correlation of a constant map) as such."""
+        if self.value is None or math.isnan(self.value):
+            return "not defined"
+
         def shown(value: float) -> str:
             return f"{100 * value:.1f}" if self.unit == PERCENT else number(value)
         text = shown(self.value) + ("%" if self.unit == PERCENT else "")

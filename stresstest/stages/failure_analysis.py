@@ -48,8 +48,9 @@ class FailureParams(Common):
 
 # --smoke: smoke models are barely trained (about 28% accurate), so confident failures at 0.9 are rare: at 0.4 four
 # smoke runs had 21-114 wrong answers, at 0.5 as few as 5 (docs/decisions.md); every later stage draws,
-# explains and occludes each case, so fewer cases keep the smoke pipeline short.
-SMOKE = FailureParams(threshold=0.4, max_cases=12, fold_epochs=1)
+# explains, occludes and attacks each case, so few cases keep the smoke pipeline short (12 cases took 37 of the
+# adversarial stage's 116 s on one thread, 2026-12-07).
+SMOKE = FailureParams(threshold=0.4, max_cases=6, fold_epochs=1)
 
 
 def failure_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
