@@ -1,7 +1,9 @@
 """Every metric, interval and test the stages report, written once: calibration (ECE, NLL, Brier, temperature),
 selective prediction (risk-coverage, AURC), per-image scores (margins), intervals (Wilson, Student t, bootstrap),
-paired tests (McNemar) and agreement of maps and sets (Spearman, top-k overlap, Jaccard)."""
+paired tests (McNemar), out-of-distribution detection (AUROC, AUPR, FPR@95, stratified bootstrap) and agreement of maps
+and sets (Spearman, top-k overlap, Jaccard)."""
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 from scipy.stats import binomtest, spearmanr
 from scipy.stats import t as student_t
@@ -207,6 +209,86 @@ def mean_interval(values: np.ndarray, seed: int | np.random.Generator = 0) -> tu
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
     return (float(values.mean()), *bootstrap_interval(np.mean, values, seed=seed))
+
+
+# -- out-of-distribution detection ---------------------------------------------------------------------------
+# In-distribution (ID) images are the positive class throughout, and a score is higher for what looks more ID.
+
+OOD_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+
+
+def _trapezoid(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Row-wise area under the points (x, y) by the trapezoidal rule."""
+    return ((x[:, 1:] - x[:, :-1]) * (y[:, 1:] + y[:, :-1]) / 2).sum(1)
+
+
+def _pr_area(positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Row-wise area under the precision-recall curve through cumulative counts (accepting the most positive-looking
+    first), closed at (recall 0, precision 1) as sklearn's precision_recall_curve followed by auc."""
+    precision = positives / (positives + negatives).clamp_min(1)
+    recall = positives / positives[:, -1:]
+    ones = torch.ones_like(recall[:, :1])
+    return _trapezoid(torch.cat([ones * 0, recall], 1), torch.cat([ones, precision], 1))
+
+
+def _counts_above(scores: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise cumulative counts of positives and negatives accepted when accepting from the highest score down,
+    at each image, a run of equal scores entering as one threshold (every image takes the counts at its run's
+    end), so that ties count half in the areas."""
+    ranked, order = scores.sort(dim=1, descending=True, stable=True)
+    positive = positive.gather(1, order)
+    n = scores.shape[1]
+    last = torch.ones_like(positive)
+    last[:, :-1] = ranked[:, 1:] != ranked[:, :-1]
+    position = torch.arange(n, device=scores.device).expand_as(positive)
+    run_end = torch.where(last, position, n - 1).flip(1).cummin(1).values.flip(1)
+    positives = positive.double().cumsum(1).gather(1, run_end)
+    return positives, (run_end + 1).double() - positives
+
+
+def ood_metrics_batch(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> torch.Tensor:
+    """(B, 4) [AUROC, AUPR-In, AUPR-Out, FPR@95] for B rows of ID and OOD scores. AUPR-In takes the ID images as
+    positive, AUPR-Out the OOD images (rejecting the least ID-like first); FPR@95 is the share of OOD images
+    accepted at the first threshold that accepts at least 95% of the ID images."""
+    scores = torch.cat([id_scores, ood_scores], 1).double()
+    is_id = torch.cat([torch.ones_like(id_scores, dtype=torch.bool), torch.zeros_like(ood_scores, dtype=torch.bool)], 1)
+    id_accepted, ood_accepted = _counts_above(scores, is_id)
+    ood_rejected, id_rejected = _counts_above(-scores, ~is_id)
+    zero = torch.zeros_like(id_accepted[:, :1])
+    tpr = torch.cat([zero, id_accepted / id_accepted[:, -1:]], 1)
+    fpr = torch.cat([zero, ood_accepted / ood_accepted[:, -1:]], 1)
+    first_at_95 = (tpr >= 0.95 - 1e-12).double().argmax(1, keepdim=True)
+    return torch.stack([_trapezoid(fpr, tpr), _pr_area(id_accepted, ood_accepted),
+                        _pr_area(ood_rejected, id_rejected), fpr.gather(1, first_at_95)[:, 0]], 1)
+
+
+def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict:
+    """AUROC, AUPR-In, AUPR-Out and FPR@95 of one score on one ID and one OOD set (ood_metrics_batch)."""
+    row = ood_metrics_batch(torch.as_tensor(id_scores)[None], torch.as_tensor(ood_scores)[None])[0]
+    return dict(zip(OOD_METRICS, row.tolist()))
+
+
+def ood_bootstrap(id_scores: np.ndarray, ood_scores: np.ndarray, seed: int | np.random.Generator = 0,
+                  resamples: int = BOOTSTRAP) -> np.ndarray:
+    """(resamples, 4) OOD metrics over stratified resamples: the ID and the OOD images each resampled within their
+    own set, so every resample keeps both sizes. The same seed for two scores of the same images pairs them."""
+    rng = np.random.default_rng(seed)
+    id_picks = torch.from_numpy(rng.integers(0, len(id_scores), (resamples, len(id_scores))))
+    ood_picks = torch.from_numpy(rng.integers(0, len(ood_scores), (resamples, len(ood_scores))))
+    rows = [ood_metrics_batch(torch.as_tensor(id_scores)[id_picks[start:start + 100]],
+                              torch.as_tensor(ood_scores)[ood_picks[start:start + 100]])
+            for start in range(0, resamples, 100)]  # 100 resamples at a time bound the memory
+    return torch.cat(rows).numpy()
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray) -> tuple[float, float, float]:
+    """95% percentile interval of first - second over paired resamples (the same resampled images), and the
+    two-sided bootstrap p-value of no difference: twice the smaller share of resampled differences on either
+    side of zero (floored at one resample's share)."""
+    differences = first - second
+    low, high = np.percentile(differences, [2.5, 97.5])
+    share = min(float((differences <= 0).mean()), float((differences >= 0).mean()))
+    return float(low), float(high), float(min(1.0, max(2 * share, 1 / len(differences))))
 
 
 # -- agreement ----------------------------------------------------------------------------------------------

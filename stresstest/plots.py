@@ -454,3 +454,98 @@ def adversarial_examples_figure(images: torch.Tensor, adversarial: torch.Tensor,
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+OOD_HISTOGRAM_SCORES = ("msp", "energy", "knn", "vim")          # a logit and a feature score of each kind
+OOD_ROC_SCORES = ("msp", "energy", "odin", "mahalanobis", "knn", "vim")  # at most six lines a panel
+
+
+def auroc_figure(table, set_names: list[str]) -> Figure:
+    """Per model, the AUROC of every score (rows) on every OOD set and their far-set mean (columns)."""
+    models = list(dict.fromkeys(table.model))
+    columns = [name for name in [*set_names, "far_mean"] if name in set(table.set)]
+    scores = list(dict.fromkeys(table.score))
+    figure, axes = subplots(1, len(models), figsize=(1.1 * len(columns) * len(models) + 3, 0.42 * len(scores) + 2),
+                            dpi=100, squeeze=False)
+    for axis, model in zip(axes.flat, models):
+        grid = table[table.model == model].pivot(index="score", columns="set", values="auroc").reindex(
+            index=scores, columns=columns)
+        axis.imshow(grid.to_numpy(dtype=float), vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+        for (r, c), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                axis.text(c, r, f"{100 * value:.1f}", ha="center", va="center", fontsize=7,
+                          color="white" if value < 0.8 else "black")
+        axis.set_xticks(range(len(columns)), columns, rotation=35, ha="right", fontsize=8)
+        axis.set_yticks(range(len(scores)), scores, fontsize=8)
+        axis.set_title(f"{model}: AUROC (%), test images vs each set", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def ood_histogram_figure(per_image, set_names: list[str]) -> Figure:
+    """Per model (rows) and score (columns): the distribution of the score on the test images and on each OOD set."""
+    models = list(dict.fromkeys(per_image.model))
+    scores = [s for s in OOD_HISTOGRAM_SCORES if s in per_image]
+    figure, axes = subplots(len(models), len(scores), figsize=(3.6 * len(scores), 2.8 * len(models)), dpi=100,
+                            squeeze=False)
+    for row, model in enumerate(models):
+        rows = per_image[per_image.model == model]
+        for column, score in enumerate(scores):
+            axis = axes[row, column]
+            values = rows[score].to_numpy(dtype=float)
+            bins = np.linspace(np.nanmin(values), np.nanmax(values), 40)
+            for k, name in enumerate(["cifar10_test", *set_names]):
+                chosen = rows[rows.set == name][score].to_numpy(dtype=float)
+                axis.hist(chosen, bins=bins, density=True, histtype="step", linewidth=1.8 if k == 0 else 1.0,
+                          color="black" if k == 0 else TAB10(k - 1), label=f"{name} ({len(chosen)})")
+            axis.set_title(f"{model}: {score} (higher: more in-distribution)", fontsize=8)
+            axis.tick_params(labelsize=7)
+        axes[row, 0].legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
+def ood_roc_figure(per_image, set_names: list[str]) -> Figure:
+    """ROC curves (in-distribution positive) per model (rows) and OOD set (columns), a line per score."""
+    from sklearn.metrics import roc_curve
+
+    models = list(dict.fromkeys(per_image.model))
+    scores = [s for s in OOD_ROC_SCORES if s in per_image]
+    figure, axes = subplots(len(models), len(set_names), figsize=(2.8 * len(set_names), 2.8 * len(models)),
+                            dpi=100, squeeze=False)
+    for row, model in enumerate(models):
+        rows = per_image[per_image.model == model]
+        test = rows[rows.set == "cifar10_test"]
+        for column, name in enumerate(set_names):
+            axis, other = axes[row, column], rows[rows.set == name]
+            for k, score in enumerate(scores):
+                values = np.concatenate([test[score], other[score]])
+                truth = np.concatenate([np.ones(len(test)), np.zeros(len(other))])
+                fpr, tpr, _ = roc_curve(truth, values)
+                axis.plot(fpr, tpr, color=TAB10(k), linewidth=1, label=score)
+            axis.plot([0, 1], [0, 1], ":", color="grey", linewidth=0.8)
+            axis.set_title(f"{model} vs {name}", fontsize=8)
+            axis.set_xlabel("OOD accepted", fontsize=7)
+            axis.set_ylabel("test images accepted", fontsize=7)
+            axis.tick_params(labelsize=7)
+        axes[row, 0].legend(fontsize=6, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def accepted_ood_figure(images: dict, per_image, set_names: list[str], class_names: list[str],
+                        count: int) -> Figure:
+    """Per model (rows), the OOD images it accepts with the highest confidence, titled with their set, the class
+    it gives them and that confidence."""
+    models = list(dict.fromkeys(per_image.model))
+    figure, axes = subplots(len(models), count, figsize=(1.6 * count, 2.0 * len(models)), dpi=100, squeeze=False)
+    for row, model in enumerate(models):
+        ood = per_image[(per_image.model == model) & per_image.set.isin(set_names)]
+        top = ood.nlargest(count, "confidence")
+        for axis in axes[row]:
+            axis.axis("off")
+        for axis, item in zip(axes[row], top.itertuples()):
+            axis.imshow(images[item.set][item.index].transpose(1, 2, 0), interpolation="nearest")
+            axis.set_title(f"{model}\n{item.set}\n{class_names[item.prediction]} {item.confidence:.2f}", fontsize=6)
+    figure.tight_layout()
+    return figure

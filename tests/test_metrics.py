@@ -222,3 +222,46 @@ def test_rank_agreement_against_pandas_and_sets():
     top_second = {i for i in np.argsort(-second[1].ravel())[:16]}
     assert m.top_overlap(first[1:2], second[1:2], share)[0] == pytest.approx(m.jaccard(top_first, top_second))
     assert m.jaccard(set(), set()) == 1.0 and m.jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
+
+
+# -- out-of-distribution detection ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])  # continuous scores, some ties, many ties
+def test_ood_metrics_equal_pytorch_ood(decimals):
+    from pytorch_ood.metrics import functional as reference
+
+    rng = np.random.default_rng(1)
+    id_scores, ood_scores = rng.normal(1, 1, 300), rng.normal(0, 1.5, 450)
+    if decimals is not None:
+        id_scores, ood_scores = id_scores.round(decimals), ood_scores.round(decimals)
+    ours = m.ood_metrics(id_scores, ood_scores)
+    values = torch.from_numpy(np.concatenate([id_scores, ood_scores]))
+    labels = torch.cat([torch.full((300,), -1), torch.zeros(450, dtype=torch.long)])  # pytorch-ood: "OOD" = ours ID
+    assert ours["auroc"] == pytest.approx(reference.auroc(values, labels).item(), abs=1e-12)
+    assert ours["aupr_in"] == pytest.approx(reference.aupr(values, labels, positive="ood").item(), abs=1e-12)
+    assert ours["aupr_out"] == pytest.approx(reference.aupr(values, labels, positive="id").item(), abs=1e-12)
+    assert ours["fpr95"] == pytest.approx(reference.fpr_at_tpr(values, labels, 0.95).item(), abs=1e-12)
+    # AUROC as the Mann-Whitney statistic: ties count half
+    assert ours["auroc"] == pytest.approx(scipy.stats.mannwhitneyu(id_scores, ood_scores).statistic / (300 * 450))
+
+
+def test_ood_bootstrap_is_stratified_and_paired_by_its_seed():
+    rng = np.random.default_rng(2)
+    id_scores, ood_scores = rng.normal(1, 1, 200), rng.normal(0, 1, 50)
+    draws = m.ood_bootstrap(id_scores, ood_scores, seed=7, resamples=300)
+    assert draws.shape == (300, 4)
+    assert np.array_equal(draws, m.ood_bootstrap(id_scores, ood_scores, seed=7, resamples=300))
+    # stratified: a score that separates the sets perfectly does so in every resample, which an unstratified
+    # resample (some with no OOD image at all) could not even measure
+    perfect = m.ood_bootstrap(np.full(200, 2.0), np.full(50, -2.0), seed=7, resamples=50)
+    assert (perfect[:, 0] == 1).all() and (perfect[:, 3] == 0).all()
+    auroc = m.ood_metrics(id_scores, ood_scores)["auroc"]
+    low, high = np.percentile(draws[:, 0], [2.5, 97.5])
+    assert low < auroc < high and high - low < 0.2
+    # paired: the same resamples of a monotone transform give the same AUROCs, so the difference is exactly 0
+    again = m.ood_bootstrap(np.exp(id_scores), np.exp(ood_scores), seed=7, resamples=300)
+    low, high, p = m.paired_difference(again[:, 0], draws[:, 0])
+    assert low == high == 0 and p == 1
+    shifted = m.ood_bootstrap(id_scores + 1, ood_scores, seed=7, resamples=300)
+    low, high, p = m.paired_difference(shifted[:, 0], draws[:, 0])
+    assert 0 < low < high and p == pytest.approx(1 / 300)

@@ -2,6 +2,7 @@ import csv
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from conftest import (assert_user_error, file_digests, reference_calibration, ru
                       top_label, write_checkpoint)
 from models import build_model
 from stresstest import metrics as m
+from stresstest.core import paths
 from stresstest.core.cases import parse_meta
 from stresstest.stages.compare_models import describe_change
 from stresstest.data.cifar10 import load_cifar10
@@ -30,7 +32,8 @@ SPEC_COMPARISON = ["case", "test_index", "true_label", "baseline_pred", "baselin
 @pytest.mark.slow
 def test_every_contract_file_is_there(smoke_pipeline):
     workdir, data = smoke_pipeline.workdir, smoke_pipeline.data
-    assert smoke_pipeline.stdout.count("=== stage") == 12
+    records = {p.stem for p in (workdir / "experiments" / "records").glob("*.json")}
+    assert {Path(stage.script).stem for stage in paths.PIPELINE if stage.folder != paths.REPORT_DIR} <= records
     for run in ["baseline", "improved"]:
         for name in ["best_model.pth", "metrics.csv", "accuracy_curve.png", "loss_curve.png"]:
             assert (workdir / "experiments" / run / name).is_file(), (run, name)
@@ -40,6 +43,10 @@ def test_every_contract_file_is_there(smoke_pipeline):
     for name in ["robust_accuracy.csv", "per_image.csv", "checks.json", "robust_accuracy.png", "transfer.csv",
                  "case_distances.csv"]:
         assert (adversarial / name).is_file(), name
+    ood = workdir / "experiments" / "ood"
+    for name in ["metrics.csv", "comparisons.csv", "scores.csv", "selective.csv", "auroc.png", "accepted.png",
+                 "sets/digits.npy"]:
+        assert (ood / name).is_file(), name
     seeds = pd.read_csv(workdir / "experiments" / "seeds" / "per_seed.csv")
     assert sorted(seeds.seed.unique()) == [0, 1]
     assert set(seeds[seeds.seed == 0].run) == {"experiments/baseline", "experiments/improved"}  # seed 0 reused
@@ -312,7 +319,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/12 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
+    assert "stage 2/13 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
@@ -372,3 +379,26 @@ def test_calibration_errors_on_real_predictions_equal_the_references(smoke_pipel
     assert row.ece == pytest.approx(ece, abs=1e-5) and row.debiased_l2_ce == pytest.approx(debiased, abs=1e-5)
     for name in ["ece", "ece_equal_mass", "debiased_l2_ce"]:
         assert (table[f"{name}_low"] <= table[name]).all() and (table[name] <= table[f"{name}_high"]).all()
+
+
+@pytest.mark.slow
+def test_ood_metrics_on_real_scores_equal_pytorch_ood(smoke_pipeline):
+    """The OOD stage's metrics table against pytorch-ood's functional metrics, recomputed from the per-image scores
+    it saved (the smoke baseline on real test images against scikit-learn's digits): every metric equal, and the
+    images saved are the ones scored."""
+    from pytorch_ood.metrics import functional as reference
+
+    out = smoke_pipeline.workdir / "experiments" / "ood"
+    scores = pd.read_csv(out / "scores.csv")
+    metrics = pd.read_csv(out / "metrics.csv").set_index(["model", "protocol", "set", "score"])
+    baseline = scores[scores.model == "baseline"]
+    test, digits = baseline[baseline.set == "cifar10_test"], baseline[baseline.set == "digits"]
+    assert len(digits) == len(np.load(out / "sets" / "digits.npy"))
+    for score in ["msp", "energy", "knn", "vim", "ash"]:
+        values = torch.from_numpy(np.concatenate([test[score], digits[score]]))
+        labels = torch.cat([torch.full((len(test),), -1), torch.zeros(len(digits), dtype=torch.long)])  # ID positive
+        row = metrics.loc["baseline", "standard", "digits", score]
+        assert row.auroc == pytest.approx(reference.auroc(values, labels).item(), abs=2e-6)
+        assert row.aupr_in == pytest.approx(reference.aupr(values, labels, positive="ood").item(), abs=2e-6)
+        assert row.aupr_out == pytest.approx(reference.aupr(values, labels, positive="id").item(), abs=2e-6)
+        assert row.fpr95 == pytest.approx(reference.fpr_at_tpr(values, labels, 0.95).item(), abs=2e-6)

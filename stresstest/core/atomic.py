@@ -8,6 +8,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import UserError
@@ -48,6 +49,12 @@ def write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
 def save_torch(path: Path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def save_npy(path: Path, array) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
     write_bytes(path, buffer.getvalue())
 
 

@@ -41,6 +41,7 @@ PIPELINE = (
     Stage("compare_models.py", EXPERIMENTS / "comparison", False, PAIR),
     Stage("explainability_improved.py", CASES_ROOT / "baseline", False, IMPROVED),
     Stage("calibration.py", EXPERIMENTS / "calibration", False, BOTH),
+    Stage("ood.py", EXPERIMENTS / "ood", True, BOTH),
     Stage("robustness.py", EXPERIMENTS / "robustness", True, BOTH),
     Stage("adversarial.py", EXPERIMENTS / "adversarial", True, BOTH),
     Stage("explanation_checks.py", EXPERIMENTS / "explanations", True, BOTH),
@@ -58,6 +59,7 @@ CASES_PRODUCER = "failure_analysis.py"
 EXPLAINERS = {"baseline": "explainability.py", "improved": "explainability_improved.py"}  # gradcam_<tag>.npz
 COMPARISON_DIR = STAGES["compare_models.py"].folder
 CALIBRATION_DIR = STAGES["calibration.py"].folder
+OOD_DIR = STAGES["ood.py"].folder
 ROBUSTNESS_DIR = STAGES["robustness.py"].folder
 ADVERSARIAL_DIR = STAGES["adversarial.py"].folder
 SEEDS_DIR = STAGES["seeds.py"].folder             # <model>/seed_<k>/ run folders

@@ -3,25 +3,17 @@
 A folder holds `<corruption>.npy` (uint8, (S*N, 32, 32, 3), severity-major: all N test images at the first
 severity, then the next) and `labels.npy` (uint8, S*N). The published folder has S = 5 (severities 1-5);
 a folder written here for fewer severities says which in `manifest.json`."""
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core import atomic
 from ..core.errors import UserError
 from .corruptions import SEVERITIES, corrupt, severity_generator
 
 MANIFEST = "manifest.json"
 BLOCK = 1000  # images corrupted at once; fixed, since the random draws follow the blocks (a seed is a data set)
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic.write_bytes(path, buffer.getvalue())
 
 
 def corrupted_images(images: torch.Tensor, name: str, severity: int, seed: int) -> torch.Tensor:

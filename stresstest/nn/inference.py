@@ -102,3 +102,33 @@ def checkpoint_normalizer(checkpoint: dict, device: torch.device) -> Normalizer:
 def probabilities(model: nn.Module, checkpoint: dict, images: torch.Tensor) -> torch.Tensor:
     """Softmax probabilities of a checkpoint's model for uint8 images on its device, computed in fp32."""
     return predict_logits(model, images, checkpoint_normalizer(checkpoint, images.device)).softmax(1)
+
+
+def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The model's last nn.Linear in registration order: its classifier head in every architecture the toolkit
+    builds (whether the logits really come from it is checked where its input is used)."""
+    linears = [module for module in model.modules() if type(module) is nn.Linear]
+    return linears[-1] if linears else None
+
+
+@torch.inference_mode()
+def logits_and_features(model: nn.Module, images: torch.Tensor, normalizer: Normalizer,
+                        batch_size: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """fp32 logits and the input of the model's last nn.Linear (the penultimate features) for uint8 images on its
+    device, captured with a forward hook so that any architecture works; features None when the model has no
+    nn.Linear or its logits are not that layer's output (something follows the head)."""
+    fast = inference_model(model)
+    heads = [module for module in fast.modules() if isinstance(module, Fp32Linear)]
+    if not heads:
+        return run_batched(fast, images, normalizer, REPORTED_PRECISION, batch_size), None
+    captured: list[torch.Tensor] = []
+    hook = heads[-1].register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
+    try:
+        logits = run_batched(fast, images, normalizer, REPORTED_PRECISION, batch_size)
+    finally:
+        hook.remove()
+    features = torch.cat(captured).flatten(1)
+    head = heads[-1].linear
+    if features.shape[1] != head.in_features or not torch.allclose(head(features), logits, rtol=1e-4, atol=1e-4):
+        return logits, None
+    return logits, features

@@ -141,7 +141,7 @@ def calibrate(params: CalibrationParams) -> None:
     data = load_cifar10(params.data_dir)
     out_dir = atomic.ensure_writable_dir(params.out_dir)
     metrics, selective, figures = [], [], {}
-    cards = {}
+    cards, temperatures = {}, {}
     for tag, path in checkpoints.items():
         model, checkpoint = load_classifier(path, paths.producer(tag), device)
         cards[tag] = model_card(checkpoint, path)
@@ -158,6 +158,7 @@ def calibrate(params: CalibrationParams) -> None:
             fitted = cross_fitted(test_logits, data.test_labels, params.seed)
             label = f"{tag} (temperature cross-fitted on test halves)"
         rows, choices, figures[label] = evaluate_model(tag, test_logits, data.test_labels, fitted, params.seed)
+        temperatures[tag] = {"temperature": float(fitted.temperature.mean()), "fitted_on": fitted.fitted_on}
         metrics += rows
         selective += choices
     atomic.write_csv(out_dir / "calibration_metrics.csv", metrics, list(metrics[0]))
@@ -178,7 +179,7 @@ def calibrate(params: CalibrationParams) -> None:
     headline, section = findings(metrics, selective, out_dir)
     write_record("calibration", {"calibration": out_dir}, checkpoints, headline=headline, sections=[section],
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
-                 seed=params.seed, models=cards)
+                 seed=params.seed, models=cards, temperatures=temperatures)
 
 
 def findings(metrics: list[dict], selective: list[dict], out_dir: Path) -> tuple[list[Headline], Section]:

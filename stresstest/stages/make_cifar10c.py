@@ -13,7 +13,7 @@ from ..core.cli import Common, add_common_args, add_flags, flag, make_parser, pa
 from ..core.device import describe_device, resolve_device
 from ..core.record import write_record
 from ..data.cifar10 import data_summary, load_cifar10
-from ..data.cifar10c import MANIFEST, corrupted_test_set, save_npy
+from ..data.cifar10c import MANIFEST, corrupted_test_set
 from ..data.corruptions import NAMES, SEVERITIES
 from ..plots import corruption_examples_figure, save
 
@@ -39,13 +39,13 @@ def export(params: ExportParams) -> None:
     examples = {}
     for name in tqdm(names, desc="corruptions", disable=not sys.stderr.isatty()):
         corrupted = corrupted_test_set(images, name, severities, seed)
-        save_npy(out_dir / f"{name}.npy", corrupted)
+        atomic.save_npy(out_dir / f"{name}.npy", corrupted)
         examples.update({(name, s): corrupted[i * len(images)] for i, s in enumerate(severities)})
         print(f"{name}: {len(severities)} x {len(images):,} images -> {out_dir / (name + '.npy')}", flush=True)
     save(out_dir / "examples.png", corruption_examples_figure(
         data.test_images[0].transpose(1, 2, 0), examples, names, severities,
         f"test image 0 under each corruption (CIFAR-10-C-style, seed {seed})"))
-    save_npy(out_dir / "labels.npy", np.tile(data.test_labels, len(severities)).astype(np.uint8))
+    atomic.save_npy(out_dir / "labels.npy", np.tile(data.test_labels, len(severities)).astype(np.uint8))
     manifest = {"severities": severities, "images_per_severity": len(images), "seed": seed,
                 "source": str(data.root), "corruptions": names,
                 "made_by": "make_cifar10c.py (CIFAR-10-C-style: computed here, not the published files)"}

@@ -1,0 +1,437 @@
+"""Study C, part 4 (ood.py): does each model notice images of no class it knows? Twelve out-of-distribution scores
+(stresstest.ood_scores: from the logits, the features that feed the last linear layer, and ODIN's perturbed input)
+on the CIFAR-10 test images against sets of other images: real images shipped with installed packages (digits,
+textures, faces, photographs), noise, and any folder a user gives; the standard protocol (clean test images are
+in-distribution) and the full-spectrum one (corrupted test images count as in-distribution too). AUROC, AUPR-In,
+AUPR-Out and FPR@95 with stratified bootstrap intervals, paired comparisons of the models and of each score
+against MSP, and a risk-coverage curve in which every accepted OOD image is an error."""
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..attacks.threat import PixelModel
+from ..core import atomic, paths
+from ..core.checkpoint import load_classifier, model_card
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                         non_negative_int, params_from, positive_float, positive_int, run_main)
+from ..core.device import describe_device, resolve_device
+from ..core.errors import UserError
+from ..core.findings import HIGHER, LOWER, NUMBER, Estimate, Headline, Picture, Section, Table
+from ..core.record import read_record, write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..data.cifar10c import corrupted_images
+from ..data.corruptions import NAMES, SEVERITIES
+from ..data.ood_sets import BUILT_IN, FAR, OodSet, built_in, from_folder
+from ..metrics import OOD_METRICS, aurc, bootstrap_interval, ood_bootstrap, ood_metrics, paired_difference
+from ..nn.backbones import data_fingerprint
+from ..nn.inference import (REPORTED_PRECISION, checkpoint_normalizer, default_eval_batch_size, last_linear,
+                            logits_and_features)
+from ..ood_scores import BY_NAME, FEATURES, SCORES, Detectors, OodSettings, odin_scores, settings_text
+from ..plots import accepted_ood_figure, auroc_figure, ood_histogram_figure, ood_roc_figure, save
+
+SCORE_NAMES = tuple(score.name for score in SCORES)
+STANDARD, FULL_SPECTRUM = "standard", "full-spectrum"
+ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
+HEADLINE_SCORES = ("msp", "knn")  # reported in the summary: the classic baseline and OpenOOD's best on CIFAR-10
+
+
+@dataclass(frozen=True)
+class OodParams(BothModels, OodSettings):
+    out_dir: Path = field(default=paths.OOD_DIR, metadata=flag("where tables, figures and the OOD images go"))
+    sets: tuple = field(default=BUILT_IN, metadata=flag(
+        "built-in OOD sets: real images from installed packages, and noise", choices=BUILT_IN, name="--set"))
+    ood: tuple = field(default=(), metadata=flag(
+        "NAME=PATH: a folder of images (class folders or flat, any size and mode) or an OpenOOD image list "
+        "(a .txt of 'relative/path label' lines), scored as one more OOD set; repeat for more", metavar="NAME=PATH"))
+    scores: tuple = field(default=SCORE_NAMES, metadata=flag("the OOD scores to compute", choices=SCORE_NAMES,
+                                                             name="--score"))
+    max_images: int = field(default=2000, metadata=flag(
+        "most images per OOD set (a seeded sample of a larger one; 0: all)", non_negative_int))
+    noise_images: int = field(default=1000, metadata=flag("images per noise set", positive_int))
+    test_images: int = field(default=0, metadata=flag(
+        "in-distribution test images (a seeded sample; 0: all)", non_negative_int))
+    train_images: int = field(default=0, metadata=flag(
+        "training images behind the feature scores' class statistics and KNN bank (a seeded sample; 0: all)",
+        non_negative_int))
+    corruption_severity: int = field(default=3, metadata=flag(
+        "severity of the corrupted test images the full-spectrum protocol counts as in-distribution (each test "
+        "image under one of the 15 corruptions in turn)", int, choices=SEVERITIES))
+    resamples: int = field(default=1000, metadata=flag("bootstrap resamples behind every interval", positive_int))
+    gallery: int = field(default=16, metadata=flag("OOD images each model accepts most confidently, shown",
+                                                   positive_int))
+    batch_size: int = field(default=0, metadata=flag("images per forward pass (0: 256 on a CPU, 1024 on a GPU)",
+                                                     non_negative_int))
+    knn_k: int = field(default=OodSettings.knn_k, metadata=flag("KNN's k (OpenOOD: 50)", positive_int))
+    react_percentile: float = field(default=OodSettings.react_percentile, metadata=flag(
+        "ReAct's clipping percentile of the training features, as a fraction (OpenOOD: 0.90)", positive_float))
+    ash_percentile: float = field(default=OodSettings.ash_percentile, metadata=flag(
+        "ASH's share of each image's features pruned (OpenOOD: 0.90)", positive_float))
+    odin_temperature: float = field(default=OodSettings.odin_temperature, metadata=flag(
+        "ODIN's temperature (OpenOOD: 1000)", positive_float))
+    odin_noise: float = field(default=OodSettings.odin_noise, metadata=flag(
+        "ODIN's input step in pixels 0..1 (OpenOOD: 0.0014)", positive_float))
+
+
+# --smoke: seconds per model on a 2-core CPU; ODIN (a backward pass per image) left out
+SMOKE = replace(OodParams(), max_images=50, noise_images=50, test_images=100, train_images=500, resamples=100,
+                gallery=8, scores=tuple(name for name in SCORE_NAMES if name != "odin"))
+
+
+def settings_of(params: OodParams) -> OodSettings:
+    return OodSettings(**{name: getattr(params, name) for name in asdict(OodSettings())})
+
+
+def parse_given(entries: tuple) -> list[tuple[str, Path]]:
+    given = []
+    for entry in entries:
+        name, _, path = str(entry).partition("=")
+        if not name or not path or not name.replace("_", "").replace("-", "").isalnum():
+            raise UserError(f"--ood {entry}: give NAME=PATH (a name of letters, digits, - and _, and a folder of "
+                            "images or an OpenOOD image list)")
+        if name in BUILT_IN or name in (ID_SET, CORRUPTED_SET):
+            raise UserError(f"--ood {entry}: {name} is the name of a built-in set; choose another name")
+        given.append((name, Path(path)))
+    return given
+
+
+def sample(count: int, limit: int, seed: int) -> np.ndarray:
+    """Indices of a seeded sample of `limit` of `count` items (all of them, in order, when limit is 0 or more)."""
+    if not limit or limit >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def temperature_of(tag: str, card: dict) -> tuple[float, str]:
+    """The temperature calibration.py fitted for this checkpoint (read from its record)."""
+    record = read_record("calibration")
+    fitted = (record or {}).get("temperatures", {}).get(tag)
+    if record is None or fitted is None:
+        raise UserError(f"no temperature fitted for the {tag} model: run calibration.py (with the same models) "
+                        "before ood.py")
+    if record["models"][tag]["checkpoint_sha256"] != card["checkpoint_sha256"]:
+        raise UserError(f"calibration.py fitted its temperature on another {tag} checkpoint than "
+                        f"{card['checkpoint']}; rerun calibration.py with the same models")
+    return float(fitted["temperature"]), fitted["fitted_on"]
+
+
+def train_features(model, checkpoint: dict, card: dict, images: np.ndarray, labels: np.ndarray, out_dir: Path,
+                   device: torch.device, batch_size: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Penultimate features of the training images (eval mode, no augmentation), cached per checkpoint and images
+    in out_dir/cache/ (a changed checkpoint or sample is computed afresh)."""
+    key = f"{card['checkpoint_sha256'][:16]}-{data_fingerprint(images)[:16]}"
+    cache = out_dir / "cache" / f"train_features-{key}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return (saved["features"].to(device) if saved["features"] is not None else None), saved["labels"].to(device)
+    _, features = logits_and_features(model, torch.from_numpy(images).to(device),
+                                      checkpoint_normalizer(checkpoint, device), batch_size)
+    label_tensor = torch.from_numpy(labels).long().to(device)
+    atomic.ensure_writable_dir(cache.parent)
+    atomic.save_torch(cache, {"features": None if features is None else features.cpu(), "labels": label_tensor.cpu()})
+    return features, label_tensor
+
+
+@dataclass
+class ModelScores:
+    """Every score of one model on every set ({set name: {score: (N,) array}}), its predictions on them, and
+    which scores it could not have (and why)."""
+    tag: str
+    scores: dict
+    predictions: dict
+    confidence: dict
+    skipped: dict
+    temperature: float
+    fitted_on: str
+    vim_dim: int
+
+
+def score_model(tag: str, path: Path, sets: dict, data, train_index: np.ndarray, params: OodParams,
+                device: torch.device, out_dir: Path) -> tuple[ModelScores, dict]:
+    model, checkpoint = load_classifier(path, paths.producer(tag), device)
+    card = model_card(checkpoint, path)
+    temperature, fitted_on = temperature_of(tag, card)
+    normalizer = checkpoint_normalizer(checkpoint, device)
+    batch_size = params.batch_size or default_eval_batch_size(device)
+    features, labels = train_features(model, checkpoint, card, data.train_images[train_index],
+                                      data.train_labels[train_index], out_dir, device, batch_size)
+    wanted = set(params.scores)
+    skipped = {}
+    if features is None and wanted & {s.name for s in SCORES if s.uses == FEATURES}:
+        skipped = {s.name: "the model has no nn.Linear whose output is its logits, so its features cannot be read"
+                   for s in SCORES if s.uses == FEATURES and s.name in wanted}
+        print(f"{tag}: feature scores skipped: {next(iter(skipped.values()))}")
+    settings = settings_of(params)
+    detectors = Detectors(last_linear(model) if features is not None else None,
+                          features if wanted & {s.name for s in SCORES if s.uses == FEATURES} else None, labels,
+                          temperature, settings)
+    scored = ModelScores(tag, {}, {}, {}, skipped, temperature, fitted_on, detectors.vim_dim)
+    # every set in one pass, then split
+    uint8 = torch.from_numpy(np.concatenate(list(sets.values()))).to(device)
+    logits, all_features = logits_and_features(model, uint8, normalizer, batch_size)
+    values = detectors.logit_scores(logits)
+    if all_features is not None and detectors.feature_detectors:
+        values |= detectors.feature_scores(all_features)
+    if "odin" in wanted:
+        values["odin"] = odin_scores(PixelModel(model, normalizer), uint8.float() / 255, settings, batch_size)
+    probs = logits.softmax(1)
+    predictions, confidence = probs.argmax(1).cpu().numpy(), probs.max(1).values.double().cpu().numpy()
+    ends = np.cumsum([len(images) for images in sets.values()])
+    for name, end, start in zip(sets, ends, [0, *ends[:-1]]):
+        scored.scores[name] = {score: values[score][start:end] for score in params.scores if score in values}
+        scored.predictions[name], scored.confidence[name] = predictions[start:end], confidence[start:end]
+    return scored, card
+
+
+def metric_rows(scored: ModelScores, sets: list[OodSet], params: OodParams) -> tuple[list[dict], dict]:
+    """One row per protocol, OOD set and score (and the mean over the far sets), with bootstrap intervals; and the
+    bootstrap draws ({(protocol, set, score): (resamples, 4)}) for the paired comparisons."""
+    rows, draws = [], {}
+    settings = settings_of(params)
+    protocols = {STANDARD: [ID_SET], FULL_SPECTRUM: [ID_SET, CORRUPTED_SET]}
+    for protocol, id_sets in protocols.items():
+        for score in scored.scores[ID_SET]:
+            id_scores = np.concatenate([scored.scores[name][score] for name in id_sets])
+            far = []
+            for ood in sets:
+                ood_scores = scored.scores[ood.name][score]
+                # one seed per protocol: every score and model resamples the same images, so comparisons pair
+                values = ood_bootstrap(id_scores, ood_scores, seed=params.seed, resamples=params.resamples)
+                draws[protocol, ood.name, score] = values
+                if ood.kind == FAR:
+                    far.append(values)
+                rows.append(row(scored, protocol, ood.name, ood.kind, score, len(id_scores), len(ood_scores),
+                                ood_metrics(id_scores, ood_scores), values, settings))
+            if far:
+                mean = np.mean(far, axis=0)
+                estimate = {name: float(np.mean([r[name] for r in rows[-len(sets):] if r["kind"] == FAR]))
+                            for name in OOD_METRICS}
+                draws[protocol, "far_mean", score] = mean
+                rows.append(row(scored, protocol, "far_mean", FAR, score, len(id_scores),
+                                sum(len(s.images) for s in sets if s.kind == FAR), estimate, mean, settings))
+    return rows, draws
+
+
+def row(scored: ModelScores, protocol: str, set_name: str, kind: str, score: str, n_id: int, n_ood: int,
+        estimate: dict, draws: np.ndarray, settings: OodSettings) -> dict:
+    result = {"model": scored.tag, "protocol": protocol, "set": set_name, "kind": kind, "score": score,
+              "n_id": n_id, "n_ood": n_ood}
+    for column, name in enumerate(OOD_METRICS):
+        low, high = np.percentile(draws[:, column], [2.5, 97.5])
+        result |= {name: round(estimate[name], 6), f"{name}_low": round(float(low), 6),
+                   f"{name}_high": round(float(high), 6)}
+    return result | {"settings": settings_text(score, settings, scored.temperature, scored.vim_dim)}
+
+
+def comparison_rows(models: dict, draws: dict, metrics: pd.DataFrame) -> list[dict]:
+    """Paired AUROC differences on the same resampled images: each score against MSP within a model, and the
+    first model against the second for each score (label smoothing's effect, for study A's two)."""
+    auroc = OOD_METRICS.index("auroc")
+    estimates = metrics.set_index(["model", "protocol", "set", "score"]).auroc
+    rows = []
+    keys = sorted({key[1:] for key in draws}, key=lambda key: (key[0] != STANDARD, key[1] != "far_mean"))
+    for protocol, set_name, score in keys:
+        pairs = []
+        if score != "msp":
+            pairs += [(tag, score, tag, "msp") for tag in models if (tag, protocol, set_name, "msp") in draws]
+        if len(models) == 2:
+            first, second = models
+            pairs.append((first, score, second, score))
+        for tag_a, score_a, tag_b, score_b in pairs:
+            a, b = draws[tag_a, protocol, set_name, score_a], draws[tag_b, protocol, set_name, score_b]
+            low, high, p = paired_difference(a[:, auroc], b[:, auroc])
+            value_a = estimates[tag_a, protocol, set_name, score_a]
+            value_b = estimates[tag_b, protocol, set_name, score_b]
+            rows.append({"protocol": protocol, "set": set_name, "first": f"{tag_a} {score_a}",
+                         "second": f"{tag_b} {score_b}", "auroc_first": value_a, "auroc_second": value_b,
+                         "difference": round(value_a - value_b, 6), "difference_low": round(low, 6),
+                         "difference_high": round(high, 6), "p_bootstrap": round(p, 4)})
+    return rows
+
+
+def selective_rows(scored: ModelScores, labels: np.ndarray, sets: list[OodSet], params: OodParams) -> list[dict]:
+    """AURC over the test images and every OOD set pooled, where an accepted OOD image is always an error."""
+    rows = []
+    right = scored.predictions[ID_SET] == labels
+    correct = np.concatenate([right] + [np.zeros(len(s.images), bool) for s in sets])
+    for score in scored.scores[ID_SET]:
+        values = np.concatenate([scored.scores[ID_SET][score]] + [scored.scores[s.name][score] for s in sets])
+        low, high = bootstrap_interval(aurc, values, correct, seed=params.seed, resamples=params.resamples)
+        rows.append({"model": scored.tag, "score": score, "n_id": len(right), "n_ood": len(correct) - len(right),
+                     "aurc": round(aurc(values, correct), 6), "aurc_low": round(low, 6),
+                     "aurc_high": round(high, 6)})
+    return rows
+
+
+def per_image_frame(scored: ModelScores, test_index: np.ndarray, sets: list[OodSet]) -> pd.DataFrame:
+    frames = []
+    for name in [ID_SET, CORRUPTED_SET, *(s.name for s in sets)]:
+        frame = pd.DataFrame({"model": scored.tag, "set": name,
+                              "index": test_index if name in (ID_SET, CORRUPTED_SET) else
+                              np.arange(len(scored.predictions[name])),
+                              "prediction": scored.predictions[name],
+                              "confidence": scored.confidence[name].round(6)})
+        for score, values in scored.scores[name].items():
+            frame[score] = values.round(6)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_sets(out_dir: Path, sets: list[OodSet]) -> None:
+    """Each OOD set as the exact images scored: <name>.npy (N, 32, 32, 3) uint8 as CIFAR-10-C stores images, and
+    for a user's folder the list of its files in that order."""
+    folder = atomic.ensure_writable_dir(out_dir / "sets")
+    for ood in sets:
+        atomic.save_npy(folder / f"{ood.name}.npy", ood.images.transpose(0, 2, 3, 1))
+        if ood.files:
+            atomic.write_text(folder / f"{ood.name}.txt", "\n".join(ood.files) + "\n")
+
+
+def load_sets(params: OodParams) -> list[OodSet]:
+    sets = [built_in(name, params.noise_images, params.seed) for name in params.sets]
+    sets += [from_folder(name, path) for name, path in parse_given(params.ood)]
+    if not sets:
+        raise UserError("no OOD set chosen: give --set with a built-in set or --ood NAME=PATH")
+    limited = []
+    for number, ood in enumerate(sets):
+        keep = sample(len(ood.images), params.max_images, params.seed + number)
+        limited.append(replace(ood, images=ood.images[keep], files=tuple(np.array(ood.files)[keep])
+                               if ood.files else ()))
+    return limited
+
+
+def corrupted_in_turn(images: torch.Tensor, severity: int, seed: int) -> np.ndarray:
+    """The images each under one of the 15 corruptions in turn (image i under corruption i mod 15), in their order."""
+    corrupted = images.clone()
+    for i, name in enumerate(NAMES):
+        if len(images[i::len(NAMES)]):
+            corrupted[i::len(NAMES)] = corrupted_images(images[i::len(NAMES)], name, severity, seed)
+    return corrupted.cpu().numpy()
+
+
+def ood(params: OodParams) -> None:
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    sets = load_sets(params)
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    test_index = sample(len(data.test_labels), params.test_images, params.seed)
+    train_index = sample(len(data.train_labels), params.train_images, params.seed)
+    images = {ID_SET: data.test_images[test_index], CORRUPTED_SET: corrupted_in_turn(
+                  torch.from_numpy(data.test_images[test_index]).to(device), params.corruption_severity, params.seed),
+              **{s.name: s.images for s in sets}}
+    models, cards, metrics, draws, selective, frames = {}, {}, [], {}, [], []
+    for tag, path in params.checkpoints.items():
+        scored, cards[tag] = score_model(tag, path, images, data, train_index, params, device, out_dir)
+        models[tag] = scored
+        rows, model_draws = metric_rows(scored, sets, params)
+        metrics += rows
+        draws |= {(tag, *key): value for key, value in model_draws.items()}
+        selective += selective_rows(scored, data.test_labels[test_index], sets, params)
+        frames.append(per_image_frame(scored, test_index, sets))
+    table = pd.DataFrame(metrics)
+    comparisons = pd.DataFrame(comparison_rows(models, draws, table))
+    per_image = pd.concat(frames, ignore_index=True)
+    save_sets(out_dir, sets)
+    for name, frame in [("metrics.csv", table), ("comparisons.csv", comparisons),
+                        ("selective.csv", pd.DataFrame(selective)), ("scores.csv", per_image)]:
+        atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
+    standard = table[table.protocol == STANDARD]
+    save(out_dir / "auroc.png", auroc_figure(standard, [s.name for s in sets]))
+    save(out_dir / "histograms.png", ood_histogram_figure(per_image, [s.name for s in sets]))
+    save(out_dir / "roc.png", ood_roc_figure(per_image, [s.name for s in sets]))
+    save(out_dir / "accepted.png", accepted_ood_figure(images, per_image, [s.name for s in sets], data.class_names,
+                                                       params.gallery))
+    for line in summary_lines(standard):
+        print(line)
+    print(f"-> {out_dir}")
+    headline, section = findings(table, comparisons, pd.DataFrame(selective), sets, models, out_dir, params)
+    write_record("ood", {"ood": out_dir}, params.checkpoints, headline=headline, sections=[section],
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
+                 seed=params.seed, models=cards, sets={s.name: {"kind": s.kind, "images": len(s.images),
+                                                               "source": s.source} for s in sets},
+                 settings=asdict(settings_of(params)), scores=list(params.scores),
+                 skipped={tag: m.skipped for tag, m in models.items() if m.skipped},
+                 temperatures={tag: {"temperature": m.temperature, "fitted_on": m.fitted_on}
+                               for tag, m in models.items()})
+
+
+def summary_lines(standard: pd.DataFrame) -> list[str]:
+    far = standard[standard.set == "far_mean"]
+    return [f"{row.model:9s} {row.score:21s} far-set mean AUROC {row.auroc:.3f} [{row.auroc_low:.3f}, "
+            f"{row.auroc_high:.3f}]  FPR@95 {row.fpr95:.3f}" for row in far.itertuples()]
+
+
+def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataFrame, sets: list[OodSet],
+             models: dict, out_dir: Path, params: OodParams) -> tuple[list[Headline], Section]:
+    standard = table[table.protocol == STANDARD]
+    summary = "far_mean" if (standard.set == "far_mean").any() else sets[0].name
+    where = "mean over the far sets" if summary == "far_mean" else summary
+
+    def estimate(row, name: str) -> Estimate:
+        return Estimate(row[name], row[f"{name}_low"], row[f"{name}_high"])
+
+    headline = []
+    for score in [s for s in HEADLINE_SCORES if s in set(standard.score)]:
+        rows = standard[(standard.set == summary) & (standard.score == score)].set_index("model")
+        n = f"{int(rows.n_id.iloc[0])} test / {int(rows.n_ood.iloc[0])} OOD"
+        display = BY_NAME[score].display
+        headline.append(Headline(f"OOD AUROC, {display} ({where}; stratified bootstrap 95%)",
+                                 {tag: estimate(r, "auroc") for tag, r in rows.iterrows()}, n,
+                                 axis=f"OOD AUROC ({display})", better=HIGHER))
+        headline.append(Headline(f"OOD images accepted at 95% of test images accepted (FPR@95), {display}",
+                                 {tag: estimate(r, "fpr95") for tag, r in rows.iterrows()}, n, better=LOWER))
+    far = standard[standard.set == summary]
+    columns = ["score", *[f"{tag}: AUROC" for tag in models], *[f"{tag}: FPR@95" for tag in models], "settings"]
+    rows = []
+    for score, group in far.groupby("score", sort=False):
+        by_model = group.set_index("model")
+        rows.append([BY_NAME[str(score)].display, *[estimate(by_model.loc[tag], "auroc") for tag in models],
+                     *[estimate(by_model.loc[tag], "fpr95") for tag in models], group.settings.iloc[0]])
+    main_table = Table(columns, rows, note=f"{where} ({', '.join(s.name for s in sets if s.kind == FAR)}); "
+                                           "in-distribution: the CIFAR-10 test images (positive class); intervals: "
+                                           f"{params.resamples} stratified bootstrap resamples.")
+    tables = [main_table]
+    if len(comparisons):
+        picked = comparisons[(comparisons.protocol == STANDARD) & (comparisons.set == summary)]
+        tables.append(Table(["first", "second", "AUROC difference (paired bootstrap 95%)", "p"],
+                            [[r.first, r.second, Estimate(r.difference, r.difference_low, r.difference_high),
+                              r.p_bootstrap] for r in picked.itertuples()],
+                            note="paired on the same resampled images; p: two-sided bootstrap p-value, not "
+                                 "corrected for the number of comparisons"))
+    full = table[(table.protocol == FULL_SPECTRUM) & (table.set == summary)]
+    notes = ["Sets: " + "; ".join(f"{s.name} ({len(s.images)}): {s.source}" for s in sets),
+             "None of these is one of OpenOOD's benchmark sets; the near-OOD protocol (held-out classes) is not "
+             "run here.",
+             "Full-spectrum (corrupted test images counted as in-distribution): far-set AUROC " +
+             "; ".join(f"{r.model} {r.score} {r.auroc:.3f}" for r in full.itertuples()
+                       if r.score in HEADLINE_SCORES)]
+    notes += [f"{tag}: {name} skipped: {why}" for tag, m in models.items() for name, why in m.skipped.items()]
+    notes += [f"{tag}: MSP temperature-scaled with T {m.temperature:.4g}, fitted on {m.fitted_on} "
+              "(calibration.py)" for tag, m in models.items()]
+    accepted = Table(["model", "score", "AURC, accepted OOD images as errors (bootstrap 95%)"],
+                     [[r["model"], BY_NAME[r["score"]].display,
+                       Estimate(float(r["aurc"]), float(r["aurc_low"]), float(r["aurc_high"]), NUMBER)]
+                      for r in selective.to_dict("records") if r["score"] in HEADLINE_SCORES])
+    tables.append(accepted)
+    section = Section("Out-of-distribution detection", lead=Picture(out_dir / "auroc.png", "AUROC per score and set"),
+                      tables=tables, notes=notes,
+                      pictures=[Picture(out_dir / "histograms.png", "scores of test and OOD images"),
+                                Picture(out_dir / "roc.png", "ROC curves"),
+                                Picture(out_dir / "accepted.png", "OOD images accepted most confidently")],
+                      links=[out_dir / "metrics.csv", out_dir / "comparisons.csv", out_dir / "selective.csv",
+                             out_dir / "scores.csv"])
+    return headline, section
+
+
+def main(description: str | None, argv: list[str] | None = None) -> None:
+    defaults = OodParams()
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of the image samples, the noise sets, the corruptions and the "
+                                      "bootstrap resamples")
+    add_checkpoint_args(parser)
+    parser.add_argument("--smoke", action="store_true", help="a small run: seconds per model on a CPU")
+    add_flags(parser, defaults, SMOKE)
+    args = parser.parse_args(argv)
+    run_main(lambda: ood(params_from(args, defaults, SMOKE)), args.debug)

@@ -1,0 +1,211 @@
+"""Out-of-distribution detection: each score against its formula written out independently here, the features read
+from any network's last linear layer, the built-in and folder OOD sets, and the stage end to end on generated data
+(the metrics against pytorch-ood: test_metrics.py; on the smoke pipeline's real scores: test_pipeline.py)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from scipy.special import logsumexp, softmax
+
+from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from models import build_model
+from stresstest.core.errors import UserError
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from stresstest.data.ood_sets import BUILT_IN, FAR, SANITY, built_in, from_folder
+from stresstest.metrics import ood_metrics
+from stresstest.nn.inference import logits_and_features
+from stresstest.ood_scores import Detectors, OodSettings, odin_scores
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    """Ten classes of non-negative (post-ReLU) features in 64 dimensions with a linear head that separates them:
+    training features, test features of the same classes, and weak features of none (OOD images activate a
+    network less, the observation ReAct and ASH build on)."""
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.normal(0, 3, (10, 64)))
+    train_labels = np.repeat(np.arange(10), 60)
+    train = np.abs(centres[train_labels] + rng.normal(0, 1, (600, 64)))
+    test = np.abs(centres[np.repeat(np.arange(10), 20)] + rng.normal(0, 1, (200, 64)))
+    far = np.abs(rng.normal(0, 0.7, (150, 64)))
+    head = nn.Linear(64, 10)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(centres).float() / 3)
+        head.bias.zero_()
+    as_tensor = lambda a: torch.from_numpy(a).float()  # noqa: E731
+    return as_tensor(train), torch.from_numpy(train_labels), as_tensor(test), as_tensor(far), head
+
+
+def test_every_score_equals_its_formula_and_ranks_in_distribution_higher(clusters):
+    train, labels, test, far, head = clusters
+    settings = OodSettings(knn_k=10, vim_dim=16)
+    detectors = Detectors(head, train, labels, temperature=2.0, settings=settings)
+    features = torch.cat([test, far])
+    logits = head(features).detach()
+    scores = detectors.logit_scores(logits) | detectors.feature_scores(features)
+    z, logit = features.double().numpy(), logits.double().numpy()
+    np.testing.assert_allclose(scores["msp"], softmax(logit, 1).max(1), rtol=1e-5)
+    np.testing.assert_allclose(scores["msp_temperature"], softmax(logit / 2.0, 1).max(1), rtol=1e-5)
+    np.testing.assert_allclose(scores["max_logit"], logit.max(1), rtol=1e-5)
+    np.testing.assert_allclose(scores["energy"], logsumexp(logit, 1), rtol=1e-5)
+    p = np.clip(softmax(logit.astype(np.float32), 1), np.float32(1e-7), np.float32(1 - 1e-7))  # as fp32 logits clamp
+    np.testing.assert_allclose(scores["gen"], -(p ** 0.1 * (1 - p) ** 0.1).mean(1), rtol=1e-4)
+    # Mahalanobis: the least class distance under the tied covariance of the training features (as a sum)
+    t, y = train.double().numpy(), labels.numpy()
+    means = np.stack([t[y == c].mean(0) for c in range(10)])
+    covariance = sum((t[y == c] - means[c]).T @ (t[y == c] - means[c]) for c in range(10)) + 1e-6 * np.eye(64)
+    precision = np.linalg.inv(covariance)
+    distances = np.stack([np.einsum("nd,de,ne->n", z - m, precision, z - m) for m in means], 1)
+    np.testing.assert_allclose(scores["mahalanobis"], -0.5 * distances.min(1), rtol=1e-3, atol=1e-6)
+    # KNN: minus the distance to the k-th nearest L2-normalised training feature
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    knn = np.sort(np.linalg.norm(unit(z)[:, None] - unit(t)[None], axis=2), axis=1)[:, 9]
+    np.testing.assert_allclose(scores["knn"], -knn, rtol=1e-5, atol=1e-6)
+    # ReAct: energy of the head on features clipped at the training activations' 90th percentile
+    clipped = np.minimum(z, np.percentile(t, 90))
+    react_logits = clipped @ head.weight.detach().double().numpy().T + head.bias.detach().double().numpy()
+    np.testing.assert_allclose(scores["react"], logsumexp(react_logits, 1), rtol=1e-4)
+    for name, values in scores.items():  # the far cluster scores lower than the test features
+        assert ood_metrics(values[:len(test)], values[len(test):])["auroc"] > 0.9, name
+
+
+def test_odin_perturbs_against_the_gradient_in_pixels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    images = torch.rand(6, 3, 8, 8)
+    settings = OodSettings(odin_temperature=1000.0, odin_noise=0.01)
+    scores = odin_scores(model, images, settings, batch_size=4)
+    x = images.clone().requires_grad_(True)
+    logits = model(x) / 1000.0
+    nn.functional.cross_entropy(logits, logits.argmax(1)).backward()
+    assert x.grad is not None
+    expected = (model(images - 0.01 * x.grad.sign()) / 1000.0).softmax(1).max(1).values
+    np.testing.assert_allclose(scores, expected.detach().double().numpy(), rtol=1e-6)
+
+
+def test_features_are_the_input_of_the_last_linear_layer():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
+    logits, features = logits_and_features(model, images, normalizer)
+    assert features is not None and features.shape == (5, 512)
+    with torch.no_grad():
+        torch.testing.assert_close(model.fc(features), logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(logits, model(normalizer(images)), rtol=1e-4, atol=1e-4)
+    scaled = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10), nn.Tanh()).eval()  # something follows the head
+    assert logits_and_features(scaled, images, normalizer)[1] is None
+    no_linear = nn.Sequential(nn.Conv2d(3, 10, 32), nn.Flatten()).eval()
+    logits, features = logits_and_features(no_linear, images, normalizer)
+    assert features is None and logits.shape == (5, 10)
+
+
+def test_built_in_sets_are_cifar_shaped_real_images_and_seeded_noise():
+    expected = {"digits": 1797, "faces": 200, "textures": 192}
+    for name in BUILT_IN:
+        ood = built_in(name, noise_images=20, seed=3)
+        assert ood.images.dtype == np.uint8 and ood.images.shape[1:] == (3, 32, 32), name
+        assert ood.kind == (SANITY if name.endswith("noise") else FAR) and ood.source
+        assert len(ood.images) == expected.get(name, len(ood.images)) and len(ood.images) >= 20
+        assert ood.images.std() > 5, name  # not blank
+    assert np.array_equal(built_in("uniform_noise", 20, 3).images, built_in("uniform_noise", 20, 3).images)
+    assert not np.array_equal(built_in("uniform_noise", 20, 3).images, built_in("uniform_noise", 20, 4).images)
+
+
+def test_a_folder_of_any_images_and_an_image_list_load(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    Image.new("RGBA", (50, 40), (255, 0, 0, 128)).save(folder / "a" / "red.png")
+    Image.fromarray(np.arange(80 * 100, dtype=np.uint8).reshape(80, 100)).save(folder / "b" / "grey.jpg")
+    Image.new("P", (10, 10)).save(folder / "b" / "palette.gif")
+    (folder / "notes.txt").write_text("not an image")
+    ood = from_folder("mine", folder)
+    assert ood.images.shape == (3, 3, 32, 32) and ood.kind != FAR
+    assert [name.rsplit("/", 1)[1] for name in ood.files] == ["red.png", "grey.jpg", "palette.gif"]
+    assert tuple(ood.images[0][:, 16, 16]) == (255, 0, 0)
+    listed = tmp_path / "list.txt"
+    listed.write_text("mine/a/red.png 0\nmine/b/grey.jpg 1\n")
+    assert from_folder("listed", listed).images.shape == (2, 3, 32, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no image files there"):
+        from_folder("empty", tmp_path / "empty")
+    (folder / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read .*broken.png"):
+        from_folder("mine", folder)
+
+
+@pytest.fixture
+def calibrated_runs(tiny_data, tmp_path):
+    config = {"val_fraction": 0.1, "max_train_images": 0, "label_smoothing": 0.0}
+    sizes = {"train": 360, "val": 40, "test": 120}
+    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0, config=config,
+                     split_sizes=sizes)
+    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1,
+                     config={**config, "label_smoothing": 0.1}, split_sizes=sizes)
+    result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+SMALL = ["--device", "cpu", "--smoke", "--train-images", "100", "--test-images", "60", "--max-images", "30",
+         "--noise-images", "30", "--set", "digits", "faces", "uniform_noise"]
+
+
+@pytest.mark.slow
+def test_ood_stage_on_generated_data(tiny_data, calibrated_runs, tmp_path):
+    workdir = calibrated_runs
+    folder = tmp_path / "given"
+    folder.mkdir()
+    for k in range(5):
+        Image.new("RGB", (40 + k, 30), (40 * k, 200, 10)).save(folder / f"{k}.png")
+    result = run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", f"given={folder}",
+                                  "--score", "msp", "energy", "knn", "vim", "odin", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    out = workdir / "experiments" / "ood"
+    metrics = pd.read_csv(out / "metrics.csv")
+    sets = {"digits", "faces", "uniform_noise", "given", "far_mean"}
+    assert set(metrics.set) == sets and set(metrics.protocol) == {"standard", "full-spectrum"}
+    assert len(metrics) == 2 * 2 * len(sets) * 5  # models x protocols x sets x scores
+    full = metrics[metrics.protocol == "full-spectrum"]
+    assert (full.n_id == 120).all() and (metrics[metrics.protocol == "standard"].n_id == 60).all()
+    for name in ["auroc", "aupr_in", "aupr_out", "fpr95"]:
+        assert metrics[name].between(0, 1).all() and (metrics[f"{name}_low"] <= metrics[f"{name}_high"]).all()
+    assert metrics[metrics.score == "knn"].settings.str.contains("k 50").all()
+    saved = np.load(out / "sets" / "given.npy")
+    assert saved.shape == (5, 32, 32, 3) and saved.dtype == np.uint8
+    assert (out / "sets" / "given.txt").read_text().count(".png") == 5
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 2 * (60 + 60 + 30 + 30 + 30 + 5)
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert {"baseline knn", "improved knn"} <= set(comparisons["first"]) | set(comparisons["second"])
+    assert comparisons.p_bootstrap.between(0, 1).all()
+    record = json.loads((workdir / "experiments" / "records" / "ood.json").read_text())
+    axes = [row["axis"] for row in record["headline"] if row["axis"]]
+    assert axes == ["OOD AUROC (MSP)", "OOD AUROC (KNN)"]
+    assert record["temperatures"]["baseline"]["fitted_on"].startswith("validation split")
+    for name in ["auroc.png", "histograms.png", "roc.png", "accepted.png", "selective.csv"]:
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_ood_needs_the_temperature_of_the_same_checkpoint(tiny_data, calibrated_runs):
+    workdir = calibrated_runs
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=5)  # retrained since
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, cwd=workdir),
+                      "fitted its temperature on another improved checkpoint", "rerun calibration.py")
+    result = run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--improved", "none",
+                                  "--score", "msp", "mahalanobis", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert set(pd.read_csv(workdir / "experiments" / "ood" / "metrics.csv").model) == {"baseline"}
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "digits=somewhere",
+                                           cwd=workdir), "digits is the name of a built-in set")
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "nothing",
+                                           cwd=workdir), "give NAME=PATH")
+    (workdir / "experiments" / "records" / "calibration.json").unlink()
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, cwd=workdir),
+                      "run calibration.py")
