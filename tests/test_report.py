@@ -141,6 +141,7 @@ def test_numbers_and_estimates_are_printed_one_way():
     assert report.cell_text({"value": 0.1, "low": None, "high": None, "unit": "percent"}) == "10.0%"
     assert report.cell_text({"value": None, "low": None, "high": None, "unit": "number"}) == "not defined"
     assert Estimate(float("nan"), float("nan"), float("nan")).text() == "not defined"
+    assert Estimate(-0.043, -0.09, 0.019).text() == "-4.3% (-9.0 to 1.9)"
 
 
 @pytest.mark.slow  # whole stages on generated data: several seconds

@@ -50,8 +50,8 @@ class Estimate:
         def shown(value: float) -> str:
             return f"{100 * value:.1f}" if self.unit == PERCENT else number(value)
         text = shown(self.value) + ("%" if self.unit == PERCENT else "")
-        if self.low is not None and self.high is not None:
-            text += f" ({shown(self.low)}-{shown(self.high)})"
+        if self.low is not None and self.high is not None:  # "to" where a bound is negative: (-9.0 to -1.9)
+            text += f" ({shown(self.low)}{' to ' if min(self.low, self.high) < 0 else '-'}{shown(self.high)})"
         return text
 
 

@@ -388,14 +388,17 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataF
     for score, group in far.groupby("score", sort=False):
         by_model = group.set_index("model")
         rows.append([BY_NAME[str(score)].display, *[estimate(by_model.loc[tag], "auroc") for tag in models],
-                     *[estimate(by_model.loc[tag], "fpr95") for tag in models], group.settings.iloc[0]])
+                     *[estimate(by_model.loc[tag], "fpr95") for tag in models],
+                     " / ".join(dict.fromkeys(str(text) for text in group.settings))])
     main_table = Table(columns, rows, note=f"{where} ({', '.join(s.name for s in sets if s.kind == FAR)}); "
                                            "in-distribution: the CIFAR-10 test images (positive class); intervals: "
                                            f"{params.resamples} stratified bootstrap resamples.")
     tables = [main_table]
     if len(comparisons):
         picked = comparisons[(comparisons.protocol == STANDARD) & (comparisons.set == summary)]
-        tables.append(Table(["first", "second", "AUROC difference (paired bootstrap 95%)", "p"],
+        between_models = picked["first"].str.split().str[0] != picked["second"].str.split().str[0]
+        picked = pd.concat([picked[between_models], picked[~between_models]])  # the models side by side first
+        tables.append(Table(["first", "second", "AUROC difference, points (paired bootstrap 95%)", "p"],
                             [[r.first, r.second, Estimate(r.difference, r.difference_low, r.difference_high),
                               r.p_bootstrap] for r in picked.itertuples()],
                             note="paired on the same resampled images; p: two-sided bootstrap p-value, not "
