@@ -265,3 +265,34 @@ def test_ood_bootstrap_is_stratified_and_paired_by_its_seed():
     shifted = m.ood_bootstrap(id_scores + 1, ood_scores, seed=7, resamples=300)
     low, high, p = m.paired_difference(shifted[:, 0], draws[:, 0])
     assert 0 < low < high and p == pytest.approx(1 / 300)
+
+
+def test_ood_metrics_equal_scikit_learns_curves():
+    from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(3)
+    id_scores, ood_scores = rng.normal(0.8, 1, 400), rng.normal(0, 1, 250)
+    scores, is_id = np.concatenate([id_scores, ood_scores]), np.r_[np.ones(400), np.zeros(250)]
+    ours = m.ood_metrics(id_scores, ood_scores)
+    assert ours["auroc"] == pytest.approx(roc_auc_score(is_id, scores), abs=1e-12)
+    precision, recall, _ = precision_recall_curve(is_id, scores)
+    assert ours["aupr_in"] == pytest.approx(auc(recall, precision), abs=1e-12)
+    precision, recall, _ = precision_recall_curve(1 - is_id, -scores)
+    assert ours["aupr_out"] == pytest.approx(auc(recall, precision), abs=1e-12)
+    fpr, tpr, _ = roc_curve(is_id, scores)
+    assert ours["fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)], abs=1e-12)  # OpenOOD's reading of the curve
+
+
+def test_ood_auroc_of_gaussians_follows_its_closed_form_and_a_set_of_the_same_images_covers_one_half():
+    """ID and OOD Gaussians of unit covariance, means Delta apart: a score along the mean difference has AUROC
+    Phi(Delta / sqrt(2)); OOD images drawn from the ID distribution itself give an interval that holds 0.5."""
+    rng = np.random.default_rng(4)
+    delta = 1.5
+    id_points, ood_points = rng.normal(0, 1, (20000, 8)), rng.normal(0, 1, (20000, 8))
+    ood_points[:, 0] += delta
+    auroc = m.ood_metrics(-id_points[:, 0], -ood_points[:, 0])["auroc"]
+    assert auroc == pytest.approx(scipy.stats.norm.cdf(delta / np.sqrt(2)), abs=0.006)
+    same = rng.normal(0, 1, 600)
+    draws = m.ood_bootstrap(same[:300], same[300:], seed=0, resamples=400)
+    low, high = np.percentile(draws[:, 0], [2.5, 97.5])
+    assert low < 0.5 < high

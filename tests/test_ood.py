@@ -14,11 +14,11 @@ from scipy.special import logsumexp, softmax
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
 from models import build_model
 from stresstest.core.errors import UserError
-from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer
+from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
 from stresstest.data.ood_sets import BUILT_IN, FAR, SANITY, built_in, from_folder
 from stresstest.metrics import ood_metrics
 from stresstest.nn.inference import logits_and_features
-from stresstest.ood_scores import Detectors, OodSettings, odin_scores
+from stresstest.ood_scores import DeviceKNN, Detectors, OodSettings, odin_scores
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,22 @@ def test_every_score_equals_its_formula_and_ranks_in_distribution_higher(cluster
     np.testing.assert_allclose(scores["react"], logsumexp(react_logits, 1), rtol=1e-4)
     for name, values in scores.items():  # the far cluster scores lower than the test features
         assert ood_metrics(values[:len(test)], values[len(test):])["auroc"] > 0.9, name
+
+
+@pytest.mark.slow  # 400 real images through a ResNet-18
+def test_knn_on_the_device_equals_pytorch_oods_on_real_features(real_data):
+    from pytorch_ood.detector import KNN
+
+    data = load_cifar10(real_data, quiet=True)
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10).eval()
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
+    _, train = logits_and_features(model, torch.from_numpy(data.train_images[:300]), normalizer)
+    _, test = logits_and_features(model, torch.from_numpy(data.test_images[:100]), normalizer)
+    assert train is not None and test is not None
+    reference = KNN(None, k=50).fit_features(train.clone(), torch.zeros(300, dtype=torch.long))
+    ours = DeviceKNN(train.clone(), k=50, batch_size=32).predict_features(test.clone())
+    np.testing.assert_allclose(ours.numpy(), reference.predict_features(test.clone()).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_odin_perturbs_against_the_gradient_in_pixels():
@@ -206,6 +222,10 @@ def test_ood_needs_the_temperature_of_the_same_checkpoint(tiny_data, calibrated_
                                            cwd=workdir), "digits is the name of a built-in set")
     assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "nothing",
                                            cwd=workdir), "give NAME=PATH")
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "a=x", "a=y",
+                                           cwd=workdir), "the name a is given twice")
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "gone=/no/such/dir",
+                                           cwd=workdir), "no such folder")
     (workdir / "experiments" / "records" / "calibration.json").unlink()
     assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, cwd=workdir),
                       "run calibration.py")

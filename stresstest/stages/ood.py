@@ -45,7 +45,8 @@ class OodParams(BothModels, OodSettings):
         "built-in OOD sets: real images from installed packages, and noise", choices=BUILT_IN, name="--set"))
     ood: tuple = field(default=(), metadata=flag(
         "NAME=PATH: a folder of images (class folders or flat, any size and mode) or an OpenOOD image list "
-        "(a .txt of 'relative/path label' lines), scored as one more OOD set; repeat for more", metavar="NAME=PATH"))
+        "(a .txt of 'relative/path label' lines), scored as one more OOD set; several: --ood a=DIR b=DIR",
+        metavar="NAME=PATH"))
     scores: tuple = field(default=SCORE_NAMES, metadata=flag("the OOD scores to compute", choices=SCORE_NAMES,
                                                              name="--score"))
     max_images: int = field(default=2000, metadata=flag(
@@ -91,8 +92,10 @@ def parse_given(entries: tuple) -> list[tuple[str, Path]]:
         if not name or not path or not name.replace("_", "").replace("-", "").isalnum():
             raise UserError(f"--ood {entry}: give NAME=PATH (a name of letters, digits, - and _, and a folder of "
                             "images or an OpenOOD image list)")
-        if name in BUILT_IN or name in (ID_SET, CORRUPTED_SET):
+        if name in BUILT_IN or name in (ID_SET, CORRUPTED_SET, "far_mean"):
             raise UserError(f"--ood {entry}: {name} is the name of a built-in set; choose another name")
+        if name in dict(given):
+            raise UserError(f"--ood {entry}: the name {name} is given twice; give each folder its own name")
         given.append((name, Path(path)))
     return given
 
