@@ -66,9 +66,11 @@ def test_corruption_and_occlusion_measurements_time_every_type():
 
 
 @pytest.mark.slow
-def test_data_parallel_measurement_runs_both_launches(tiny_data):
+def test_data_parallel_measurement_runs_both_launches(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     rates = benchmark.measure_data_parallel(tiny_data, processes=2, images=64, batch_size=16)
     assert set(rates) == {"one process", "2 processes"} and all(rate > 0 for rate in rates.values())
+    assert not (tmp_path / "experiments").exists()  # the user's records are not touched
 
 
 def test_attack_measurement_times_both_forms_and_autoattack(tiny_data):

@@ -250,8 +250,10 @@ def measure_data_parallel(data_dir: Path, processes: int, images: int, batch_siz
                                       (f"{processes} processes", [str(torchrun), "--standalone",
                                                                   f"--nproc_per_node={processes}"], 1)]:
             out = Path(folder) / name.replace(" ", "_")
+            # from the temporary folder: train.py writes its record under the working directory's experiments/,
+            # which from the user's would replace the record of their real training run
             result = subprocess.run([*launch, str(script), *flags, "--out-dir", str(out)], capture_output=True,
-                                    text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                                    text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, cwd=folder)
             if result.returncode != 0:
                 raise UserError(f"the data-parallel measurement failed: "
                                 f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
