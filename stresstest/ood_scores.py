@@ -96,11 +96,11 @@ class Detectors:
         self.vim_dim = 0
         if head is None or train_features is None:
             return
-        weight, bias = head.weight.detach().float(), head.bias.detach().float() if head.bias is not None else None
-        bias = bias if bias is not None else torch.zeros(len(weight), device=weight.device)
+        weight = head.weight.detach().float()
+        bias = head.bias.detach().float() if head.bias is not None else torch.zeros(len(weight), device=weight.device)
         width = train_features.shape[1]
         self.vim_dim = settings.vim_dim if width >= 2 * settings.vim_dim else width // 2
-        classify = self.classify
+        classify = self.classify  # the head on (clipped or pruned) features
         self.feature_detectors = {
             "mahalanobis": Mahalanobis(None).fit_features(train_features, train_labels),
             "relative_mahalanobis": RMD(None).fit_features(train_features, train_labels),

@@ -161,14 +161,15 @@ def score_model(tag: str, path: Path, sets: dict, data, train_index: np.ndarray,
     features, labels = train_features(model, checkpoint, card, data.train_images[train_index],
                                       data.train_labels[train_index], out_dir, device, batch_size)
     wanted = set(params.scores)
+    feature_scores = [s.name for s in SCORES if s.uses == FEATURES and s.name in wanted]
     skipped = {}
-    if features is None and wanted & {s.name for s in SCORES if s.uses == FEATURES}:
-        skipped = {s.name: "the model has no nn.Linear whose output is its logits, so its features cannot be read"
-                   for s in SCORES if s.uses == FEATURES and s.name in wanted}
+    if features is None and feature_scores:
+        skipped = {name: "the model has no nn.Linear whose output is its logits, so its features cannot be read"
+                   for name in feature_scores}
         print(f"{tag}: feature scores skipped: {next(iter(skipped.values()))}")
     settings = settings_of(params)
     detectors = Detectors(last_linear(model) if features is not None else None,
-                          features if wanted & {s.name for s in SCORES if s.uses == FEATURES} else None, labels,
+                          features if feature_scores else None, labels,
                           temperature, settings)
     scored = ModelScores(tag, {}, {}, {}, skipped, temperature, fitted_on, detectors.vim_dim)
     # every set in one pass, then split
