@@ -122,12 +122,21 @@ def tiny_archive_url(tiny_data, tmp_path_factory):
     archive = folder / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tiny_data / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    with served(folder) as url:
+        yield f"{url}/{archive.name}", hashlib.md5(archive.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def served(folder: Path):
+    """The files of `folder` over HTTP on loopback (downloads tested without the network); yields the base URL."""
     handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/{archive.name}", hashlib.md5(archive.read_bytes()).hexdigest()
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

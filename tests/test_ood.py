@@ -2,6 +2,7 @@
 from any network's last linear layer, the built-in and folder OOD sets, and the stage end to end on generated data
 (the metrics against pytorch-ood: test_metrics.py; on the smoke pipeline's real scores: test_pipeline.py)."""
 import json
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from PIL import Image
 from scipy.special import logsumexp, softmax
 
 from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from test_ood_downloads import official_archive
 from models import build_model
 from stresstest.core.errors import UserError
 from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
@@ -147,6 +149,17 @@ def test_a_folder_of_any_images_and_an_image_list_load(tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("mine/a/red.png 0\nmine/b/grey.jpg 1\n")
     assert from_folder("listed", listed).images.shape == (2, 3, 32, 32)
+    # OpenOOD's layout: data/benchmark_imglist/cifar10/<list>.txt names files under data/images_classic/
+    openood = tmp_path / "data"
+    (openood / "benchmark_imglist" / "cifar10").mkdir(parents=True)
+    (openood / "images_classic" / "tin" / "test").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(openood / "images_classic" / "tin" / "test" / "blue.png")
+    openood_list = openood / "benchmark_imglist" / "cifar10" / "test_tin.txt"
+    openood_list.write_text("tin/test/blue.png -1\n")
+    assert tuple(from_folder("tin", openood_list).images[0][:, 5, 5]) == (0, 0, 255)
+    openood_list.write_text("tin/test/blue.png -1\ntin/test/gone.png -1\n")
+    with pytest.raises(UserError, match="1 listed images are missing, .*gone.png first"):
+        from_folder("tin", openood_list)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no image files there"):
         from_folder("empty", tmp_path / "empty")
@@ -179,12 +192,20 @@ def test_ood_stage_on_generated_data(tiny_data, calibrated_runs, tmp_path):
     folder.mkdir()
     for k in range(5):
         Image.new("RGB", (40 + k, 30), (40 * k, 200, 10)).save(folder / f"{k}.png")
-    result = run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", f"given={folder}",
+    # two of OpenOOD's sets as a finished download leaves them (their downloads: test_ood_downloads.py)
+    data_dir, online = tmp_path / "data", tmp_path / "data" / "ood"
+    online.mkdir(parents=True)
+    (data_dir / "cifar-10-batches-py").symlink_to(tiny_data / "cifar-10-batches-py")
+    official_archive("svhn", online)
+    with tarfile.open(online / official_archive("cifar100", online)[0]) as tar:
+        tar.extractall(online, filter="data")
+    result = run_stage_in_process("ood.py", "--data-dir", data_dir, *SMALL, "--ood", f"given={folder}",
+                                  "--online-set", "cifar100", "svhn",
                                   "--score", "msp", "energy", "knn", "vim", "odin", cwd=workdir)
     assert result.returncode == 0, result.stderr
     out = workdir / "experiments" / "ood"
     metrics = pd.read_csv(out / "metrics.csv")
-    sets = {"digits", "faces", "uniform_noise", "given", "far_mean"}
+    sets = {"digits", "faces", "uniform_noise", "given", "cifar100", "svhn", "far_mean", "near_mean"}
     assert set(metrics.set) == sets and set(metrics.protocol) == {"standard", "full-spectrum"}
     assert len(metrics) == 2 * 2 * len(sets) * 5  # models x protocols x sets x scores
     full = metrics[metrics.protocol == "full-spectrum"]
@@ -196,7 +217,12 @@ def test_ood_stage_on_generated_data(tiny_data, calibrated_runs, tmp_path):
     assert saved.shape == (5, 32, 32, 3) and saved.dtype == np.uint8
     assert (out / "sets" / "given.txt").read_text().count(".png") == 5
     scores = pd.read_csv(out / "scores.csv")
-    assert len(scores) == 2 * (60 + 60 + 30 + 30 + 30 + 5)
+    assert len(scores) == 2 * (60 + 60 + 30 + 30 + 30 + 6 + 6 + 5)
+    near = metrics[metrics.set == "near_mean"]
+    assert (near.kind == "near").all() and (near.n_ood == 6).all()
+    cifar100 = metrics[metrics.set == "cifar100"].set_index(["model", "protocol", "score"]).auroc
+    assert np.allclose(near.set_index(["model", "protocol", "score"]).auroc, cifar100[near.set_index(
+        ["model", "protocol", "score"]).index])  # one near set: its mean is itself
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert {"baseline knn", "improved knn"} <= set(comparisons["first"]) | set(comparisons["second"])
     assert comparisons.p_bootstrap.between(0, 1).all()

@@ -24,7 +24,8 @@ from ..core.record import read_record, write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data.cifar10c import corrupted_images
 from ..data.corruptions import NAMES, SEVERITIES
-from ..data.ood_sets import BUILT_IN, FAR, OodSet, built_in, from_folder
+from ..data.ood_downloads import NAMES as ONLINE, online_set
+from ..data.ood_sets import BUILT_IN, FAR, NEAR, OodSet, built_in, from_folder, limited, sample
 from ..metrics import OOD_METRICS, aurc, bootstrap_interval, ood_bootstrap, ood_metrics, paired_difference
 from ..nn.backbones import data_fingerprint
 from ..nn.inference import (REPORTED_PRECISION, checkpoint_normalizer, default_eval_batch_size, last_linear,
@@ -35,6 +36,7 @@ from ..plots import accepted_ood_figure, auroc_figure, ood_histogram_figure, ood
 SCORE_NAMES = tuple(score.name for score in SCORES)
 STANDARD, FULL_SPECTRUM = "standard", "full-spectrum"
 ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
+MEANS = {NEAR: "near_mean", FAR: "far_mean"}  # the unweighted mean over the sets of a kind
 HEADLINE_SCORES = ("msp", "knn")  # reported in the summary: the classic baseline and OpenOOD's best on CIFAR-10
 
 
@@ -47,6 +49,10 @@ class OodParams(BothModels, OodSettings):
         "NAME=PATH: a folder of images (class folders or flat, any size and mode) or an OpenOOD image list "
         "(a .txt of 'relative/path label' lines), scored as one more OOD set; several: --ood a=DIR b=DIR",
         metavar="NAME=PATH"))
+    online: tuple = field(default=(), metadata=flag(
+        "sets of OpenOOD's CIFAR-10 benchmark, downloaded from their official sources (md5-checked) into "
+        "<data-dir>/ood/ on first use: near cifar100 tin, far mnist svhn dtd places365 (the official splits whole, "
+        "not OpenOOD's filtered lists)", choices=ONLINE, name="--online-set"))
     scores: tuple = field(default=SCORE_NAMES, metadata=flag("the OOD scores to compute", choices=SCORE_NAMES,
                                                              name="--score"))
     max_images: int = field(default=2000, metadata=flag(
@@ -92,19 +98,12 @@ def parse_given(entries: tuple) -> list[tuple[str, Path]]:
         if not name or not path or not name.replace("_", "").replace("-", "").isalnum():
             raise UserError(f"--ood {entry}: give NAME=PATH (a name of letters, digits, - and _, and a folder of "
                             "images or an OpenOOD image list)")
-        if name in BUILT_IN or name in (ID_SET, CORRUPTED_SET, "far_mean"):
+        if name in BUILT_IN or name in ONLINE or name in (ID_SET, CORRUPTED_SET, *MEANS.values()):
             raise UserError(f"--ood {entry}: {name} is the name of a built-in set; choose another name")
         if name in dict(given):
             raise UserError(f"--ood {entry}: the name {name} is given twice; give each folder its own name")
         given.append((name, Path(path)))
     return given
-
-
-def sample(count: int, limit: int, seed: int) -> np.ndarray:
-    """Indices of a seeded sample of `limit` of `count` items (all of them, in order, when limit is 0 or more)."""
-    if not limit or limit >= count:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
 
 
 def temperature_of(tag: str, card: dict) -> tuple[float, str]:
@@ -198,23 +197,24 @@ def metric_rows(scored: ModelScores, sets: list[OodSet], params: OodParams) -> t
     for protocol, id_sets in protocols.items():
         for score in scored.scores[ID_SET]:
             id_scores = np.concatenate([scored.scores[name][score] for name in id_sets])
-            far = []
+            by_set = {}
             for ood in sets:
                 ood_scores = scored.scores[ood.name][score]
                 # one seed per protocol: every score and model resamples the same images, so comparisons pair
                 values = ood_bootstrap(id_scores, ood_scores, seed=params.seed, resamples=params.resamples)
                 draws[protocol, ood.name, score] = values
-                if ood.kind == FAR:
-                    far.append(values)
-                rows.append(row(scored, protocol, ood.name, ood.kind, score, len(id_scores), len(ood_scores),
-                                ood_metrics(id_scores, ood_scores), values, settings))
-            if far:
-                mean = np.mean(far, axis=0)
-                estimate = {name: float(np.mean([r[name] for r in rows[-len(sets):] if r["kind"] == FAR]))
-                            for name in OOD_METRICS}
-                draws[protocol, "far_mean", score] = mean
-                rows.append(row(scored, protocol, "far_mean", FAR, score, len(id_scores),
-                                sum(len(s.images) for s in sets if s.kind == FAR), estimate, mean, settings))
+                by_set[ood.name] = row(scored, protocol, ood.name, ood.kind, score, len(id_scores), len(ood_scores),
+                                       ood_metrics(id_scores, ood_scores), values, settings)
+                rows.append(by_set[ood.name])
+            for kind, mean_name in MEANS.items():
+                members = [ood for ood in sets if ood.kind == kind]
+                if members:
+                    mean = np.mean([draws[protocol, ood.name, score] for ood in members], axis=0)
+                    estimate = {name: float(np.mean([by_set[ood.name][name] for ood in members]))
+                                for name in OOD_METRICS}
+                    draws[protocol, mean_name, score] = mean
+                    rows.append(row(scored, protocol, mean_name, kind, score, len(id_scores),
+                                    sum(len(ood.images) for ood in members), estimate, mean, settings))
     return rows, draws
 
 
@@ -235,7 +235,7 @@ def comparison_rows(models: dict, draws: dict, metrics: pd.DataFrame) -> list[di
     auroc = OOD_METRICS.index("auroc")
     estimates = metrics.set_index(["model", "protocol", "set", "score"]).auroc
     rows = []
-    keys = sorted({key[1:] for key in draws}, key=lambda key: (key[0] != STANDARD, key[1] != "far_mean"))
+    keys = sorted({key[1:] for key in draws}, key=lambda key: (key[0] != STANDARD, key[1] not in MEANS.values()))
     for protocol, set_name, score in keys:
         pairs = []
         if score != "msp":
@@ -294,16 +294,17 @@ def save_sets(out_dir: Path, sets: list[OodSet]) -> None:
 
 
 def load_sets(params: OodParams) -> list[OodSet]:
-    sets = [built_in(name, params.noise_images, params.seed) for name in params.sets]
-    sets += [from_folder(name, path) for name, path in parse_given(params.ood)]
+    """The chosen sets, each a seeded sample of at most max_images (seed + its place in the order)."""
+    limit = params.max_images
+    sets = [limited(built_in(name, params.noise_images, params.seed), limit, params.seed + number)
+            for number, name in enumerate(params.sets)]
+    sets += [online_set(name, params.data_dir / "ood", limit, params.seed + len(sets) + number)
+             for number, name in enumerate(params.online)]
+    sets += [from_folder(name, path, limit, params.seed + len(sets) + number)
+             for number, (name, path) in enumerate(parse_given(params.ood))]
     if not sets:
-        raise UserError("no OOD set chosen: give --set with a built-in set or --ood NAME=PATH")
-    limited = []
-    for number, ood in enumerate(sets):
-        keep = sample(len(ood.images), params.max_images, params.seed + number)
-        limited.append(replace(ood, images=ood.images[keep], files=tuple(np.array(ood.files)[keep])
-                               if ood.files else ()))
-    return limited
+        raise UserError("no OOD set chosen: give --set with a built-in set, --online-set or --ood NAME=PATH")
+    return sets
 
 
 def corrupted_in_turn(images: torch.Tensor, severity: int, seed: int) -> np.ndarray:
@@ -362,16 +363,17 @@ def ood(params: OodParams) -> None:
 
 
 def summary_lines(standard: pd.DataFrame) -> list[str]:
-    far = standard[standard.set == "far_mean"]
-    return [f"{row.model:9s} {row.score:21s} far-set mean AUROC {row.auroc:.3f} [{row.auroc_low:.3f}, "
-            f"{row.auroc_high:.3f}]  FPR@95 {row.fpr95:.3f}" for row in far.itertuples()]
+    means = standard[standard.set.isin(list(MEANS.values()))]
+    return [f"{row.model:9s} {row.score:21s} {row.set.split('_')[0]}-set mean AUROC {row.auroc:.3f} "
+            f"[{row.auroc_low:.3f}, {row.auroc_high:.3f}]  FPR@95 {row.fpr95:.3f}" for row in means.itertuples()]
 
 
 def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataFrame, sets: list[OodSet],
              models: dict, out_dir: Path, params: OodParams) -> tuple[list[Headline], Section]:
     standard = table[table.protocol == STANDARD]
-    summary = "far_mean" if (standard.set == "far_mean").any() else sets[0].name
-    where = "mean over the far sets" if summary == "far_mean" else summary
+    present = [name for name in ("far_mean", "near_mean") if (standard.set == name).any()]
+    summary = present[0] if present else sets[0].name
+    where = f"mean over the {summary.split('_')[0]} sets" if present else summary
 
     def estimate(row, name: str) -> Estimate:
         return Estimate(row[name], row[f"{name}_low"], row[f"{name}_high"])
@@ -386,18 +388,22 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataF
                                  axis=f"OOD AUROC ({display})", better=HIGHER))
         headline.append(Headline(f"OOD images accepted at 95% of test images accepted (FPR@95), {display}",
                                  {tag: estimate(r, "fpr95") for tag, r in rows.iterrows()}, n, better=LOWER))
-    far = standard[standard.set == summary]
     columns = ["score", *[f"{tag}: AUROC" for tag in models], *[f"{tag}: FPR@95" for tag in models], "settings"]
-    rows = []
-    for score, group in far.groupby("score", sort=False):
-        by_model = group.set_index("model")
-        rows.append([BY_NAME[str(score)].display, *[estimate(by_model.loc[tag], "auroc") for tag in models],
-                     *[estimate(by_model.loc[tag], "fpr95") for tag in models],
-                     " / ".join(dict.fromkeys(str(text) for text in group.settings))])
-    main_table = Table(columns, rows, note=f"{where} ({', '.join(s.name for s in sets if s.kind == FAR)}); "
-                                           "in-distribution: the CIFAR-10 test images (positive class); intervals: "
-                                           f"{params.resamples} stratified bootstrap resamples.")
-    tables = [main_table]
+    tables = []
+    for shown in present or [summary]:
+        chosen = standard[standard.set == shown]
+        rows = []
+        for score, group in chosen.groupby("score", sort=False):
+            by_model = group.set_index("model")
+            rows.append([BY_NAME[str(score)].display, *[estimate(by_model.loc[tag], "auroc") for tag in models],
+                         *[estimate(by_model.loc[tag], "fpr95") for tag in models],
+                         " / ".join(dict.fromkeys(str(text) for text in group.settings))])
+        kind = shown.split("_")[0]
+        what = f"mean over the {kind} sets ({', '.join(s.name for s in sets if s.kind == kind)})" if present \
+            else shown
+        tables.append(Table(columns, rows, note=f"{what}; in-distribution: the CIFAR-10 test images (positive "
+                                                f"class); intervals: {params.resamples} stratified bootstrap "
+                                                "resamples."))
     if len(comparisons):
         picked = comparisons[(comparisons.protocol == STANDARD) & (comparisons.set == summary)]
         between_models = picked["first"].str.split().str[0] != picked["second"].str.split().str[0]
@@ -409,9 +415,7 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataF
                                  "corrected for the number of comparisons"))
     full = table[(table.protocol == FULL_SPECTRUM) & (table.set == summary)]
     notes = ["Sets: " + "; ".join(f"{s.name} ({len(s.images)}): {s.source}" for s in sets),
-             "None of these is one of OpenOOD's benchmark sets; the near-OOD protocol (held-out classes) is not "
-             "run here.",
-             "Full-spectrum (corrupted test images counted as in-distribution): far-set AUROC " +
+             f"Full-spectrum (corrupted test images counted as in-distribution): AUROC, {where}: " +
              "; ".join(f"{r.model} {r.score} {r.auroc:.3f}" for r in full.itertuples()
                        if r.score in HEADLINE_SCORES)]
     notes += [f"{tag}: {name} skipped: {why}" for tag, m in models.items() for name, why in m.skipped.items()]
