@@ -30,8 +30,8 @@ from .core.distributed import Ranks, all_sum, barrier, torchrun_job
 from .core.errors import UserError
 from .core.findings import Estimate, Picture, Section, Table, wilson
 from .core.record import write_record
-from .data.cifar10 import (CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10, pad_for_crop, random_crop_flip,
-                           run_split, data_summary)
+from .data.cifar10 import (CIFAR10_MEAN, CIFAR10_STD, OPEN_SET_KNOWN, Normalizer, data_summary, known_class_indices,
+                           load_cifar10, pad_for_crop, random_crop_flip, restricted, run_split)
 from .nn.inference import REPORTED_PRECISION, loss_and_accuracy, predict_logits
 from .plots import plot_curves
 
@@ -40,6 +40,13 @@ def trainable_arch(text: str) -> str:
     if is_user_code(text):
         raise argparse.ArgumentTypeError("user code is not trained here: train it yourself, then import_model.py")
     return text
+
+
+class OpenSetClasses(argparse.Action):
+    """--classes alone stands for the open-set split's known classes."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(values or []) or list(OPEN_SET_KNOWN))
 
 
 @dataclass
@@ -73,6 +80,11 @@ class TrainConfig:
     val_fraction: float = field(default=0.02, metadata=flag(
         "share of the training images held out (stratified) to pick the best checkpoint and fit calibration",
         open_fraction))
+    classes: tuple = field(default=(), metadata=flag(
+        "train on these classes only, by name or index: an open-set run, whose left-out classes' test images are "
+        "near-OOD for ood.py --open-set; --classes alone: the 6/4 split of Neal et al. 2018 ("
+        + " ".join(OPEN_SET_KNOWN) + "; Vaze et al.'s split 0)", str, nargs="*", action=OpenSetClasses,
+        repeats=True, metavar="CLASS", default_text="all"))
     max_train_images: int = field(default=0, metadata=flag("use only the first N training images (0: all)",
                                                            non_negative_int))
     cv_folds: int = 0              # >0: a cross-validation run that never trains on fold cv_fold of cv_folds
@@ -132,7 +144,9 @@ def saved_config(config: dict, source: str | Path) -> TrainConfig:
     if unknown:
         raise UserError(f"{source} was saved by a newer version of this project (unknown settings: "
                         f"{', '.join(unknown)}); update this checkout")
-    return TrainConfig(**config)
+    settings = dict(config)
+    settings["classes"] = tuple(settings.get("classes", ()))  # JSON reads the tuple back as a list
+    return TrainConfig(**settings)
 
 
 def training_forward(model: nn.Module, device: torch.device, ranks: Ranks,
@@ -156,6 +170,8 @@ class Trainer:
         self.config, self.device, self.ranks = config, device, ranks
         self.precision = pick_precision(device, config.precision)
         data = load_cifar10(data_dir, quiet=not ranks.main)
+        if config.classes:  # an open-set run: the other classes' images are never seen
+            data = restricted(data, known_class_indices(config.classes, data.class_names))
         self.class_names = data.class_names
         train_images, train_labels = data.train_images, data.train_labels
         train_idx, val_idx, fold_idx = run_split(train_labels, config.val_fraction, config.max_train_images,
@@ -394,7 +410,8 @@ def model_settings(config: dict) -> dict:
     """The settings that make the trained model (keys added to TrainConfig since a run was saved: their
     defaults)."""
     settings = dataclasses.asdict(TrainConfig()) | config
-    return {key: value for key, value in settings.items() if key not in RUN_ONLY_SETTINGS}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in settings.items()
+            if key not in RUN_ONLY_SETTINGS}  # as JSON reads them back
 
 
 def finished_run(folder: Path, config: TrainConfig) -> bool:
@@ -442,7 +459,9 @@ def training_stage(description: str | None, settings: RunSettings, argv: list[st
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the initialisation, the shuffling and the augmentation")
 
-    parser.add_argument("--out-dir", type=Path, default=paths.run_dir(settings.tag), help="where this run's files go")
+    default_dir = paths.run_dir(settings.tag)
+    parser.add_argument("--out-dir", type=Path, help=f"where this run's files go (default {default_dir}; with "
+                                                     f"--classes {paths.OPEN_SET_DIR})")
     smoke = dataclasses.replace(SMOKE_CONFIG, label_smoothing=settings.label_smoothing)  # the twin's one change
     add_flags(parser, defaults, smoke)
     parser.add_argument("--smoke", action="store_true", help="small preset for a quick check on a CPU")
@@ -451,5 +470,7 @@ def training_stage(description: str | None, settings: RunSettings, argv: list[st
                              "nothing was saved yet, so the same command is safe to repeat)")
     args = parser.parse_args(argv)
     config = params_from(args, defaults, smoke)
-    run_main(lambda: train(config, args.data_dir, args.out_dir, args.device, args.resume, record=settings.stage),
-             args.debug)
+    open_set = bool(config.classes)  # a run of its own: neither its folder nor its record is the study's
+    out_dir = args.out_dir or (paths.OPEN_SET_DIR if open_set else paths.run_dir(settings.tag))
+    record = f"{settings.stage}_open_set" if open_set else settings.stage
+    run_main(lambda: train(config, args.data_dir, out_dir, args.device, args.resume, record=record), args.debug)

@@ -12,11 +12,12 @@ import torch.nn as nn
 from PIL import Image
 from scipy.special import logsumexp, softmax
 
-from conftest import assert_user_error, run_stage_in_process, write_checkpoint
+from conftest import CLASS_NAMES, assert_user_error, run_stage_in_process, write_checkpoint
 from test_ood_downloads import official_archive
 from models import build_model
 from stresstest.core.errors import UserError
-from stresstest.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, Normalizer, load_cifar10
+from stresstest.data.cifar10 import (CIFAR10_MEAN, CIFAR10_STD, OPEN_SET_KNOWN, Normalizer, known_class_indices,
+                                     load_cifar10, restricted)
 from stresstest.data.ood_sets import BUILT_IN, FAR, SANITY, built_in, from_folder
 from stresstest.metrics import ood_metrics
 from stresstest.nn.inference import logits_and_features
@@ -255,3 +256,59 @@ def test_ood_needs_the_temperature_of_the_same_checkpoint(tiny_data, calibrated_
     (workdir / "experiments" / "records" / "calibration.json").unlink()
     assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, cwd=workdir),
                       "run calibration.py")
+
+
+def test_class_lists_are_checked_and_the_data_relabelled(tiny_data):
+    data = load_cifar10(tiny_data, quiet=True)
+    assert known_class_indices(OPEN_SET_KNOWN, CLASS_NAMES) == [0, 1, 2, 4, 5, 9]
+    assert known_class_indices(("9", "cat", "0"), CLASS_NAMES) == [0, 3, 9]
+    assert known_class_indices((), CLASS_NAMES) == list(range(10))
+    for given, said in [(("",), "an empty class name"), (("cat", "3"), "cat is given twice"),
+                        (("cat", "lion"), "lion is not a class"), (("12", "cat"), "12 is not a class"),
+                        (tuple(CLASS_NAMES), "leaves no class out"), (("cat",), "at least two classes")]:
+        with pytest.raises(UserError, match=said):
+            known_class_indices(given, CLASS_NAMES)
+    known = restricted(data, [3, 5])
+    assert known.class_names == ["cat", "dog"] and set(known.test_labels) <= {0, 1}
+    kept = np.isin(data.test_labels, [3, 5])
+    assert np.array_equal(known.test_images, data.test_images[kept])
+    assert np.array_equal(known.test_labels, (data.test_labels[kept] == 5).astype(int))
+
+
+@pytest.mark.slow
+def test_the_open_set_split_trains_and_scores(tiny_data, calibrated_runs):
+    workdir = calibrated_runs
+    for given, said in [(["--classes", ""], "an empty class name"), (["--classes", "cat", "cat"], "given twice"),
+                        (["--classes", *CLASS_NAMES], "leaves no class out")]:
+        assert_user_error(run_stage_in_process("train.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
+                                               *given, cwd=workdir), said)
+    result = run_stage_in_process("train.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke", "--classes",
+                                  "--epochs", "1", "--max-train-images", "200", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    checkpoint = workdir / "experiments" / "open_set" / "best_model.pth"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["class_names"] == list(OPEN_SET_KNOWN) and saved["num_classes"] == 6
+    assert saved["split_sizes"]["test"] == int(np.isin(load_cifar10(tiny_data, quiet=True).test_labels,
+                                                       [0, 1, 2, 4, 5, 9]).sum())
+    assert (workdir / "experiments" / "records" / "train_open_set.json").is_file()
+    assert not (workdir / "experiments" / "records" / "train.json").exists()  # the study's record untouched
+    assert_user_error(run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu",
+                                           "--baseline", checkpoint, "--improved", "none", cwd=workdir),
+                      "ood.py --open-set scores it")
+    result = run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--improved", "none", "--open-set",
+                                  checkpoint, "--score", "msp", "msp_temperature", "knn", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    metrics = pd.read_csv(workdir / "experiments" / "ood" / "metrics.csv")
+    opened = metrics[metrics.model == "open_set"]
+    held_out = opened[opened.set == "held_out_classes"]
+    assert set(held_out.kind) == {"near"} and set(held_out.score) == {"msp", "knn"}  # no temperature: no MSP-T
+    test_labels = load_cifar10(tiny_data, quiet=True).test_labels
+    assert (held_out.n_ood == min(30, int(np.isin(test_labels, [3, 6, 7, 8]).sum()))).all()
+    assert (held_out[held_out.protocol == "standard"].n_id == 60).all()
+    assert {"near_mean", "far_mean", "digits"} <= set(opened.set)
+    assert set(metrics[metrics.model == "baseline"].set) == {"digits", "faces", "uniform_noise", "far_mean"}
+    record = json.loads((workdir / "experiments" / "records" / "ood.json").read_text())
+    assert "calibration.py fits" in record["skipped"]["open_set"]["msp_temperature"]
+    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--improved", "none",
+                                           "--open-set", workdir / "experiments" / "baseline" / "best_model.pth",
+                                           cwd=workdir), "trained on every class")

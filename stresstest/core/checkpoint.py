@@ -51,8 +51,9 @@ def require_training_run(checkpoint: dict, path: Path, what: str, producer: str)
                         "or has no training config")
 
 
-def read_checkpoint(path: Path, producer: str) -> dict:
-    """Load a classifier checkpoint safely; `producer` names the stage that writes it (for the hint)."""
+def read_checkpoint(path: Path, producer: str, open_set: bool = False) -> dict:
+    """Load a classifier checkpoint safely; `producer` names the stage that writes it (for the hint). A run on
+    some of the classes (train.py --classes) only where `open_set` says the caller scores one."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found: run {producer} first")
@@ -64,6 +65,9 @@ def read_checkpoint(path: Path, producer: str) -> dict:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a cnn-stress-testing classifier checkpoint; run {producer} to make one, "
                         "or import_model.py for a model from elsewhere")
+    if (checkpoint.get("config") or {}).get("classes") and not open_set:
+        raise UserError(f"{path} was trained on {len(checkpoint['class_names'])} of the classes (train.py --classes, "
+                        "an open-set run); ood.py --open-set scores it, other stages need a model of every class")
     return checkpoint
 
 
@@ -81,9 +85,10 @@ def build_classifier(checkpoint: dict, path: Path, producer: str) -> nn.Module:
     return model
 
 
-def load_classifier(path: Path, producer: str, device: torch.device) -> tuple[nn.Module, dict]:
+def load_classifier(path: Path, producer: str, device: torch.device,
+                    open_set: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint, in eval mode and channels-last on `device`."""
-    checkpoint = read_checkpoint(path, producer)
+    checkpoint = read_checkpoint(path, producer, open_set)
     model = build_classifier(checkpoint, path, producer)
     to_channels_last(model, device).eval()
     return model, checkpoint

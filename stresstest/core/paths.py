@@ -64,6 +64,7 @@ ROBUSTNESS_DIR = STAGES["robustness.py"].folder
 ADVERSARIAL_DIR = STAGES["adversarial.py"].folder
 SEEDS_DIR = STAGES["seeds.py"].folder             # <model>/seed_<k>/ run folders
 EXPLANATIONS_DIR = STAGES["explanation_checks.py"].folder
+OPEN_SET_DIR = EXPERIMENTS / "open_set"        # train.py --classes: a run on some classes (ood.py --open-set)
 LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)
 REPORT_DIR = STAGES["report.py"].folder
 IMPORT_CARD = "import.json"                      # import_model.py: beside the imported model's best_model.pth

@@ -22,6 +22,9 @@ OFFICIAL_TRAIN_COUNT, OFFICIAL_TEST_COUNT = 50_000, 10_000
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CROP_PADDING = 4
+# The open-set protocol's CIFAR-10 split (Neal et al. 2018, 6 known / 4 held-out classes), as split 0 of the five
+# that Vaze et al. 2022 publish (osr_splits.py: known 0, 1, 2, 4, 5, 9); cat, frog, horse and ship are held out.
+OPEN_SET_KNOWN = ("airplane", "automobile", "bird", "deer", "dog", "truck")
 
 
 @dataclass
@@ -40,6 +43,40 @@ def data_summary(data: Cifar10) -> dict:
             "test_images": len(data.test_labels),
             "full_cifar10": (len(data.train_labels), len(data.test_labels)) == (OFFICIAL_TRAIN_COUNT,
                                                                                 OFFICIAL_TEST_COUNT)}
+
+
+def known_class_indices(classes: tuple, class_names: list[str]) -> list[int]:
+    """The sorted indices of the classes an open-set run trains on, given by name or index; one clear line for a
+    list that is empty, repeats a class, names an unknown one, or leaves no class out (all: an empty tuple)."""
+    if not classes:
+        return list(range(len(class_names)))
+    indices = []
+    for given in map(str, classes):
+        if not given.strip():
+            raise UserError("--classes: an empty class name; give CIFAR-10 class names or indices, or --classes "
+                            f"alone for the 6/4 open-set split ({' '.join(OPEN_SET_KNOWN)})")
+        index = int(given) if given.isdigit() else class_names.index(given) if given in class_names else -1
+        if not 0 <= index < len(class_names):
+            raise UserError(f"--classes: {given} is not a class of this data ({', '.join(class_names)}, or 0 to "
+                            f"{len(class_names) - 1})")
+        if index in indices:
+            raise UserError(f"--classes: {class_names[index]} is given twice; give each class once")
+        indices.append(index)
+    if len(indices) == len(class_names):
+        raise UserError("--classes leaves no class out, so nothing is held out as near-OOD; leave some out, or "
+                        "drop --classes to train on all of them")
+    if len(indices) < 2:
+        raise UserError("--classes: a classifier needs at least two classes")
+    return sorted(indices)
+
+
+def restricted(data: Cifar10, known: list[int]) -> Cifar10:
+    """The images of the `known` classes only (sorted indices), labelled 0..len(known)-1 in that order."""
+    relabel = np.full(len(data.class_names), -1, dtype=np.int64)
+    relabel[known] = np.arange(len(known))
+    train, test = np.isin(data.train_labels, known), np.isin(data.test_labels, known)
+    return Cifar10(data.train_images[train], relabel[data.train_labels[train]], data.test_images[test],
+                   relabel[data.test_labels[test]], [data.class_names[i] for i in known], data.root)
 
 
 def download_cifar10(data_dir: Path, url: str | None = None, md5: str | None = None) -> None:

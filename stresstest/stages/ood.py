@@ -14,14 +14,14 @@ import torch
 
 from ..attacks.threat import PixelModel
 from ..core import atomic, paths
-from ..core.checkpoint import load_classifier, model_card
+from ..core.checkpoint import load_classifier, model_card, read_checkpoint
 from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
                          non_negative_int, params_from, positive_float, positive_int, run_main)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.findings import HIGHER, LOWER, NUMBER, Estimate, Headline, Picture, Section, Table
 from ..core.record import read_record, write_record
-from ..data.cifar10 import data_summary, load_cifar10
+from ..data.cifar10 import Cifar10, data_summary, load_cifar10, restricted
 from ..data.cifar10c import corrupted_images
 from ..data.corruptions import NAMES, SEVERITIES
 from ..data.ood_downloads import NAMES as ONLINE, online_set
@@ -37,6 +37,7 @@ SCORE_NAMES = tuple(score.name for score in SCORES)
 STANDARD, FULL_SPECTRUM = "standard", "full-spectrum"
 ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
 MEANS = {NEAR: "near_mean", FAR: "far_mean"}  # the unweighted mean over the sets of a kind
+OPEN_SET, HELD_OUT = "open_set", "held_out_classes"  # --open-set: the model's tag, its near-OOD set
 HEADLINE_SCORES = ("msp", "knn")  # reported in the summary: the classic baseline and OpenOOD's best on CIFAR-10
 
 
@@ -49,6 +50,10 @@ class OodParams(BothModels, OodSettings):
         "NAME=PATH: a folder of images (class folders or flat, any size and mode) or an OpenOOD image list "
         "(a .txt of 'relative/path label' lines), scored as one more OOD set; several: --ood a=DIR b=DIR",
         metavar="NAME=PATH"))
+    open_set: Path | None = field(default=None, metadata=flag(
+        "also score a model trained on some classes (train.py --classes): its classes' test images in-distribution, "
+        "the held-out classes' as near-OOD (the open-set protocol), beside the same far sets", Path,
+        metavar="CHECKPOINT"))
     online: tuple = field(default=(), metadata=flag(
         "sets of OpenOOD's CIFAR-10 benchmark, downloaded from their official sources (md5-checked) into "
         "<data-dir>/ood/ on first use: near cifar100 tin, far mnist svhn dtd places365 (the official splits whole, "
@@ -152,20 +157,30 @@ class ModelScores:
 
 def score_model(tag: str, path: Path, sets: dict, data, train_index: np.ndarray, params: OodParams,
                 device: torch.device, out_dir: Path) -> tuple[ModelScores, dict]:
-    model, checkpoint = load_classifier(path, paths.producer(tag), device)
+    """Every chosen score of the model on every set in `sets` ({name: uint8 images}); the open-set model (tag
+    OPEN_SET) without MSP-T, as calibration.py fits no temperature for it."""
+    open_set = tag == OPEN_SET
+    model, checkpoint = load_classifier(path, "train.py --classes" if open_set else paths.producer(tag), device,
+                                        open_set=open_set)
     card = model_card(checkpoint, path)
-    temperature, fitted_on = temperature_of(tag, card)
+    wanted, skipped = set(params.scores), {}
+    if open_set:
+        temperature, fitted_on = 1.0, "not fitted"
+        if "msp_temperature" in wanted:
+            wanted.discard("msp_temperature")
+            skipped["msp_temperature"] = ("calibration.py fits temperatures for the study's models, not for an "
+                                          "open-set run")
+    else:
+        temperature, fitted_on = temperature_of(tag, card)
     normalizer = checkpoint_normalizer(checkpoint, device)
     batch_size = params.batch_size or default_eval_batch_size(device)
     features, labels = train_features(model, checkpoint, card, data.train_images[train_index],
                                       data.train_labels[train_index], out_dir, device, batch_size)
-    wanted = set(params.scores)
     feature_scores = [s.name for s in SCORES if s.uses == FEATURES and s.name in wanted]
-    skipped = {}
     if features is None and feature_scores:
-        skipped = {name: "the model has no nn.Linear whose output is its logits, so its features cannot be read"
-                   for name in feature_scores}
-        print(f"{tag}: feature scores skipped: {next(iter(skipped.values()))}")
+        skipped |= {name: "the model has no nn.Linear whose output is its logits, so its features cannot be read"
+                    for name in feature_scores}
+        print(f"{tag}: feature scores skipped: {skipped[feature_scores[0]]}")
     settings = settings_of(params)
     detectors = Detectors(last_linear(model) if features is not None else None,
                           features if feature_scores else None, labels,
@@ -183,7 +198,8 @@ def score_model(tag: str, path: Path, sets: dict, data, train_index: np.ndarray,
     predictions, confidence = probs.argmax(1).cpu().numpy(), probs.max(1).values.double().cpu().numpy()
     ends = np.cumsum([len(images) for images in sets.values()])
     for name, end, start in zip(sets, ends, [0, *ends[:-1]]):
-        scored.scores[name] = {score: values[score][start:end] for score in params.scores if score in values}
+        scored.scores[name] = {score: values[score][start:end] for score in params.scores
+                               if score in values and score in wanted}
         scored.predictions[name], scored.confidence[name] = predictions[start:end], confidence[start:end]
     return scored, card
 
@@ -316,48 +332,92 @@ def corrupted_in_turn(images: torch.Tensor, severity: int, seed: int) -> np.ndar
     return corrupted.cpu().numpy()
 
 
-def ood(params: OodParams) -> None:
-    device = resolve_device(params.device)
-    data = load_cifar10(params.data_dir)
-    sets = load_sets(params)
-    out_dir = atomic.ensure_writable_dir(params.out_dir)
+@dataclass
+class Evaluated:
+    """One model's scores and what the stage writes of them."""
+    scored: ModelScores
+    card: dict
+    metrics: list
+    draws: dict     # {(tag, protocol, set, score): (resamples, 4)}
+    selective: list
+    frame: pd.DataFrame
+
+
+def evaluate(tag: str, path: Path, data: Cifar10, sets: list[OodSet], params: OodParams, device: torch.device,
+             out_dir: Path) -> Evaluated:
+    """Score one model on a sample of data's test images (clean and corrupted) and on `sets`."""
     test_index = sample(len(data.test_labels), params.test_images, params.seed)
     train_index = sample(len(data.train_labels), params.train_images, params.seed)
     images = {ID_SET: data.test_images[test_index], CORRUPTED_SET: corrupted_in_turn(
                   torch.from_numpy(data.test_images[test_index]).to(device), params.corruption_severity, params.seed),
               **{s.name: s.images for s in sets}}
-    models, cards, metrics, draws, selective, frames = {}, {}, [], {}, [], []
-    for tag, path in params.checkpoints.items():
-        scored, cards[tag] = score_model(tag, path, images, data, train_index, params, device, out_dir)
-        models[tag] = scored
-        rows, model_draws = metric_rows(scored, sets, params)
-        metrics += rows
-        draws |= {(tag, *key): value for key, value in model_draws.items()}
-        selective += selective_rows(scored, data.test_labels[test_index], sets, params)
-        frames.append(per_image_frame(scored, test_index, sets))
-    table = pd.DataFrame(metrics)
-    comparisons = pd.DataFrame(comparison_rows(models, draws, table))
-    per_image = pd.concat(frames, ignore_index=True)
-    save_sets(out_dir, sets)
-    for name, frame in [("metrics.csv", table), ("comparisons.csv", comparisons),
-                        ("selective.csv", pd.DataFrame(selective)), ("scores.csv", per_image)]:
+    scored, card = score_model(tag, path, images, data, train_index, params, device, out_dir)
+    rows, draws = metric_rows(scored, sets, params)
+    return Evaluated(scored, card, rows, {(tag, *key): value for key, value in draws.items()},
+                     selective_rows(scored, data.test_labels[test_index], sets, params),
+                     per_image_frame(scored, test_index, sets))
+
+
+def open_set_data(path: Path, data: Cifar10, params: OodParams) -> tuple[Cifar10, OodSet]:
+    """The data of an open-set run's classes, and the test images of the classes it never saw (near-OOD)."""
+    checkpoint = read_checkpoint(path, "train.py --classes", open_set=True)
+    names = list(checkpoint["class_names"])
+    if not (checkpoint.get("config") or {}).get("classes"):
+        raise UserError(f"--open-set {path}: this model was trained on every class; train one on some with "
+                        "train.py --classes")
+    if not set(names) < set(data.class_names):
+        raise UserError(f"--open-set {path}: its classes ({', '.join(names)}) are not among this data's "
+                        f"({', '.join(data.class_names)}); use the --data-dir it was trained on")
+    known = sorted(data.class_names.index(name) for name in names)
+    left_out = [name for name in data.class_names if name not in names]
+    held_out = OodSet(HELD_OUT, NEAR, f"the CIFAR-10 test images of the {len(left_out)} classes the open-set model "
+                                      f"never saw ({', '.join(left_out)}; Neal et al. 2018's protocol)",
+                      data.test_images[~np.isin(data.test_labels, known)])
+    return restricted(data, known), limited(held_out, params.max_images, params.seed)
+
+
+def ood(params: OodParams) -> None:
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    sets = load_sets(params)
+    open_set = open_set_data(params.open_set, data, params) if params.open_set else None
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    evaluated = [evaluate(tag, path, data, sets, params, device, out_dir) for tag, path in params.checkpoints.items()]
+    models = {e.scored.tag: e.scored for e in evaluated}
+    table = pd.DataFrame([row for e in evaluated for row in e.metrics])
+    comparisons = comparison_rows(models, {key: value for e in evaluated for key, value in e.draws.items()}, table)
+    if open_set is not None and params.open_set is not None:
+        known_data, held_out = open_set
+        extra = evaluate(OPEN_SET, params.open_set, known_data, [held_out, *sets], params, device, out_dir)
+        table = pd.concat([table, pd.DataFrame(extra.metrics)], ignore_index=True)
+        comparisons += comparison_rows({OPEN_SET: extra.scored}, extra.draws, table)
+        evaluated.append(extra)
+    selective = pd.DataFrame([row for e in evaluated for row in e.selective])
+    per_image = pd.concat([e.frame for e in evaluated], ignore_index=True)
+    save_sets(out_dir, sets + ([open_set[1]] if open_set else []))
+    for name, frame in [("metrics.csv", table), ("comparisons.csv", pd.DataFrame(comparisons)),
+                        ("selective.csv", selective), ("scores.csv", per_image)]:
         atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
-    standard = table[table.protocol == STANDARD]
-    save(out_dir / "auroc.png", auroc_figure(standard, [s.name for s in sets]))
-    save(out_dir / "histograms.png", ood_histogram_figure(per_image, [s.name for s in sets]))
-    save(out_dir / "roc.png", ood_roc_figure(per_image, [s.name for s in sets]))
-    save(out_dir / "accepted.png", accepted_ood_figure(images, per_image, [s.name for s in sets], data.class_names,
-                                                       params.gallery))
+    standard = table[(table.protocol == STANDARD) & (table.model != OPEN_SET)]
+    shown = per_image[per_image.model != OPEN_SET]
+    names = [s.name for s in sets]
+    save(out_dir / "auroc.png", auroc_figure(standard, names))
+    save(out_dir / "histograms.png", ood_histogram_figure(shown, names))
+    save(out_dir / "roc.png", ood_roc_figure(shown, names))
+    save(out_dir / "accepted.png", accepted_ood_figure({s.name: s.images for s in sets}, shown, names,
+                                                       data.class_names, params.gallery))
     for line in summary_lines(standard):
         print(line)
     print(f"-> {out_dir}")
-    headline, section = findings(table, comparisons, pd.DataFrame(selective), sets, models, out_dir, params)
-    write_record("ood", {"ood": out_dir}, params.checkpoints, headline=headline, sections=[section],
+    headline, section = findings(table, pd.DataFrame(comparisons), selective, sets, models, out_dir, params)
+    inputs = params.checkpoints | ({OPEN_SET: params.open_set} if params.open_set else {})
+    write_record("ood", {"ood": out_dir}, inputs, headline=headline, sections=[section],
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
-                 seed=params.seed, models=cards, sets={s.name: {"kind": s.kind, "images": len(s.images),
-                                                               "source": s.source} for s in sets},
+                 seed=params.seed, models={e.scored.tag: e.card for e in evaluated},
+                 sets={s.name: {"kind": s.kind, "images": len(s.images), "source": s.source}
+                       for s in sets + ([open_set[1]] if open_set else [])},
                  settings=asdict(settings_of(params)), scores=list(params.scores),
-                 skipped={tag: m.skipped for tag, m in models.items() if m.skipped},
+                 skipped={e.scored.tag: e.scored.skipped for e in evaluated if e.scored.skipped},
                  temperatures={tag: {"temperature": m.temperature, "fitted_on": m.fitted_on}
                                for tag, m in models.items()})
 
@@ -370,7 +430,7 @@ def summary_lines(standard: pd.DataFrame) -> list[str]:
 
 def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataFrame, sets: list[OodSet],
              models: dict, out_dir: Path, params: OodParams) -> tuple[list[Headline], Section]:
-    standard = table[table.protocol == STANDARD]
+    standard = table[(table.protocol == STANDARD) & (table.model != OPEN_SET)]
     present = [name for name in ("far_mean", "near_mean") if (standard.set == name).any()]
     summary = present[0] if present else sets[0].name
     where = f"mean over the {summary.split('_')[0]} sets" if present else summary
@@ -413,7 +473,18 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataF
                               r.p_bootstrap] for r in picked.itertuples()],
                             note="paired on the same resampled images; p: two-sided bootstrap p-value, not "
                                  "corrected for the number of comparisons"))
-    full = table[(table.protocol == FULL_SPECTRUM) & (table.set == summary)]
+    opened = table[(table.protocol == STANDARD) & (table.model == OPEN_SET)]
+    if len(opened):
+        by_score = {score: group.set_index("set") for score, group in opened.groupby("score", sort=False)}
+        tables.append(Table(["score", "held-out classes: AUROC", "FPR@95", f"{where}: AUROC"],
+                            [[BY_NAME[str(score)].display, estimate(group.loc[HELD_OUT], "auroc"),
+                              estimate(group.loc[HELD_OUT], "fpr95"),
+                              estimate(group.loc[summary], "auroc") if summary in group.index else ""]
+                             for score, group in by_score.items()],
+                            note=f"The open-set model ({params.open_set}): in-distribution, "
+                                 f"{int(opened.n_id.iloc[0])} test images of the classes it was trained on; "
+                                 "near-OOD, the held-out classes' test images (Neal et al. 2018's protocol)."))
+    full = table[(table.protocol == FULL_SPECTRUM) & (table.set == summary) & (table.model != OPEN_SET)]
     notes = ["Sets: " + "; ".join(f"{s.name} ({len(s.images)}): {s.source}" for s in sets),
              f"Full-spectrum (corrupted test images counted as in-distribution): AUROC, {where}: " +
              "; ".join(f"{r.model} {r.score} {r.auroc:.3f}" for r in full.itertuples()
