@@ -84,12 +84,13 @@ def test_the_figures_go_to_a_csv_and_a_record(tiny_data, tmp_path):
     result = run_stage_in_process("bench.py", "--data-dir", tiny_data, "--device", "cpu", "--steps", "1", "--warmup",
                                   "1", "--batch-size", "16", "--gradcam-images", "8", "--feature-images", "0",
                                   "--corruption-images", "0", "--occlusion-images", "0", "--attack-images", "0",
-                                  "--skip-peer", "--out-dir", "numbers", cwd=tmp_path)
+                                  "--knn-bank", "600", "--knn-queries", "100", "--skip-peer", "--out-dir", "numbers",
+                                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "numbers" / "bench.csv")
-    assert {"ours train", "ours eval, fp32", "Grad-CAM package_single", "import_model.py check of a ResNet-18"} <= \
-        set(table.measure)
-    assert (table.value > 0).all() and set(table.unit) <= {"img/s", "s", "x", "maps/s"}
+    assert {"ours train", "ours eval, fp32", "Grad-CAM package_single", "import_model.py check of a ResNet-18",
+            "ours OOD KNN (k 50)"} <= set(table.measure)
+    assert (table.value > 0).all() and set(table.unit) <= {"img/s", "s", "x", "maps/s", "queries/s"}
     record = json.loads((tmp_path / "experiments" / "records" / "bench.json").read_text())
     rows = record["sections"][0]["tables"][0]["rows"]
     assert [row[0] for row in rows] == list(table.measure) and record["outputs"]["bench"] == "numbers"

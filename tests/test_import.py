@@ -444,3 +444,28 @@ def test_train_py_trains_a_torchvision_network_with_the_recipe_and_refuses_user_
     refused = run_stage_in_process("train.py", "--data-dir", tiny_data, "--arch", f"{user_file}:RawPixelNet",
                                    cwd=tmp_path)
     assert refused.returncode == 2 and "import_model.py" in refused.stderr
+
+
+@pytest.mark.slow
+def test_an_imported_model_without_a_linear_head_gets_the_logit_scores_and_a_reason(tiny_data, tmp_path):
+    """A fully convolutional classifier (a 1x1 convolution to the classes, then pooling) has no input of a last
+    nn.Linear: ood.py scores it from its logits and says in its record why the feature scores are left out."""
+    (tmp_path / "convnet.py").write_text(
+        "import torch.nn as nn\ndef net(num_classes=10):\n    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), "
+        "nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1), "
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten())\n")
+    torch.manual_seed(0)
+    torch.save(build_architecture(f"{tmp_path / 'convnet.py'}:net", 10).state_dict(), tmp_path / "conv.pth")
+    conv = tmp_path / "experiments" / "conv" / "best_model.pth"
+    for stage, arguments in [("import_model.py", ["--arch", f"{tmp_path / 'convnet.py'}:net", "--weights",
+                                                  "conv.pth", "--name", "conv"]),
+                             ("calibration.py", ["--baseline", conv, "--improved", "none"]),
+                             ("ood.py", ["--baseline", conv, "--improved", "none", "--smoke", "--test-images", "60",
+                                         "--max-images", "30", "--set", "digits", "uniform_noise", "--score",
+                                         "msp", "energy", "knn", "mahalanobis"])]:
+        result = run_stage_in_process(stage, "--data-dir", tiny_data, "--device", "cpu", *arguments, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    metrics = pd.read_csv(tmp_path / "experiments" / "ood" / "metrics.csv")
+    assert set(metrics.score) == {"msp", "energy"} and metrics.auroc.between(0, 1).all()
+    skipped = json.loads((tmp_path / "experiments" / "records" / "ood.json").read_text())["skipped"]["baseline"]
+    assert set(skipped) == {"knn", "mahalanobis"} and "no nn.Linear" in skipped["knn"]

@@ -77,6 +77,24 @@ def test_every_score_equals_its_formula_and_ranks_in_distribution_higher(cluster
 
 
 @pytest.mark.slow  # 400 real images through a ResNet-18
+def test_mahalanobis_auroc_follows_the_chi_squared_closed_form():
+    """In-distribution features N(0, I_d), OOD N(mu, I_d) with |mu| = Delta: the squared Mahalanobis distance to the
+    fitted class is chi-squared (d) for the first and noncentral chi-squared (d, Delta^2) for the second, so the
+    score's AUROC is P(D_id < D_ood) = integral of F_chi2(x) f_ncx2(x) dx."""
+    from scipy import integrate, stats
+
+    rng = np.random.default_rng(7)
+    dims, delta, n = 8, 2.5, 20000
+    train = torch.from_numpy(rng.normal(0, 1, (n, dims))).float()
+    id_points = torch.from_numpy(rng.normal(0, 1, (n, dims))).float()
+    ood_points = torch.from_numpy(rng.normal(0, 1, (n, dims)) + delta / np.sqrt(dims)).float()
+    detectors = Detectors(nn.Linear(dims, 2), train, torch.zeros(n, dtype=torch.long), 1.0, OodSettings())
+    auroc = ood_metrics(detectors.feature_scores(id_points)["mahalanobis"],
+                        detectors.feature_scores(ood_points)["mahalanobis"])["auroc"]
+    expected = integrate.quad(lambda x: stats.chi2.cdf(x, dims) * stats.ncx2.pdf(x, dims, delta ** 2), 0, np.inf)[0]
+    assert 0.7 < expected < 0.95 and auroc == pytest.approx(expected, abs=0.01)
+
+
 def test_knn_on_the_device_equals_pytorch_oods_on_real_features(real_data):
     from pytorch_ood.detector import KNN
 

@@ -118,6 +118,31 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 5) -> flo
     return timed_rate(device, lambda: [torch.mm(a, b) for _ in range(repeats)], 2 * size ** 3 * repeats)
 
 
+def measure_knn(device: torch.device, bank_size: int, query_count: int, width: int = 512, k: int = 50) -> dict:
+    """Queries/s of ood.py's KNN score (distance to the k-th nearest unit-length training feature) on random
+    post-ReLU features of a ResNet-18's width: DeviceKNN (matrix product + top-k on the device) against
+    pytorch-ood's KNN (scikit-learn's NearestNeighbors, all cores), and the ceiling the distances' matrix product
+    sets (2 x queries x bank x width flops at the device's measured fp32 rate)."""
+    from pytorch_ood.detector import KNN
+
+    from ..ood_scores import DeviceKNN
+
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.randn(bank_size, width, generator=generator).relu()
+    queries = torch.randn(query_count, width, generator=generator).relu()
+    ours = DeviceKNN(bank.to(device), k)
+    on_device = queries.to(device)
+    ours.predict_features(on_device[:256])  # warm-up
+    ours_seconds = timed_seconds(device, lambda: ours.predict_features(on_device))
+    reference = KNN(None, k=k).fit_features(bank, torch.zeros(bank_size, dtype=torch.long))
+    started = time.perf_counter()
+    reference.predict_features(queries)
+    reference_seconds = time.perf_counter() - started
+    ceiling_seconds = 2 * query_count * bank_size * width / matmul_rate(device)
+    return {"ours": query_count / ours_seconds, "reference": query_count / reference_seconds,
+            "ceiling": query_count / ceiling_seconds}
+
+
 def measure_feature_extraction(device: torch.device, count: int) -> dict:
     """Frozen-backbone feature extraction images/s at 224x224 (random-init weights: speed does not depend on them)."""
     from ..nn.backbones import BACKBONES, extract_features, load_backbone
@@ -297,6 +322,9 @@ class BenchParams(Common):
     occlusion_images: int = field(default=8, metadata=flag(
         f"images for the occlusion measurement (patch {OCCLUSION['patch']}, stride {OCCLUSION['stride']}; one "
         "forward per position on an eighth of them; 0: skip)", non_negative_int))
+    knn_bank: int = field(default=50_000, metadata=flag(
+        "training features (512 wide) in the OOD KNN measurement's bank (0: skip)", non_negative_int))
+    knn_queries: int = field(default=10_000, metadata=flag("queries of the OOD KNN measurement", positive_int))
     attack_images: int = field(default=64, metadata=flag(
         "images for the PGD measurement (one image per call on an eighth of them; 0: skip)", non_negative_int))
     autoattack_images: int = field(default=16, metadata=flag(
@@ -360,6 +388,12 @@ def benchmark(params: BenchParams) -> None:
         figures.add("ours occlusion, batched", occlusion["batched"], "maps/s",
                     f"{occlusion['count']} images; one forward per position {occlusion['single']:.2f} maps/s: "
                     f"{occlusion['batched'] / occlusion['single']:.1f}x")
+    if params.knn_bank > 0:
+        knn = measure_knn(device, params.knn_bank, params.knn_queries)
+        figures.add("ours OOD KNN (k 50)", knn["ours"], "queries/s",
+                    f"{params.knn_bank:,} x 512 bank; pytorch-ood's (scikit-learn) {knn['reference']:.0f} queries/s: "
+                    f"{knn['ours'] / knn['reference']:.1f}x; {knn['ours'] / knn['ceiling']:.2f} of the matrix "
+                    f"product's ceiling ({knn['ceiling']:.0f} queries/s)")
     if params.attack_images > 0:
         attacks = measure_attacks(trainer.model, trainer.test_images[:params.attack_images],
                                   max(1, params.attack_images // 8), params.autoattack_images)
