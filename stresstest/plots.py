@@ -214,16 +214,17 @@ def reliability_figure(tables: dict, count: int):
     return figure
 
 
-def risk_coverage_figure(curves: dict, count: int):
+def risk_coverage_figure(curves: dict, count: int | str):
     """Selective risk against coverage, one panel per model, one line per confidence score.
-    curves: {model: {score: (coverage, risk, aurc, (low, high) of its 95% interval)}}."""
+    curves: {model: {score: (coverage, risk, aurc, (low, high) of its 95% interval)}}; count: the images (n, or
+    words that say what they are)."""
     figure, axes = subplots(1, len(curves), figsize=(5.5 * len(curves), 4.3), dpi=100, squeeze=False)
     for axis, (model, by_score) in zip(axes[0], curves.items()):
         for score, (coverage, risk, area, (low, high)) in by_score.items():
             axis.plot(coverage, risk, label=f"{score}: AURC {area:.4f} (95% {low:.4f}-{high:.4f})")
         axis.set_xlabel("coverage")
         axis.set_ylabel("selective risk (error rate among kept)")
-        axis.set_title(f"{model} (n={count})")
+        axis.set_title(f"{model} (n={count})" if isinstance(count, int) else f"{model}: {count}", fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()

@@ -155,12 +155,19 @@ class SmokePipeline:
         return self.workdir / "experiments" / tag / "best_model.pth"
 
     def test_probabilities(self, tag: str) -> np.ndarray:
-        """(N, 10) float64 softmax of the run's `tag` model on the test images, in fp32 as the stages report."""
-        from stresstest.core.checkpoint import load_classifier
-        from stresstest.nn.inference import probabilities
+        """(N, 10) float64 softmax of the run's `tag` model on the test images, in fp32 as the stages report;
+        computed once per model (four tests read them)."""
+        if tag not in SMOKE_PROBABILITIES:
+            from stresstest.core.checkpoint import load_classifier
+            from stresstest.nn.inference import probabilities
 
-        model, checkpoint = load_classifier(self.checkpoint(tag), "train.py", torch.device("cpu"))
-        return probabilities(model, checkpoint, torch.from_numpy(self.data.test_images)).double().numpy()
+            model, checkpoint = load_classifier(self.checkpoint(tag), "train.py", torch.device("cpu"))
+            SMOKE_PROBABILITIES[tag] = probabilities(model, checkpoint,
+                                                     torch.from_numpy(self.data.test_images)).double().numpy()
+        return SMOKE_PROBABILITIES[tag].copy()
+
+
+SMOKE_PROBABILITIES: dict[str, np.ndarray] = {}  # one smoke pipeline per session
 
 
 @pytest.fixture(scope="session")

@@ -249,7 +249,7 @@ def test_ood_stage_on_generated_data(tiny_data, calibrated_runs, tmp_path):
     axes = [row["axis"] for row in record["headline"] if row["axis"]]
     assert axes == ["OOD AUROC (MSP)", "OOD AUROC (KNN)"]
     assert record["temperatures"]["baseline"]["fitted_on"].startswith("validation split")
-    for name in ["auroc.png", "histograms.png", "roc.png", "accepted.png", "selective.csv"]:
+    for name in ["auroc.png", "histograms.png", "roc.png", "risk_coverage.png", "accepted.png", "selective.csv"]:
         assert (out / name).is_file(), name
 
 

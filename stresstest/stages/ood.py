@@ -26,12 +26,14 @@ from ..data.cifar10c import corrupted_images
 from ..data.corruptions import NAMES, SEVERITIES
 from ..data.ood_downloads import NAMES as ONLINE, online_set
 from ..data.ood_sets import BUILT_IN, FAR, NEAR, OodSet, built_in, from_folder, limited, sample
-from ..metrics import OOD_METRICS, aurc, bootstrap_interval, ood_bootstrap, ood_metrics, paired_difference
+from ..metrics import (OOD_METRICS, aurc, bootstrap_interval, ood_bootstrap, ood_metrics, paired_difference,
+                       risk_coverage)
 from ..nn.backbones import data_fingerprint
 from ..nn.inference import (REPORTED_PRECISION, checkpoint_normalizer, default_eval_batch_size, last_linear,
                             logits_and_features)
 from ..ood_scores import BY_NAME, FEATURES, SCORES, Detectors, OodSettings, odin_scores, settings_text
-from ..plots import accepted_ood_figure, auroc_figure, ood_histogram_figure, ood_roc_figure, save
+from ..plots import (accepted_ood_figure, auroc_figure, ood_histogram_figure, ood_roc_figure, risk_coverage_figure,
+                     save)
 
 SCORE_NAMES = tuple(score.name for score in SCORES)
 STANDARD, FULL_SPECTRUM = "standard", "full-spectrum"
@@ -39,6 +41,7 @@ ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
 MEANS = {NEAR: "near_mean", FAR: "far_mean"}  # the unweighted mean over the sets of a kind
 OPEN_SET, HELD_OUT = "open_set", "held_out_classes"  # --open-set: the model's tag, its near-OOD set
 HEADLINE_SCORES = ("msp", "knn")  # reported in the summary: the classic baseline and OpenOOD's best on CIFAR-10
+CURVE_SCORES = ("msp", "energy", "mahalanobis", "knn", "vim")  # risk_coverage.png: a legible few
 
 
 @dataclass(frozen=True)
@@ -271,18 +274,22 @@ def comparison_rows(models: dict, draws: dict, metrics: pd.DataFrame) -> list[di
     return rows
 
 
-def selective_rows(scored: ModelScores, labels: np.ndarray, sets: list[OodSet], params: OodParams) -> list[dict]:
-    """AURC over the test images and every OOD set pooled, where an accepted OOD image is always an error."""
-    rows = []
+def selective_rows(scored: ModelScores, labels: np.ndarray, sets: list[OodSet],
+                   params: OodParams) -> tuple[list[dict], dict]:
+    """AURC over the test images and every OOD set pooled, where an accepted OOD image is always an error; and the
+    risk-coverage curves of CURVE_SCORES ({score: (coverage, risk, aurc, (low, high))})."""
+    rows, curves = [], {}
     right = scored.predictions[ID_SET] == labels
     correct = np.concatenate([right] + [np.zeros(len(s.images), bool) for s in sets])
     for score in scored.scores[ID_SET]:
         values = np.concatenate([scored.scores[ID_SET][score]] + [scored.scores[s.name][score] for s in sets])
+        area = aurc(values, correct)
         low, high = bootstrap_interval(aurc, values, correct, seed=params.seed, resamples=params.resamples)
         rows.append({"model": scored.tag, "score": score, "n_id": len(right), "n_ood": len(correct) - len(right),
-                     "aurc": round(aurc(values, correct), 6), "aurc_low": round(low, 6),
-                     "aurc_high": round(high, 6)})
-    return rows
+                     "aurc": round(area, 6), "aurc_low": round(low, 6), "aurc_high": round(high, 6)})
+        if score in CURVE_SCORES:
+            curves[BY_NAME[score].display] = (*risk_coverage(values, correct), area, (low, high))
+    return rows, curves
 
 
 def per_image_frame(scored: ModelScores, test_index: np.ndarray, sets: list[OodSet]) -> pd.DataFrame:
@@ -340,6 +347,7 @@ class Evaluated:
     metrics: list
     draws: dict     # {(tag, protocol, set, score): (resamples, 4)}
     selective: list
+    curves: dict    # risk-coverage curves by score
     frame: pd.DataFrame
 
 
@@ -353,8 +361,8 @@ def evaluate(tag: str, path: Path, data: Cifar10, sets: list[OodSet], params: Oo
               **{s.name: s.images for s in sets}}
     scored, card = score_model(tag, path, images, data, train_index, params, device, out_dir)
     rows, draws = metric_rows(scored, sets, params)
-    return Evaluated(scored, card, rows, {(tag, *key): value for key, value in draws.items()},
-                     selective_rows(scored, data.test_labels[test_index], sets, params),
+    selective, curves = selective_rows(scored, data.test_labels[test_index], sets, params)
+    return Evaluated(scored, card, rows, {(tag, *key): value for key, value in draws.items()}, selective, curves,
                      per_image_frame(scored, test_index, sets))
 
 
@@ -404,6 +412,11 @@ def ood(params: OodParams) -> None:
     save(out_dir / "auroc.png", auroc_figure(standard, names))
     save(out_dir / "histograms.png", ood_histogram_figure(shown, names))
     save(out_dir / "roc.png", ood_roc_figure(shown, names))
+    pooled = sum(len(s.images) for s in sets)
+    save(out_dir / "risk_coverage.png", risk_coverage_figure(
+        {e.scored.tag: e.curves for e in evaluated if e.scored.tag != OPEN_SET},
+        f"{len(evaluated[0].scored.predictions[ID_SET])} test + {pooled} OOD images, every accepted OOD image an "
+        "error"))
     save(out_dir / "accepted.png", accepted_ood_figure({s.name: s.images for s in sets}, shown, names,
                                                        data.class_names, params.gallery))
     for line in summary_lines(standard):
@@ -501,6 +514,7 @@ def findings(table: pd.DataFrame, comparisons: pd.DataFrame, selective: pd.DataF
                       tables=tables, notes=notes,
                       pictures=[Picture(out_dir / "histograms.png", "scores of test and OOD images"),
                                 Picture(out_dir / "roc.png", "ROC curves"),
+                                Picture(out_dir / "risk_coverage.png", "risk-coverage, accepted OOD images as errors"),
                                 Picture(out_dir / "accepted.png", "OOD images accepted most confidently")],
                       links=[out_dir / "metrics.csv", out_dir / "comparisons.csv", out_dir / "selective.csv",
                              out_dir / "scores.csv"])
