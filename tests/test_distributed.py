@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from conftest import REPO, assert_user_error, run_stage_in_process
+from conftest import MACHINERY_ARCH, REPO, assert_user_error, run_stage_in_process
 from stresstest.core.architecture import build_architecture
 from stresstest import probe, training
 from stresstest.core import distributed
@@ -76,8 +76,8 @@ def test_two_processes_match_one_with_the_same_global_batch(batchnorm, tiny_data
                     reason="torchrun not found beside this Python")
 def test_torchrun_writes_what_one_process_writes_and_resumes(tiny_data, tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    args = [str(REPO / "train.py"), "--data-dir", str(tiny_data), "--device", "cpu", "--smoke",
-            "--max-train-images", "128", "--epochs", "2"]
+    args = [str(REPO / "train.py"), "--data-dir", str(tiny_data), "--device", "cpu", "--smoke", "--arch",
+            MACHINERY_ARCH, "--max-train-images", "128", "--epochs", "2"]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, *args, "--out-dir", "one"], cwd=tmp_path, check=True, capture_output=True)
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--out-dir", "two"],

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CLASS_NAMES, file_digests, run_stage_in_process, write_checkpoint
+from conftest import CLASS_NAMES, MACHINERY_ARCH, file_digests, run_stage_in_process, write_checkpoint
 from stresstest.stages import failure_analysis as failures
 from stresstest.data.cifar10 import load_cifar10
 from stresstest.label_issues import confirmed_label_errors, describe, flag_label_issues, on_published_list
@@ -118,7 +118,8 @@ def test_label_issues_figure_shows_the_flagged_images_most_suspicious_first(tmp_
 
 @pytest.mark.slow
 def test_training_label_issues_come_from_runs_that_never_saw_their_fold(tiny_data, tmp_path):
-    recipe = TrainConfig(epochs=1, batch_size=32, lr=0.05, max_train_images=160, val_fraction=0.1)
+    recipe = TrainConfig(arch=MACHINERY_ARCH, epochs=1, batch_size=32, lr=0.05, max_train_images=160,
+                         val_fraction=0.1)
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", config=dataclasses.asdict(recipe))
     args = ["--data-dir", tiny_data, "--device", "cpu", "--threshold", "0.1", "--train-folds", "2",
             "--fold-epochs", "1"]

@@ -12,7 +12,7 @@ import torch.nn as nn
 from PIL import Image
 from scipy.special import logsumexp, softmax
 
-from conftest import CLASS_NAMES, assert_user_error, run_stage_in_process, write_checkpoint
+from conftest import CLASS_NAMES, MACHINERY_ARCH, assert_user_error, run_stage_in_process, write_checkpoint
 from test_ood_downloads import official_archive
 from models import build_model
 from stresstest.core.errors import UserError
@@ -301,7 +301,7 @@ def test_the_open_set_split_trains_and_scores(tiny_data, calibrated_runs):
         assert_user_error(run_stage_in_process("train.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
                                                *given, cwd=workdir), said)
     result = run_stage_in_process("train.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke", "--classes",
-                                  "--epochs", "1", "--max-train-images", "200", cwd=workdir)
+                                  "--arch", MACHINERY_ARCH, "--epochs", "1", "--max-train-images", "200", cwd=workdir)
     assert result.returncode == 0, result.stderr
     checkpoint = workdir / "experiments" / "open_set" / "best_model.pth"
     saved = torch.load(checkpoint, weights_only=True)

@@ -8,12 +8,13 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import assert_user_error, file_digests, run_stage_in_process, write_checkpoint
+from conftest import MACHINERY_ARCH, assert_user_error, file_digests, run_stage_in_process, write_checkpoint
 from stresstest.metrics import t_interval
 from stresstest.stages import seeds
 from stresstest.training import TrainConfig
 
-TINY_RECIPE = TrainConfig(epochs=1, max_train_images=128, batch_size=32, lr=0.05, val_fraction=0.1)
+TINY_RECIPE = TrainConfig(arch=MACHINERY_ARCH, epochs=1, max_train_images=128, batch_size=32, lr=0.05,
+                          val_fraction=0.1)
 
 
 def test_t_interval_is_scipys():
