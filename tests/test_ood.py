@@ -2,6 +2,7 @@
 from any network's last linear layer, the built-in and folder OOD sets, and the stage end to end on generated data
 (the metrics against pytorch-ood: test_metrics.py; on the smoke pipeline's real scores: test_pipeline.py)."""
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -187,17 +188,25 @@ def test_a_folder_of_any_images_and_an_image_list_load(tmp_path):
         from_folder("mine", folder)
 
 
-@pytest.fixture
-def calibrated_runs(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def calibrated_once(tiny_data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("calibrated")
     config = {"val_fraction": 0.1, "max_train_images": 0, "label_smoothing": 0.0}
     sizes = {"train": 360, "val": 40, "test": 120}
-    write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0, config=config,
+    write_checkpoint(workdir / "experiments" / "baseline" / "best_model.pth", seed=0, config=config,
                      split_sizes=sizes)
-    write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1,
+    write_checkpoint(workdir / "experiments" / "improved" / "best_model.pth", seed=1,
                      config={**config, "label_smoothing": 0.1}, split_sizes=sizes)
-    result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=tmp_path)
+    result = run_stage_in_process("calibration.py", "--data-dir", tiny_data, "--device", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    return tmp_path
+    return workdir
+
+
+@pytest.fixture
+def calibrated_runs(calibrated_once, tmp_path):
+    """A working folder of its own with both models and their fitted temperatures (calibration.py run once)."""
+    shutil.copytree(calibrated_once, tmp_path / "work")
+    return tmp_path / "work"
 
 
 SMALL = ["--device", "cpu", "--smoke", "--train-images", "100", "--test-images", "60", "--max-images", "30",
