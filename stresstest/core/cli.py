@@ -80,7 +80,9 @@ def flag(help: str, type=None, **options) -> dict:
 
 
 def value_text(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
 
 
 def add_flags(parser: argparse.ArgumentParser, defaults, smoke=None) -> None:
