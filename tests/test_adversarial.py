@@ -196,7 +196,7 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     write_checkpoint(tmp_path / "experiments" / "baseline" / "best_model.pth", seed=0)
     write_checkpoint(tmp_path / "experiments" / "improved" / "best_model.pth", seed=1)
     result = run_stage_in_process("adversarial.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke",
-                                  "--images", "24", cwd=tmp_path)
+                                  "--images", "16", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "experiments" / "adversarial"
     table = pd.read_csv(out / "robust_accuracy.csv")
@@ -204,10 +204,10 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     assert (table.robust_low95 <= table.robust_accuracy).all() and (table.robust_accuracy <= table.robust_high95).all()
     assert (table.seconds >= 0).all()
     assert set(table.attack) >= {"FGSM", "PGD-CE", "APGD-CE", "APGD-T", "Square (black-box)", "AutoAttack (standard)"}
-    assert (table[table.attack == "AutoAttack (standard)"].n == 8).all()
-    assert (table[table.attack == "FGSM"].n == 24).all()
+    assert (table[table.attack == "AutoAttack (standard)"].n == 4).all()
+    assert (table[table.attack == "FGSM"].n == 16).all()
     per_image = pd.read_csv(out / "per_image.csv")
-    assert len(per_image) == 48 and {"min_l2", "min_linf", "flipped_by", "margin"} <= set(per_image.columns)
+    assert len(per_image) == 32 and {"min_l2", "min_linf", "flipped_by", "margin"} <= set(per_image.columns)
     checks = json.loads((out / "checks.json").read_text())
     assert set(checks) == {"baseline", "improved"}
     assert all(check["status"] in ("pass", "fail", "not run") for found in checks.values() for check in found)
@@ -215,7 +215,7 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     gap = pd.read_csv(out / "pgd_gap.csv")
     assert set(gap.model) == {"baseline", "improved"} and "AutoAttack (standard)" in set(gap.attack)
     autoattack = per_image[per_image.model == "baseline"].robust_autoattack_linf_32
-    assert autoattack.notna().sum() == 8 and autoattack.isna().sum() == 16  # run on the first 8 of the 24
+    assert autoattack.notna().sum() == 4 and autoattack.isna().sum() == 12  # run on the first 4 of the 16
     first = table[(table.model == "baseline") & (table.attack == "PGD-CE") & (table.radius == "Linf 1/255")]
     assert per_image[per_image.model == "baseline"].robust_pgd_linf_1.mean() == pytest.approx(
         float(first.robust_accuracy.iloc[0]))
@@ -238,7 +238,7 @@ def test_adversarial_stage_on_two_models(tiny_data, tmp_path):
     assert report.returncode == 0, report.stderr
     assert "../adversarial/robust_accuracy.png" in (tmp_path / "experiments" / "report" / "index.html").read_text()
     again = run_stage_in_process("adversarial.py", "--data-dir", tiny_data, "--device", "cpu", "--smoke", "--images",
-                                 "24", "--improved", "none", "--out-dir", "alone", cwd=tmp_path)
+                                 "16", "--improved", "none", "--out-dir", "alone", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     alone = pd.read_csv(tmp_path / "alone" / "robust_accuracy.csv")
     same = table[table.model == "baseline"].reset_index(drop=True)

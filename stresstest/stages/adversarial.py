@@ -75,10 +75,11 @@ class AdversarialParams(BothModels):
 # --smoke: under a minute on a 2-core CPU. AutoAttack at 32/255, where APGD-CE breaks every image of a smoke
 # model: an image that survives it costs the full APGD-T, FAB-T and Square budgets (one image of 8 at 8/255:
 # 139 of the stage's 190 s). 16 images: the sweep and the strong attacks took 60 of the stage's 116 s on one
-# thread with 32 (2026-12-07).
+# thread with 32 (2026-12-07). AutoAttack and FAB's minimal distances on 4 images: with 8 they took 17 and 26 of
+# the stage's 77 s (one thread, the smoke models, 2026-12-07).
 SMOKE = AdversarialParams(images=16, linf=("1", "8", "32"), l2=("0.25",), strong=("Linf:1",), autoattack=("Linf:32",),
-                          autoattack_images=8, pgd_steps=4, apgd_iterations=5, apgd_targets=1, square_queries=50,
-                          distance_images=8, fab_iterations=10, distance_targets=1)
+                          autoattack_images=4, pgd_steps=4, apgd_iterations=5, apgd_targets=1, square_queries=50,
+                          distance_images=4, fab_iterations=10, distance_targets=1)
 
 
 @dataclass(frozen=True)
