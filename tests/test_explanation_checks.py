@@ -11,7 +11,7 @@ import torch.nn as nn
 from conftest import run_stage_in_process, write_checkpoint
 from models import build_model
 from stresstest.metrics import rank_correlations, top_overlap
-from stresstest.stages.explanation_checks import TOP_SHARE, cascade, randomised, road_scores
+from stresstest.stages.explanation_checks import TOP_SHARE, cascade, randomised, right_for_every_model, road_scores
 
 
 class CornerModel(nn.Module):
@@ -87,3 +87,33 @@ def test_explanation_checks_stage_on_generated_data(tiny_data, tmp_path):
     agreement = pd.read_csv(out / "agreement.csv")
     assert set(agreement.pairing) == {"same image", "different images"}
     assert (out / "randomisation.png").is_file()
+
+
+class PixelReader(nn.Module):
+    """Answers the class written in an image's first pixel (plus `shift`): which images it gets right is known."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        return nn.functional.one_hot((x[:, 0, 0, 0].round().long() + self.shift) % 10, 10).float()
+
+
+def test_the_correct_images_are_a_sample_of_those_every_model_gets_right():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 300)
+    written = np.where(rng.random(300) < 0.3, labels, (labels + 1) % 10)  # 30% right for the first model
+    images = np.zeros((300, 3, 32, 32), np.uint8)
+    images[:, 0, 0, 0] = written
+    checkpoint = {"normalization": {"mean": [0.0] * 3, "std": [1 / 255] * 3}}  # the model reads raw pixel values
+    models = {"a": (PixelReader(0).eval(), checkpoint), "b": (PixelReader(10).eval(), checkpoint)}
+    right = np.flatnonzero(written == labels)
+    chosen = right_for_every_model(models, torch.from_numpy(images), labels, 20, np.random.default_rng(1), batch=32)
+    assert len(chosen) == 20 and set(chosen) <= set(right) and list(chosen) == sorted(chosen)
+    other = right_for_every_model(models, torch.from_numpy(images), labels, 20, np.random.default_rng(2), batch=32)
+    assert set(other) != set(chosen)  # seeded: another seed, another sample
+    every = right_for_every_model(models, torch.from_numpy(images), labels, 1000, np.random.default_rng(1))
+    assert set(every) == set(right)  # fewer than asked: all of them
+    models["b"] = (PixelReader(1).eval(), checkpoint)  # right on no image
+    assert len(right_for_every_model(models, torch.from_numpy(images), labels, 20, np.random.default_rng(1))) == 0

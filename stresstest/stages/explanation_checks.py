@@ -99,6 +99,22 @@ def explained_layers(cases: list[dict], tags) -> dict:
     return layers
 
 
+def right_for_every_model(models: dict, images: torch.Tensor, labels: np.ndarray, count: int,
+                          rng: np.random.Generator, batch: int = 128) -> np.ndarray:
+    """A uniform sample of `count` test images every model gets right (all there are, if fewer): the images are
+    predicted in a seeded random order, a batch at a time, until enough are found, not the whole test set (the
+    smoke stage spent 9 of its 30 s predicting 500 images twice to pick 16)."""
+    order, found = rng.permutation(len(labels)), []
+    for start in range(0, len(order), batch):
+        chunk = order[start:start + batch]
+        right = np.logical_and.reduce([probabilities(model, checkpoint, images[chunk]).argmax(1).cpu().numpy()
+                                       == labels[chunk] for model, checkpoint in models.values()])
+        found.extend(chunk[right])
+        if len(found) >= count:
+            break
+    return np.sort(np.array(found[:count], dtype=np.int64))
+
+
 def explanation_checks(params: ExplanationParams) -> None:
     cases_dir, seed = params.cases_dir, params.seed
     checkpoints = params.checkpoints
@@ -109,14 +125,9 @@ def explanation_checks(params: ExplanationParams) -> None:
     out_dir = atomic.ensure_writable_dir(params.out_dir)
     models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
     images = torch.from_numpy(data.test_images).to(device)
-    labels = data.test_labels
-    predicted = {tag: probabilities(model, ckpt, images).argmax(1).cpu().numpy()
-                 for tag, (model, ckpt) in models.items()}
     case_index = np.array([int(case["test_index"]) for case in cases])
-    right_for_both = np.flatnonzero(np.logical_and.reduce([p == labels for p in predicted.values()]))
     rng = np.random.default_rng(seed)
-    correct_index = np.sort(rng.choice(right_for_both, min(params.correct_images, len(right_for_both)),
-                                       replace=False))
+    correct_index = right_for_every_model(models, images, data.test_labels, params.correct_images, rng)
     sets = {name: index for name, index in [("failure_cases", case_index), ("correct", correct_index)] if len(index)}
     print(f"Grad-CAM on {', '.join(f'{tag} {layer}' for tag, layer in layers.items())}: {len(case_index)} saved "
           f"cases and {len(correct_index)} test images {'both models get' if len(models) > 1 else 'the model gets'} "
@@ -129,7 +140,7 @@ def explanation_checks(params: ExplanationParams) -> None:
         parts = cascade(model)
         for set_name, index in sets.items():
             inputs = normalize(images[index])
-            classes = predicted[tag][index]
+            classes = probabilities(model, checkpoint, images[index]).argmax(1).cpu().numpy()
             maps, _ = gradcam_on_device(model, inputs, classes, target.module, 128, target.reshape)
             random_maps = rng.random(maps.shape).astype(np.float32)
             for kind, kind_maps in [("gradcam", maps), ("random", random_maps)]:
@@ -152,7 +163,7 @@ def explanation_checks(params: ExplanationParams) -> None:
                 cascade_maps[tag] = {step: to_image_size(step_maps[:1], images.shape[-1])[0]
                                      for step, step_maps in steps.items()}
             true_maps[tag, set_name] = to_image_size(gradcam_on_device(
-                model, inputs, labels[index], target.module, 128, target.reshape)[0], images.shape[-1])
+                model, inputs, data.test_labels[index], target.module, 128, target.reshape)[0], images.shape[-1])
     for set_name, index in sets.items() if len(models) == 2 else ():  # the two models' maps on the same pixels
         first, second = (true_maps[tag, set_name] for tag in models)
         shuffled = np.roll(np.arange(len(index)), 1)  # every map against another image's map
