@@ -272,8 +272,10 @@ def test_ood_needs_the_temperature_of_the_same_checkpoint(tiny_data, calibrated_
                                   "--score", "msp", "mahalanobis", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert set(pd.read_csv(workdir / "experiments" / "ood" / "metrics.csv").model) == {"baseline"}
-    assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "digits=somewhere",
-                                           cwd=workdir), "digits is the name of a built-in set")
+    for reserved in ["digits", "held_out_classes", "svhn"]:
+        assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood",
+                                               f"{reserved}=somewhere", cwd=workdir),
+                          f"{reserved} names one of this stage's own sets")
     assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "nothing",
                                            cwd=workdir), "give NAME=PATH")
     assert_user_error(run_stage_in_process("ood.py", "--data-dir", tiny_data, *SMALL, "--ood", "a=x", "a=y",

@@ -106,8 +106,8 @@ def parse_given(entries: tuple) -> list[tuple[str, Path]]:
         if not name or not path or not name.replace("_", "").replace("-", "").isalnum():
             raise UserError(f"--ood {entry}: give NAME=PATH (a name of letters, digits, - and _, and a folder of "
                             "images or an OpenOOD image list)")
-        if name in BUILT_IN or name in ONLINE or name in (ID_SET, CORRUPTED_SET, *MEANS.values()):
-            raise UserError(f"--ood {entry}: {name} is the name of a built-in set; choose another name")
+        if name in BUILT_IN or name in ONLINE or name in (ID_SET, CORRUPTED_SET, HELD_OUT, *MEANS.values()):
+            raise UserError(f"--ood {entry}: {name} names one of this stage's own sets; choose another name")
         if name in dict(given):
             raise UserError(f"--ood {entry}: the name {name} is given twice; give each folder its own name")
         given.append((name, Path(path)))
