@@ -135,9 +135,7 @@ def measure_knn(device: torch.device, bank_size: int, query_count: int, width: i
     ours.predict_features(on_device[:256])  # warm-up
     ours_seconds = timed_seconds(device, lambda: ours.predict_features(on_device))
     reference = KNN(None, k=k).fit_features(bank, torch.zeros(bank_size, dtype=torch.long))
-    started = time.perf_counter()
-    reference.predict_features(queries)
-    reference_seconds = time.perf_counter() - started
+    reference_seconds = timed_seconds(torch.device("cpu"), lambda: reference.predict_features(queries))
     ceiling_seconds = 2 * query_count * bank_size * width / matmul_rate(device)
     return {"ours": query_count / ours_seconds, "reference": query_count / reference_seconds,
             "ceiling": query_count / ceiling_seconds}

@@ -351,19 +351,32 @@ class Evaluated:
     frame: pd.DataFrame
 
 
-def evaluate(tag: str, path: Path, data: Cifar10, sets: list[OodSet], params: OodParams, device: torch.device,
-             out_dir: Path) -> Evaluated:
-    """Score one model on a sample of data's test images (clean and corrupted) and on `sets`."""
+@dataclass(frozen=True)
+class Prepared:
+    """What every model scored on one data shares: its test and training samples, and the images of every set
+    (the test sample, clean and corrupted, and the OOD sets), prepared once."""
+    data: Cifar10
+    sets: list
+    test_index: np.ndarray
+    train_index: np.ndarray
+    images: dict
+
+
+def prepared(data: Cifar10, sets: list[OodSet], params: OodParams, device: torch.device) -> Prepared:
     test_index = sample(len(data.test_labels), params.test_images, params.seed)
-    train_index = sample(len(data.train_labels), params.train_images, params.seed)
-    images = {ID_SET: data.test_images[test_index], CORRUPTED_SET: corrupted_in_turn(
-                  torch.from_numpy(data.test_images[test_index]).to(device), params.corruption_severity, params.seed),
-              **{s.name: s.images for s in sets}}
-    scored, card = score_model(tag, path, images, data, train_index, params, device, out_dir)
-    rows, draws = metric_rows(scored, sets, params)
-    selective, curves = selective_rows(scored, data.test_labels[test_index], sets, params)
+    test = data.test_images[test_index]
+    corrupted = corrupted_in_turn(torch.from_numpy(test).to(device), params.corruption_severity, params.seed)
+    return Prepared(data, sets, test_index, sample(len(data.train_labels), params.train_images, params.seed),
+                  {ID_SET: test, CORRUPTED_SET: corrupted, **{s.name: s.images for s in sets}})
+
+
+def evaluate(tag: str, path: Path, on: Prepared, params: OodParams, device: torch.device, out_dir: Path) -> Evaluated:
+    """Score one model on the prepared test images (clean and corrupted) and OOD sets."""
+    scored, card = score_model(tag, path, on.images, on.data, on.train_index, params, device, out_dir)
+    rows, draws = metric_rows(scored, on.sets, params)
+    selective, curves = selective_rows(scored, on.data.test_labels[on.test_index], on.sets, params)
     return Evaluated(scored, card, rows, {(tag, *key): value for key, value in draws.items()}, selective, curves,
-                     per_image_frame(scored, test_index, sets))
+                     per_image_frame(scored, on.test_index, on.sets))
 
 
 def open_set_data(path: Path, data: Cifar10, params: OodParams) -> tuple[Cifar10, OodSet]:
@@ -390,13 +403,15 @@ def ood(params: OodParams) -> None:
     sets = load_sets(params)
     open_set = open_set_data(params.open_set, data, params) if params.open_set else None
     out_dir = atomic.ensure_writable_dir(params.out_dir)
-    evaluated = [evaluate(tag, path, data, sets, params, device, out_dir) for tag, path in params.checkpoints.items()]
+    shared = prepared(data, sets, params, device)
+    evaluated = [evaluate(tag, path, shared, params, device, out_dir) for tag, path in params.checkpoints.items()]
     models = {e.scored.tag: e.scored for e in evaluated}
     table = pd.DataFrame([row for e in evaluated for row in e.metrics])
     comparisons = comparison_rows(models, {key: value for e in evaluated for key, value in e.draws.items()}, table)
     if open_set is not None and params.open_set is not None:
         known_data, held_out = open_set
-        extra = evaluate(OPEN_SET, params.open_set, known_data, [held_out, *sets], params, device, out_dir)
+        extra = evaluate(OPEN_SET, params.open_set, prepared(known_data, [held_out, *sets], params, device), params,
+                         device, out_dir)
         table = pd.concat([table, pd.DataFrame(extra.metrics)], ignore_index=True)
         comparisons += comparison_rows({OPEN_SET: extra.scored}, extra.draws, table)
         evaluated.append(extra)
