@@ -137,7 +137,8 @@ def measure_knn(device: torch.device, bank_size: int, query_count: int, width: i
     ours_seconds = timed_seconds(device, lambda: ours.predict_features(on_device))
     reference = KNN(None, k=k).fit_features(bank, torch.zeros(bank_size, dtype=torch.long))
     reference_seconds = timed_seconds(torch.device("cpu"), lambda: reference.predict_features(queries))
-    products_seconds = timed_seconds(device, lambda: [batch @ ours.bank.T for batch in on_device.split(ours.batch_size)])
+    batches = on_device.split(ours.batch_size)
+    products_seconds = timed_seconds(device, lambda: [batch @ ours.bank.T for batch in batches])
     ceiling_seconds = 2 * query_count * bank_size * width / matmul_rate(device)
     return {"ours": query_count / ours_seconds, "reference": query_count / reference_seconds,
             "ceiling": query_count / ceiling_seconds, "products_only": query_count / products_seconds}
