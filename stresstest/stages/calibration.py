@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..core import atomic, paths
@@ -140,7 +141,7 @@ def calibrate(params: CalibrationParams) -> None:
     device = resolve_device(params.device)
     data = load_cifar10(params.data_dir)
     out_dir = atomic.ensure_writable_dir(params.out_dir)
-    metrics, selective, figures = [], [], {}
+    metrics, selective, figures, per_image = [], [], {}, []
     cards, temperatures = {}, {}
     for tag, path in checkpoints.items():
         model, checkpoint = load_classifier(path, paths.producer(tag), device)
@@ -158,11 +159,17 @@ def calibrate(params: CalibrationParams) -> None:
             fitted = cross_fitted(test_logits, data.test_labels, params.seed)
             label = f"{tag} (temperature cross-fitted on test halves)"
         rows, choices, figures[label] = evaluate_model(tag, test_logits, data.test_labels, fitted, params.seed)
+        per_image.append(pd.DataFrame({
+            "model": tag, "test_index": np.arange(len(test_logits)),
+            "confidence": softmax(test_logits).max(1).round(6),
+            "confidence_temperature": softmax(test_logits / fitted.temperature[:, None]).max(1).round(6)}))
         temperatures[tag] = {"temperature": float(fitted.temperature.mean()), "fitted_on": fitted.fitted_on}
         metrics += rows
         selective += choices
     atomic.write_csv(out_dir / "calibration_metrics.csv", metrics, list(metrics[0]))
     atomic.write_csv(out_dir / "selective_prediction.csv", selective, list(selective[0]))
+    per_image_table = pd.concat(per_image, ignore_index=True)
+    atomic.write_csv(out_dir / "per_image.csv", per_image_table.to_dict("records"), list(per_image_table.columns))
     save(out_dir / "reliability_diagrams.png",
          reliability_figure({tag: f["reliability"] for tag, f in figures.items()}, len(data.test_labels)))
     save(out_dir / "risk_coverage.png",
@@ -219,7 +226,8 @@ def findings(metrics: list[dict], selective: list[dict], out_dir: Path) -> tuple
     section = Section("Calibration and selective prediction",
                       lead=Picture(out_dir / "reliability_diagrams.png", "reliability diagrams"),
                       tables=[table, risks], pictures=[Picture(out_dir / "risk_coverage.png", "risk-coverage curves")],
-                      links=[out_dir / "calibration_metrics.csv", out_dir / "selective_prediction.csv"])
+                      links=[out_dir / "calibration_metrics.csv", out_dir / "selective_prediction.csv",
+                             out_dir / "per_image.csv"])
     return headline, section
 
 

@@ -136,6 +136,8 @@ def analyse(params: FailureParams) -> dict:
         atomic.write_csv(folder / "all_failures.csv", failures.round(6).to_dict("records"), list(failures.columns))
         atomic.write_csv(folder / "cases.csv", cases.round(6).to_dict("records"), list(cases.columns))
         atomic.write_csv(folder / "label_issues.csv", issues.round(6).to_dict("records"), list(issues.columns))
+        # every test image's label quality, flagged or not: stress_profile.py joins it by test index
+        atomic.write_csv(folder / "label_quality.csv", flags.round(6).to_dict("records"), list(flags.columns))
         save_label_issues_figure(folder / "label_issues.png", issues, data.test_images, "test")
         summary = {"checkpoint": str(checkpoint_path), "checkpoint_epoch": checkpoint.get("epoch", ""),
                    "test_images": len(data.test_labels), "test_accuracy": round(accuracy, 6),

@@ -62,6 +62,8 @@ class RobustnessParams(BothModels):
     backbone_images: tuple = (0, 0)      # training and test images of study B's feature cache (0: all); --smoke
 
 
+PROFILE_SEVERITY = 3  # per_image.csv counts the corruptions that flip each image at this severity (stress_profile.py)
+
 # --smoke: about 40 s on a 2-core fp32 CPU; backbones read study B's smoke features
 SMOKE = RobustnessParams(max_images=50, severities=(1, 3, 5), stride=8,
                          backbone_images=(study_b.SMOKE.train_images, study_b.SMOKE.test_images))
@@ -205,7 +207,7 @@ def findings(summary: pd.DataFrame, occlusion: pd.DataFrame, corrupted_hits: dic
                                                                "accuracy against severity"),
                       tables=tables, pictures=[Picture(out_dir / "corruption_examples.png", "corruption examples")],
                       links=[out_dir / name for name in ["robustness_summary.csv", "corruption_accuracy.csv",
-                                                         "occlusion_gradcam.csv"]])
+                                                         "occlusion_gradcam.csv", "per_image.csv"]])
     return headline, section
 
 
@@ -231,6 +233,8 @@ def robustness(params: RobustnessParams) -> None:
         for name in params.backbones}
     rows, clean_pred, examples = [], {}, {}
     corrupted_hits: dict[str, np.ndarray] = {}  # per study A model and test image: corrupted sets it got right
+    flips: dict[str, np.ndarray] = {}  # per study A model and test image: corruptions at the profile's severity
+    #                                    that change its clean answer
     all_severities = sorted(set(severities) | (set(backbone_severities) if probes else set()))
     for name, severity, set_images, set_labels in evaluation_sets(images, labels, names, all_severities, seed,
                                                                    params.cifar10c_dir):
@@ -248,6 +252,8 @@ def robustness(params: RobustnessParams) -> None:
             clean_pred.setdefault(model, probs.argmax(1))
             if severity and model in models:
                 corrupted_hits[model] = corrupted_hits.get(model, 0) + (probs.argmax(1) == set_labels)
+            if severity == PROFILE_SEVERITY and model in models:
+                flips[model] = flips.get(model, 0) + (probs.argmax(1) != clean_pred[model])
             rows.append({"model": model, "corruption": name, "severity": severity,
                          **set_metrics(probs, set_labels, clean_pred[model], case_index)})
         if severity:
@@ -256,6 +262,12 @@ def robustness(params: RobustnessParams) -> None:
     table = pd.DataFrame(rows)
     source = "CIFAR-10-C (published files)" if params.cifar10c_dir else f"CIFAR-10-C-style (computed here, seed {seed})"
     atomic.write_csv(out_dir / "corruption_accuracy.csv", table.to_dict("records"), list(table.columns))
+    per_image = pd.concat([pd.DataFrame({
+        "model": tag, "test_index": np.arange(count), "corrupted_sets_right": corrupted_hits[tag],
+        "corrupted_sets": len(names) * len(severities),
+        f"corruptions_flipping_severity_{PROFILE_SEVERITY}": flips.get(tag, np.full(count, np.nan))})
+        for tag in models if tag in corrupted_hits], ignore_index=True)
+    atomic.write_csv(out_dir / "per_image.csv", per_image.to_dict("records"), list(per_image.columns))
     summary = summarise(table)
     summary.insert(1, "source", source)
     atomic.write_csv(out_dir / "robustness_summary.csv", summary.to_dict("records"), list(summary.columns))
