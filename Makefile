@@ -1,5 +1,5 @@
 # make setup      - .venv/ with the toolkit installed (pip install -e ".[dev]")
-# make pipeline   - the thirteen stages of studies A and C
+# make pipeline   - the fourteen stages of studies A and C
 # make check      - pyright (zero errors) and ruff over the package, models/ and the scripts
 # make test       - the whole test suite; make test-fast: everything but the end-to-end runs (under a minute)
 # make bench      - throughput beside ../shared/bench/peer_dataloader.py

@@ -302,6 +302,17 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, floa
     return float(result.statistic), float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
 
 
+def spearman_interval(rho: float, n: int) -> tuple[float, float]:
+    """95% interval of Spearman's rho over n pairs: Fisher's z with Bonett and Wright's (2000) variance
+    (1 + rho^2 / 2) / (n - 3), which keeps near 95% coverage where Fisher's 1 / (n - 3) for Pearson's r is too
+    narrow; nan below 4 pairs or for an undefined rho."""
+    if n < 4 or not np.isfinite(rho):
+        return float("nan"), float("nan")
+    half = 1.959964 * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
+    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
 def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Spearman's rho of each pair of maps (N, H, W); nan where a map is flat."""
     return np.array([rank_correlation(a, b)[0] for a, b in zip(first, second)])

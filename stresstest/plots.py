@@ -550,3 +550,36 @@ def accepted_ood_figure(images: dict, per_image, set_names: list[str], class_nam
             axis.set_title(f"{model}\n{item.set}\n{class_names[item.prediction]} {item.confidence:.2f}", fontsize=6)
     figure.tight_layout()
     return figure
+
+
+def correlation_figure(matrices: dict, names: list[str], title: str) -> Figure:
+    """Spearman's rho between the per-image stress signals, one heatmap per model ({model: square array})."""
+    figure, axes = subplots(1, len(matrices), figsize=(0.55 * len(names) * len(matrices) + 2.5,
+                                                      0.5 * len(names) + 2.5), dpi=100, squeeze=False)
+    figure.set_layout_engine("constrained")  # the colour bar, the long tick labels and the title without overlap
+    for number, (axis, (tag, matrix)) in enumerate(zip(axes[0], matrices.items())):
+        image = axis.imshow(matrix, cmap="coolwarm", vmin=-1, vmax=1)
+        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        axis.set_yticks(range(len(names)), names if number == 0 else [], fontsize=7)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if np.isfinite(matrix[i, j]):
+                    axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6)
+        axis.set_title(tag)
+    figure.colorbar(image, ax=list(axes[0]), shrink=0.8)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def slice_gallery_figure(rows: list[tuple[str, np.ndarray]], columns: int = 8) -> Figure:
+    """One row of images (HWC uint8) per failure slice, titled with its description."""
+    figure, axes = subplots(len(rows), columns, figsize=(1.4 * columns, 1.9 * len(rows)), dpi=100, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axes_row, (caption, images) in zip(axes, rows):
+        for axis, image in zip(axes_row, images[:columns]):
+            axis.imshow(image)
+        # above the row's first image, as wide as the row (a title would squeeze the axes)
+        axes_row[0].text(0, 1.06, caption, transform=axes_row[0].transAxes, fontsize=7.5, va="bottom")
+    figure.subplots_adjust(hspace=0.45, wspace=0.05)
+    return figure

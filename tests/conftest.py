@@ -177,7 +177,7 @@ SMOKE_PROBABILITIES: dict[str, np.ndarray] = {}  # one smoke pipeline per sessio
 
 @pytest.fixture(scope="session")
 def smoke_pipeline(real_data, tmp_path_factory) -> SmokePipeline:
-    """The thirteen-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores). Its
+    """The fourteen-stage smoke pipeline on the real subset as a user runs it (about 6 minutes on 2 CPU cores). Its
     tests live in test_pipeline.py, so that `make test` (pytest-xdist, one file per worker) runs it once; tests
     read it and write elsewhere."""
     workdir = tmp_path_factory.mktemp("pipeline")

@@ -427,7 +427,7 @@ def test_the_python_entry_point_imports_a_model_in_memory_and_runs_the_stages(ti
     model, saved = load_classifier(checkpoint, "", torch.device("cpu"))
     assert saved["imported"]["preprocessing"] == "raw pixels 0..255"
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.state_dict().items())
-    with pytest.raises(stresstest.UserError, match="stage 2/13 failure_analysis.py failed"):
+    with pytest.raises(stresstest.UserError, match="stage 2/14 failure_analysis.py failed"):
         stresstest.stress_test(tmp_path / "missing.pth", data_dir=tiny_data)  # the first stage says what is missing
     report = stresstest.stress_test(checkpoint, data_dir=tiny_data, from_stage="report.py")
     assert report.is_file() and "RawPixelNet" not in report.read_text()  # no analysis stage has run yet

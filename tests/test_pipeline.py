@@ -47,6 +47,8 @@ def test_every_contract_file_is_there(smoke_pipeline):
     for name in ["metrics.csv", "comparisons.csv", "scores.csv", "selective.csv", "auroc.png", "accepted.png",
                  "sets/digits.npy"]:
         assert (ood / name).is_file(), name
+    for name in ["per_image.csv", "correlations.csv", "correlations.png", "slices.csv", "slices.png"]:
+        assert (workdir / "experiments" / "profile" / name).is_file(), name
     seeds = pd.read_csv(workdir / "experiments" / "seeds" / "per_seed.csv")
     assert sorted(seeds.seed.unique()) == [0, 1]
     assert set(seeds[seeds.seed == 0].run) == {"experiments/baseline", "experiments/improved"}  # seed 0 reused
@@ -319,7 +321,7 @@ def test_pipeline_names_the_failing_stage(tiny_data, tmp_path):
     result = run_stage_in_process("run_pipeline.py", "--data-dir", tiny_data, "--from-stage", "failure_analysis.py",
                                   cwd=tmp_path)
     assert result.returncode != 0
-    assert "stage 2/13 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
+    assert "stage 2/14 failure_analysis.py failed" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_batched_gradcam_equals_one_image_at_a_time(tiny_data):
@@ -402,3 +404,24 @@ def test_ood_metrics_on_real_scores_equal_pytorch_ood(smoke_pipeline):
         assert row.aupr_in == pytest.approx(reference.aupr(values, labels, positive="ood").item(), abs=2e-6)
         assert row.aupr_out == pytest.approx(reference.aupr(values, labels, positive="id").item(), abs=2e-6)
         assert row.fpr95 == pytest.approx(reference.fpr_at_tpr(values, labels, 0.95).item(), abs=2e-6)
+
+
+@pytest.mark.slow
+def test_the_stress_profile_joins_every_stage_of_the_smoke_run(smoke_pipeline):
+    """One row per test image and model; the answers are the models' own; each stage's columns where it ran."""
+    workdir, labels = smoke_pipeline.workdir, smoke_pipeline.data.test_labels
+    table = pd.read_csv(workdir / "experiments" / "profile" / "per_image.csv")
+    assert len(table) == 2 * len(labels)
+    for tag, rows in table.groupby("model"):
+        probs = smoke_pipeline.test_probabilities(str(tag))
+        assert np.array_equal(rows.test_index, np.arange(len(labels)))
+        assert np.allclose(rows.confidence, probs.max(1), atol=1e-5)
+        assert rows.confidence_temperature.notna().all() and rows.label_quality.notna().all()
+        assert rows.corruptions_flipping_severity_3.notna().sum() == 50  # robustness --smoke: the first 50
+        assert rows.min_l2.notna().any() and rows.ood_percentile_knn.notna().any()
+        assert rows.seeds_confidently_wrong.between(0, 2).all()
+    record = json.loads((workdir / "experiments" / "records" / "stress_profile.json").read_text())
+    assert all(value.startswith("joined") for value in record["sources"].values()), record["sources"]
+    slices = pd.read_csv(workdir / "experiments" / "profile" / "slices.csv")
+    assert set(slices.model) == {"baseline", "improved"} and (slices.held_out_size >= 10).all()
+    assert 0 <= record["overlap"]["jaccard"] <= 1

@@ -47,6 +47,7 @@ PIPELINE = (
     Stage("explanation_checks.py", EXPERIMENTS / "explanations", True, BOTH),
     Stage("seeds.py", EXPERIMENTS / "seeds", True, TRAINS,
           "retrains each model's training recipe over seeds (a run of train.py/improvement.py)"),
+    Stage("stress_profile.py", EXPERIMENTS / "profile", False, BOTH),
     Stage("report.py", EXPERIMENTS / "report", False, RECORDS_ONLY),
 )
 STAGES = {stage.script: stage for stage in PIPELINE}
@@ -64,6 +65,7 @@ ROBUSTNESS_DIR = STAGES["robustness.py"].folder
 ADVERSARIAL_DIR = STAGES["adversarial.py"].folder
 SEEDS_DIR = STAGES["seeds.py"].folder             # <model>/seed_<k>/ run folders
 EXPLANATIONS_DIR = STAGES["explanation_checks.py"].folder
+PROFILE_DIR = STAGES["stress_profile.py"].folder
 OPEN_SET_DIR = EXPERIMENTS / "open_set"        # train.py --classes: a run on some classes (ood.py --open-set)
 LABEL_ISSUES_DIR = EXPERIMENTS / "label_issues"  # failure_analysis.py --train-folds (fold_<k>/ run folders)
 REPORT_DIR = STAGES["report.py"].folder

@@ -1,0 +1,359 @@
+"""Study C, part 5 (stress_profile.py): every test image's stress profile, one row per image and model, joined by test
+index from what the other stages left (never recomputed); the correlations between those signals; and the failure
+slices, coherent groups of test images a model gets wrong together, found on one half of the test images and
+measured on the other (stresstest.slices)."""
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core import atomic, paths
+from ..core.checkpoint import load_classifier, model_card
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser, params_from,
+                         positive_int, run_main)
+from ..core.device import describe_device, resolve_device
+from ..core.errors import UserError
+from ..core.findings import LOWER, Estimate, Headline, Picture, Section, Table
+from ..core.record import read_record, write_record
+from ..data.cifar10 import data_summary, load_cifar10
+from ..metrics import spearman_interval, top_two_margin
+from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
+from ..plots import correlation_figure, save, slice_gallery_figure
+from ..slices import HeldOutSlice, SliceSettings, held_out_slices
+
+ID_SET = "cifar10_test"              # ood.py's name for the in-distribution test images in its scores.csv
+OOD_SHOWN = ("energy", "knn")        # the OOD scores whose percentiles enter the correlations and slice summaries
+MIN_PAIRS = 10                       # fewer images with both signals: no correlation is given
+OVERLAP_DRAWS = 2000                 # random sets of the same sizes behind the slice-overlap p-value
+SLICES_SHOWN = 4                     # rows of the slice gallery per model
+
+
+@dataclass(frozen=True)
+class ProfileParams(BothModels):
+    out_dir: Path = field(default=paths.PROFILE_DIR, metadata=flag("where tables and figures go"))
+    slices: int = field(default=SliceSettings.slices, metadata=flag(
+        "mixture components of the slice discovery (8-10 keep a planted group whole: docs/decisions.md)",
+        positive_int))
+
+
+# -- the stages' per-image outputs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    """A stage's per-image file: the record that says where it is, the output folder's name in that record, the
+    file, and how its columns become the profile's (`read` returns model, test_index and the signals; a file
+    judged by one model for every model has no model column); `unlisted`: the value of an image the file leaves
+    out (None: unknown, left empty)."""
+    stage: str
+    output: str
+    file: str
+    read: Callable[[pd.DataFrame, dict], pd.DataFrame]
+    unlisted: float | None = None
+
+
+def calibration_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    return frame[["model", "test_index", "confidence_temperature"]]
+
+
+def label_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    return frame[["test_index", "label_quality", "label_issue"]]
+
+
+def robustness_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    flips = [c for c in frame.columns if c.startswith("corruptions_flipping")]
+    return frame[["model", "test_index", "corrupted_sets_right", *flips]]
+
+
+def occlusion_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    return frame.rename(columns={"spearman": "occlusion_gradcam_spearman"})[
+        ["model", "test_index", "occlusion_gradcam_spearman"]]
+
+
+def adversarial_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    wanted = [c for c in frame.columns if c.startswith(("min_", "pgd_broken_"))]
+    return frame[["model", "test_index", *wanted]]
+
+
+def ood_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    """Each test image's percentile among the test images under every OOD score (low: it looks out of
+    distribution to the model; the scores are higher-is-more-in-distribution)."""
+    test = frame[frame.set == ID_SET].rename(columns={"index": "test_index"})
+    scores = [c for c in test.columns if c not in ("model", "set", "test_index", "prediction", "confidence")]
+    percentiles = test.groupby("model")[scores].rank(pct=True).round(6)
+    percentiles.columns = [f"ood_percentile_{score}" for score in scores]
+    return pd.concat([test[["model", "test_index"]], percentiles], axis=1)
+
+
+def seeds_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+    """How many seeds of each model's recipe make the image a confident failure (the table lists only images that
+    are one in some seed: the others count 0)."""
+    tags = [c.removesuffix("_seeds") for c in frame.columns if c.endswith("_seeds")]
+    long = frame.melt(id_vars="test_index", value_vars=[f"{t}_seeds" for t in tags], var_name="model",
+                      value_name="seeds_confidently_wrong")
+    return long.assign(model=long.model.str.removesuffix("_seeds"))
+
+
+SOURCES = (
+    Source("calibration", "calibration", "per_image.csv", calibration_columns),
+    Source("failure_analysis", "cases", "label_quality.csv", label_columns),
+    Source("robustness", "robustness", "per_image.csv", robustness_columns),
+    Source("robustness", "robustness", "occlusion_gradcam.csv", occlusion_columns),
+    Source("adversarial", "adversarial", "per_image.csv", adversarial_columns),
+    Source("ood", "ood", "scores.csv", ood_columns),
+    Source("seeds", "seeds", "failure_stability.csv", seeds_columns, unlisted=0),
+)
+
+
+def same_models(record: dict, cards: dict) -> str:
+    """Why the record's models are not the profile's ('' when they are): checked by checkpoint digest where the
+    record names its models, by path where it names only its inputs (seeds.py: retrains of those recipes)."""
+    recorded = record.get("models", {})
+    for tag, card in cards.items():
+        if tag in recorded and recorded[tag].get("checkpoint_sha256") not in (None, card["checkpoint_sha256"]):
+            return f"its {tag} model is another checkpoint ({recorded[tag]['checkpoint']})"
+        path = record.get("inputs", {}).get(tag)
+        if not recorded and path is not None and Path(path).resolve() != Path(card["checkpoint"]).resolve():
+            return f"it ran on another {tag} checkpoint ({path})"
+    return ""
+
+
+def read_sources(cards: dict) -> tuple[list[tuple[Source, pd.DataFrame]], dict]:
+    """Every source whose stage ran on these models with its frame, and per source what became of it."""
+    frames, status = [], {}
+    for source in SOURCES:
+        key = f"{source.stage}.py: {source.file}"
+        record = read_record(source.stage)
+        if record is None or source.output not in record["outputs"]:
+            status[key] = "not run"
+            continue
+        path = record["outputs"][source.output] / source.file
+        why = same_models(record, cards)
+        if why or not path.is_file():
+            status[key] = f"not joined: {why or f'{path} is missing (rerun {source.stage}.py)'}"
+            continue
+        frames.append((source, source.read(pd.read_csv(path), record)))
+        status[key] = f"joined from {path}"
+    return frames, status
+
+
+def join(base: pd.DataFrame, frames: list[tuple[Source, pd.DataFrame]]) -> pd.DataFrame:
+    """The base rows (model, test_index, ...) with every source's columns, by model and test index (by test index
+    alone for a file without a model column); images a stage did not sample stay empty (or the source's
+    `unlisted` value, for the models the file covers)."""
+    for source, frame in frames:
+        keys = ["model", "test_index"] if "model" in frame.columns else ["test_index"]
+        frame = frame[frame.model.isin(base.model.unique())] if "model" in keys else frame
+        base = base.merge(frame.drop_duplicates(keys), on=keys, how="left")
+        if source.unlisted is not None:
+            covered = base.model.isin(frame.model.unique()) if "model" in keys else slice(None)
+            added = [c for c in frame.columns if c not in keys]
+            base.loc[covered, added] = base.loc[covered, added].fillna(source.unlisted)
+    return base
+
+
+# -- correlations ------------------------------------------------------------------------------------------
+
+def signal_columns(table: pd.DataFrame) -> list[str]:
+    """The signals the correlations and slice summaries show, where some image has a value."""
+    wanted = ["confidence", "margin", "confidence_temperature", "label_quality", "corruptions_flipping_severity_3",
+              "corrupted_sets_right", "min_linf", "min_l2", *(f"ood_percentile_{s}" for s in OOD_SHOWN),
+              "seeds_confidently_wrong"]
+    return [c for c in wanted if c in table.columns and table[c].notna().any()]
+
+
+def correlations(table: pd.DataFrame, signals: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Spearman's rho of every pair of signals per model over the images that have both, with 95% intervals."""
+    from scipy.stats import spearmanr
+
+    rows, matrices = [], {}
+    for tag, group in table.groupby("model", sort=False):
+        matrix = np.eye(len(signals))
+        for (i, a), (j, b) in itertools.combinations(enumerate(signals), 2):
+            both = group[[a, b]].dropna().astype(float)
+            flat = len(both) < MIN_PAIRS or both[a].nunique() < 2 or both[b].nunique() < 2
+            # scipy's stub types the result as a plain tuple; it is a SignificanceResult
+            result = None if flat else spearmanr(both[a], both[b])
+            rho = float("nan") if result is None else float(result.statistic)  # pyright: ignore[reportAttributeAccessIssue]
+            p_value = float("nan") if result is None else float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
+            low, high = spearman_interval(rho, len(both))
+            matrix[i, j] = matrix[j, i] = rho
+            rows.append({"model": tag, "signal": a, "other": b, "n": len(both), "spearman": round(rho, 4),
+                         "low95": round(low, 4), "high95": round(high, 4), "p_value": p_value})
+        matrices[tag] = matrix
+    return pd.DataFrame(rows), matrices
+
+
+# -- slices ------------------------------------------------------------------------------------------------
+
+def share(values: pd.Series) -> tuple[str, float]:
+    counts = values.value_counts(normalize=True)
+    return str(counts.index[0]), float(counts.iloc[0])
+
+
+def slice_row(tag: str, found: HeldOutSlice, members: pd.DataFrame, rest: pd.DataFrame, signals: list[str]) -> dict:
+    """One slice: its held-out error rate against the rest of its half, its dominant classes, its mean signals
+    beside the rest's, and a line built from those facts."""
+    low, high = found.interval
+    true_class, true_share = share(members.true_label)
+    called, called_share = share(members.predicted_label)
+    row = {"model": tag, "found_on_half": found.found_on, "slice": found.slice, "found_size": found.found_size,
+           "found_error_rate": round(found.found_error_rate, 4), "held_out_size": len(found.members),
+           "errors": found.errors, "error_rate": round(found.error_rate, 4), "error_low95": round(low, 4),
+           "error_high95": round(high, 4), "rest_size": found.rest_size,
+           "rest_error_rate": round(found.rest_error_rate, 4), "p_value": found.p_value,
+           "p_bonferroni": found.p_bonferroni, "top_true_class": true_class, "top_true_share": round(true_share, 3),
+           "top_predicted_class": called, "top_predicted_share": round(called_share, 3)}
+    for signal in signals:
+        row[f"mean_{signal}"] = round(float(members[signal].mean()), 4)
+        row[f"rest_mean_{signal}"] = round(float(rest[signal].mean()), 4)
+    stands = "stands apart" if found.p_bonferroni < 0.05 else "does not stand apart"
+    row["description"] = (f"{true_share:.0%} {true_class}, {called_share:.0%} called {called}; wrong on "
+                          f"{found.error_rate:.0%} [{low:.0%}, {high:.0%}] of {len(found.members)} held-out images "
+                          f"against {found.rest_error_rate:.0%} of the rest ({stands}, Bonferroni p "
+                          f"{found.p_bonferroni:.2g})")
+    return row
+
+
+def model_slices(tag: str, table: pd.DataFrame, features: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+                 signals: list[str], settings: SliceSettings) -> tuple[list[dict], list[HeldOutSlice]]:
+    found = held_out_slices(features, probs, labels, settings)
+    rows = []
+    for item in found:
+        inside = np.isin(np.arange(len(labels)), item.members)
+        held = np.isin(np.arange(len(labels)), np.concatenate([s.members for s in found
+                                                               if s.found_on == item.found_on]))
+        rows.append(slice_row(tag, item, table[inside], table[held & ~inside], signals))
+    return rows, found
+
+
+def worst_per_half(found: list[HeldOutSlice]) -> np.ndarray:
+    """The held-out images of each half's slice with the highest held-out error rate."""
+    worst = [max((s for s in found if s.found_on == half), key=lambda s: s.error_rate, default=None)
+             for half in (0, 1)]
+    return np.concatenate([s.members for s in worst if s is not None] or [np.array([], int)])
+
+
+def slice_overlap(first: np.ndarray, second: np.ndarray, count: int, seed: int) -> dict:
+    """Jaccard overlap of two models' worst slices against random sets of the same sizes (one-sided p)."""
+    def jaccard(a, b) -> float:
+        union = len(np.union1d(a, b))
+        return len(np.intersect1d(a, b)) / union if union else float("nan")
+    generator = np.random.default_rng(seed)
+    observed = jaccard(first, second)
+    null = np.array([jaccard(generator.choice(count, len(first), replace=False),
+                             generator.choice(count, len(second), replace=False)) for _ in range(OVERLAP_DRAWS)])
+    return {"jaccard": round(observed, 4), "shuffled_mean": round(float(null.mean()), 4),
+            "p_value": float((1 + (null >= observed).sum()) / (1 + OVERLAP_DRAWS)),
+            "sizes": [len(first), len(second)]}
+
+
+# -- the stage ---------------------------------------------------------------------------------------------
+
+def profile(params: ProfileParams) -> None:
+    device = resolve_device(params.device)
+    data = load_cifar10(params.data_dir)
+    checkpoints = params.checkpoints
+    models = {tag: load_classifier(path, paths.producer(tag), device) for tag, path in checkpoints.items()}
+    cards = {tag: model_card(checkpoint, checkpoints[tag]) for tag, (_, checkpoint) in models.items()}
+    frames, status = read_sources(cards)
+    if not frames:
+        raise UserError("no stage has left per-image outputs for these models (" + "; ".join(
+            f"{key} {value}" for key, value in status.items()) + "); run the stages before stress_profile.py "
+            "(run_pipeline.py --from-stage calibration.py)")
+    out_dir = atomic.ensure_writable_dir(params.out_dir)
+    images = torch.from_numpy(data.test_images).to(device)
+    labels, names = data.test_labels, data.class_names
+    bases, passes = [], {}
+    for tag, (model, checkpoint) in models.items():
+        # the model's answers and the input of its last linear layer in one pass: the slices need both
+        logits, features = logits_and_features(model, images, checkpoint_normalizer(checkpoint, device))
+        probs = logits.softmax(1).double().cpu().numpy()
+        passes[tag] = (features if features is not None else logits).double().cpu().numpy(), probs, features is None
+        predicted = probs.argmax(1)
+        bases.append(pd.DataFrame({"model": tag, "test_index": np.arange(len(labels)),
+                                   "true_label": [names[c] for c in labels],
+                                   "predicted_label": [names[c] for c in predicted],
+                                   "confidence": probs.max(1).round(6), "margin": top_two_margin(probs).round(6),
+                                   "correct": predicted == labels}))
+    table = join(pd.concat(bases, ignore_index=True), frames)
+    atomic.write_csv(out_dir / "per_image.csv", table.to_dict("records"), list(table.columns))
+    signals = signal_columns(table)
+    pairs, matrices = correlations(table, signals)
+    atomic.write_csv(out_dir / "correlations.csv", pairs.to_dict("records"), list(pairs.columns))
+    save(out_dir / "correlations.png", correlation_figure(
+        matrices, signals, f"Spearman's rho between per-image stress signals (n up to {len(labels)} test images "
+                           "per model; pairs over the images both signals cover, blank under "
+                           f"{MIN_PAIRS})"))
+    settings = SliceSettings(slices=params.slices, seed=params.seed)
+    slice_rows, worst, gallery = [], {}, []
+    for tag, (features, probs, from_logits) in passes.items():
+        rows, found = model_slices(tag, table[table.model == tag].reset_index(drop=True), features, probs, labels,
+                                   signals, settings)
+        slice_rows += rows
+        worst[tag] = worst_per_half(found)
+        for row, item in sorted(zip(rows, found), key=lambda pair: -pair[0]["error_rate"])[:SLICES_SHOWN]:
+            caption = f"{tag}, half {item.found_on} slice {item.slice}: {row['description']}"
+            gallery.append((caption, data.test_images[item.members[:8]].transpose(0, 2, 3, 1)))
+        if from_logits:
+            print(f"{tag}: no linear head whose input could be read; slices found over its logits instead")
+    slices = pd.DataFrame(slice_rows)
+    atomic.write_csv(out_dir / "slices.csv", slices.to_dict("records"), list(slices.columns))
+    save(out_dir / "slices.png", slice_gallery_figure(gallery))
+    overlap = (slice_overlap(worst["baseline"], worst["improved"], len(labels), params.seed)
+               if {"baseline", "improved"} <= set(worst) else None)
+    for key, value in status.items():
+        print(f"  {key}: {value}")
+    for row in slices.sort_values("error_rate", ascending=False).groupby("model", sort=False).head(2).itertuples():
+        print(f"{row.model} slice (half {row.found_on_half} #{row.slice}): {row.description}")
+    if overlap:
+        print(f"worst slices of the two models: Jaccard {overlap['jaccard']:.2f} against {overlap['shuffled_mean']:.2f}"
+              f" for random sets of the same sizes (p {overlap['p_value']:.3g})")
+    print(f"-> {out_dir}")
+    write_record("stress_profile", {"profile": out_dir}, checkpoints, headline=headline_rows(slices, len(labels)),
+                 sections=[section(slices, status, overlap, settings, out_dir)], data=data_summary(data),
+                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed, sources=status,
+                 slice_settings=vars(settings), overlap=overlap, models=cards)
+
+
+def headline_rows(slices: pd.DataFrame, count: int) -> list[Headline]:
+    worst = slices.sort_values("error_rate", ascending=False).groupby("model", sort=False).head(1)
+    return [Headline("error rate on its worst failure slice, held out (Wilson 95%)",
+                     {row.model: Estimate(row.error_rate, row.error_low95, row.error_high95) for row in
+                      worst.itertuples()}, f"{count} test images in halves",
+                     "; ".join(f"{row.model}: {row.description}" for row in worst.itertuples()),
+                     axis="worst slice error", better=LOWER)]
+
+
+def section(slices: pd.DataFrame, status: dict, overlap: dict | None, settings: SliceSettings,
+            out_dir: Path) -> Section:
+    shown = slices.sort_values(["model", "p_bonferroni", "error_rate"], ascending=[True, True, False])
+    table = Table(["model", "half", "slice", "held out", "error (Wilson 95%)", "rest", "Bonferroni p", "description"],
+                  [[row.model, row.found_on_half, row.slice, row.held_out_size,
+                    Estimate(row.error_rate, row.error_low95, row.error_high95), f"{row.rest_error_rate:.1%}",
+                    f"{row.p_bonferroni:.2g}", row.description] for row in shown.itertuples()],
+                  note=f"Slices found on one half of the test images ({settings.slices} mixture components over the "
+                       "model's features and errors) and measured on the other half, which is assigned by its "
+                       "features alone; the halves swapped; Fisher's exact test against the rest of the half.")
+    notes = ["Per-image signals joined: " + "; ".join(f"{key} ({value})" for key, value in status.items()) + "."]
+    if overlap:
+        notes.append(f"Do the two models fail in the same slices? Their worst slices (one per half) overlap with "
+                     f"Jaccard {overlap['jaccard']:.2f} against {overlap['shuffled_mean']:.2f} for random sets of "
+                     f"the same sizes ({OVERLAP_DRAWS} draws, p {overlap['p_value']:.3g}); one seed each.")
+    return Section("Failures in groups: per-image profile and failure slices",
+                   lead=Picture(out_dir / "slices.png", "the worst slices' held-out images"), tables=[table],
+                   notes=notes, pictures=[Picture(out_dir / "correlations.png", "correlations between signals")],
+                   links=[out_dir / name for name in ["per_image.csv", "slices.csv", "correlations.csv"]])
+
+
+def main(description: str | None, argv: list[str] | None = None) -> None:
+    defaults = ProfileParams()
+    parser = make_parser(description)
+    add_common_args(parser, seed_help="seed of the test-set halves, the slice mixture and the overlap's random sets")
+    add_checkpoint_args(parser)
+    add_flags(parser, defaults)
+    args = parser.parse_args(argv)
+    run_main(lambda: profile(params_from(args, defaults)), args.debug)
