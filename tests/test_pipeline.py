@@ -47,7 +47,8 @@ def test_every_contract_file_is_there(smoke_pipeline):
     for name in ["metrics.csv", "comparisons.csv", "scores.csv", "selective.csv", "auroc.png", "accepted.png",
                  "sets/digits.npy"]:
         assert (ood / name).is_file(), name
-    for name in ["per_image.csv", "correlations.csv", "correlations.png", "slices.csv", "slices.png"]:
+    for name in ["per_image.csv", "correlations.csv", "correlations.png", "slices.csv", "slices.png",
+                 "duplicates.csv", "outliers.csv", "twin_accuracy.csv", "duplicates.png"]:
         assert (workdir / "experiments" / "profile" / name).is_file(), name
     seeds = pd.read_csv(workdir / "experiments" / "seeds" / "per_seed.csv")
     assert sorted(seeds.seed.unique()) == [0, 1]
@@ -425,3 +426,4 @@ def test_the_stress_profile_joins_every_stage_of_the_smoke_run(smoke_pipeline):
     slices = pd.read_csv(workdir / "experiments" / "profile" / "slices.csv")
     assert set(slices.model) == {"baseline", "improved"} and (slices.held_out_size >= 10).all()
     assert 0 <= record["overlap"]["jaccard"] <= 1
+    assert record["data_faults"]["images"] == {"train": 1000, "test": len(labels)}  # --smoke: 1,000 training images

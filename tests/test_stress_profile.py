@@ -75,6 +75,7 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
     assert table.ood_percentile_energy[4:].isna().all()
     assert "seeds_confidently_wrong" not in table.columns
     assert (table.predicted_label == table.true_label).eq(table.correct).all()
+    assert not table.training_twin.any() and table.outlier_score.notna().all()  # generated images: no copies
     record = json.loads((workdir / "experiments" / "records" / "stress_profile.json").read_text())
     assert record["sources"]["seeds.py: failure_stability.csv"].startswith("not joined: it ran on another baseline")
     assert record["sources"]["adversarial.py: per_image.csv"].startswith("joined from")

@@ -47,7 +47,7 @@ PIPELINE = (
     Stage("explanation_checks.py", EXPERIMENTS / "explanations", True, BOTH),
     Stage("seeds.py", EXPERIMENTS / "seeds", True, TRAINS,
           "retrains each model's training recipe over seeds (a run of train.py/improvement.py)"),
-    Stage("stress_profile.py", EXPERIMENTS / "profile", False, BOTH),
+    Stage("stress_profile.py", EXPERIMENTS / "profile", True, BOTH),
     Stage("report.py", EXPERIMENTS / "report", False, RECORDS_ONLY),
 )
 STAGES = {stage.script: stage for stage in PIPELINE}

@@ -10,17 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import fisher_exact
 
 from ..core import atomic, paths
 from ..core.checkpoint import load_classifier, model_card
-from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser, params_from,
-                         positive_int, run_main)
+from ..core.cli import (BothModels, add_checkpoint_args, add_common_args, add_flags, flag, make_parser,
+                         non_negative_int, params_from, positive_int, run_main)
 from ..core.device import describe_device, resolve_device
 from ..core.errors import UserError
 from ..core.findings import LOWER, Estimate, Headline, Picture, Section, Table
 from ..core.record import read_record, write_record
 from ..data.cifar10 import data_summary, load_cifar10
-from ..metrics import spearman_interval, top_two_margin
+from ..data_faults import DataFaults, find_data_faults
+from ..metrics import spearman_interval, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
 from ..plots import correlation_figure, save, slice_gallery_figure
 from ..slices import HeldOutSlice, SliceSettings, held_out_slices
@@ -38,6 +40,12 @@ class ProfileParams(BothModels):
     slices: int = field(default=SliceSettings.slices, metadata=flag(
         "mixture components of the slice discovery (8-10 keep a planted group whole: docs/decisions.md)",
         positive_int))
+    train_images: int = field(default=0, metadata=flag(
+        "the first N training images the duplicate check compares the test images with (0: all)",
+        non_negative_int))
+
+
+SMOKE = ProfileParams(train_images=1000)  # the duplicate check's training features: one fp32 pass over N images
 
 
 # -- the stages' per-image outputs -----------------------------------------------------------------------------
@@ -161,7 +169,7 @@ def signal_columns(table: pd.DataFrame) -> list[str]:
     """The signals the correlations and slice summaries show, where some image has a value."""
     wanted = ["confidence", "margin", "confidence_temperature", "label_quality", "corruptions_flipping_severity_3",
               "corrupted_sets_right", "min_linf", "min_l2", *(f"ood_percentile_{s}" for s in OOD_SHOWN),
-              "seeds_confidently_wrong"]
+              "seeds_confidently_wrong", "outlier_score"]
     return [c for c in wanted if c in table.columns and table[c].notna().any()]
 
 
@@ -253,6 +261,74 @@ def slice_overlap(first: np.ndarray, second: np.ndarray, count: int, seed: int) 
 
 # -- the stage ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class OwnPass:
+    """A model's answers on the test images and the features its slices are found over."""
+    base: pd.DataFrame           # model, test_index, true_label, predicted_label, confidence, margin, correct
+    features: np.ndarray         # the input of its last linear layer (its logits when it has none)
+    probabilities: np.ndarray
+    from_logits: bool
+
+
+def own_pass(tag: str, model, checkpoint: dict, images: np.ndarray, data, device: torch.device) -> OwnPass:
+    """The answers and the input of the last linear layer in one fp32 pass: the slices need both."""
+    logits, features = logits_and_features(model, torch.from_numpy(images).to(device),
+                                           checkpoint_normalizer(checkpoint, device))
+    probs = logits.softmax(1).double().cpu().numpy()
+    predicted, labels, names = probs.argmax(1), data.test_labels, data.class_names
+    base = pd.DataFrame({"model": tag, "test_index": np.arange(len(labels)), "true_label": [names[c] for c in labels],
+                         "predicted_label": [names[c] for c in predicted], "confidence": probs.max(1).round(6),
+                         "margin": top_two_margin(probs).round(6), "correct": predicted == labels})
+    return OwnPass(base, (features if features is not None else logits).double().cpu().numpy(), probs,
+                   features is None)
+
+
+def training_features(model, checkpoint: dict, images: np.ndarray, device: torch.device) -> np.ndarray:
+    logits, features = logits_and_features(model, torch.from_numpy(images).to(device),
+                                           checkpoint_normalizer(checkpoint, device))
+    return (features if features is not None else logits).double().cpu().numpy()
+
+
+def twin_accuracy(table: pd.DataFrame) -> list[dict]:
+    """Per model: accuracy on the test images with a duplicate in training against the rest (Wilson intervals,
+    Fisher's exact test)."""
+    rows = []
+    for tag, group in table.groupby("model", sort=False):
+        twin, rest = group[group.training_twin], group[~group.training_twin]
+        row = {"model": tag}
+        for name, part in [("twin", twin), ("rest", rest)]:
+            low, high = wilson_interval(int(part.correct.sum()), len(part)) if len(part) else (np.nan, np.nan)
+            row |= {f"{name}_images": len(part), f"{name}_accuracy": round(float(part.correct.mean()), 4)
+                    if len(part) else np.nan, f"{name}_low95": round(low, 4), f"{name}_high95": round(high, 4)}
+        table_2x2 = [[int(twin.correct.sum()), len(twin) - int(twin.correct.sum())],
+                     [int(rest.correct.sum()), len(rest) - int(rest.correct.sum())]]
+        # scipy's stub types the result as a plain tuple; it is a SignificanceResult
+        row["p_value"] = float(fisher_exact(table_2x2).pvalue) if len(twin) and len(rest) else np.nan  # pyright: ignore[reportAttributeAccessIssue]
+        rows.append(row)
+    return rows
+
+
+def fault_gallery(faults: DataFaults, data, count: int = 8) -> list[tuple[str, np.ndarray]]:
+    """Rows of the duplicates figure: test images with a training twin over their twins, then the most unusual
+    images."""
+    def hwc(images: np.ndarray) -> np.ndarray:
+        return images.transpose(0, 2, 3, 1)
+    across = faults.pairs[(faults.pairs.split_a == "train") & (faults.pairs.split_b == "test")].head(count)
+    rows = []
+    if len(across):
+        rows += [(f"test images with a duplicate in training ({len(faults.pairs[faults.pairs.split_b == 'test'])} "
+                  "pairs involve test images; exact first): test #" + ", #".join(map(str, across.index_b)),
+                  hwc(data.test_images[across.index_b.to_numpy(int)])),
+                 ("... and their training twins: train #" + ", #".join(map(str, across.index_a)),
+                  hwc(data.train_images[across.index_a.to_numpy(int)]))]
+    unusual = faults.outliers.head(count)
+    pictures = [data.train_images[i] if split == "train" else data.test_images[i]
+                for split, i in zip(unusual.split, unusual["index"])]
+    rows.append(("most unusual images (Datalab outlier score, lowest first): " + ", ".join(
+        f"{split} #{i}" for split, i in zip(unusual.split, unusual["index"])), hwc(np.stack(pictures))))
+    return rows
+
+
 def profile(params: ProfileParams) -> None:
     device = resolve_device(params.device)
     data = load_cifar10(params.data_dir)
@@ -265,21 +341,20 @@ def profile(params: ProfileParams) -> None:
             f"{key} {value}" for key, value in status.items()) + "); run the stages before stress_profile.py "
             "(run_pipeline.py --from-stage calibration.py)")
     out_dir = atomic.ensure_writable_dir(params.out_dir)
-    images = torch.from_numpy(data.test_images).to(device)
-    labels, names = data.test_labels, data.class_names
-    bases, passes = [], {}
-    for tag, (model, checkpoint) in models.items():
-        # the model's answers and the input of its last linear layer in one pass: the slices need both
-        logits, features = logits_and_features(model, images, checkpoint_normalizer(checkpoint, device))
-        probs = logits.softmax(1).double().cpu().numpy()
-        passes[tag] = (features if features is not None else logits).double().cpu().numpy(), probs, features is None
-        predicted = probs.argmax(1)
-        bases.append(pd.DataFrame({"model": tag, "test_index": np.arange(len(labels)),
-                                   "true_label": [names[c] for c in labels],
-                                   "predicted_label": [names[c] for c in predicted],
-                                   "confidence": probs.max(1).round(6), "margin": top_two_margin(probs).round(6),
-                                   "correct": predicted == labels}))
-    table = join(pd.concat(bases, ignore_index=True), frames)
+    labels = data.test_labels
+    passes = {tag: own_pass(tag, model, checkpoint, data.test_images, data, device)
+              for tag, (model, checkpoint) in models.items()}
+    # the data's faults: duplicates in the pixels, outliers among the first model's features
+    judge, (model, checkpoint) = next(iter(models.items()))
+    train_count = min(params.train_images or len(data.train_labels), len(data.train_labels))
+    faults = find_data_faults(data.train_images[:train_count], data.test_images,
+                              training_features(model, checkpoint, data.train_images[:train_count], device),
+                              passes[judge].features)
+    test_outliers = faults.outliers[faults.outliers.split == "test"].set_index("index").outlier_score
+    base = pd.concat([own.base for own in passes.values()], ignore_index=True).assign(
+        training_twin=lambda frame: faults.twin_in_training[frame.test_index],
+        outlier_score=lambda frame: test_outliers.reindex(frame.test_index).to_numpy())
+    table = join(base, frames)
     atomic.write_csv(out_dir / "per_image.csv", table.to_dict("records"), list(table.columns))
     signals = signal_columns(table)
     pairs, matrices = correlations(table, signals)
@@ -290,21 +365,29 @@ def profile(params: ProfileParams) -> None:
                            f"{MIN_PAIRS})"))
     settings = SliceSettings(slices=params.slices, seed=params.seed)
     slice_rows, worst, gallery = [], {}, []
-    for tag, (features, probs, from_logits) in passes.items():
-        rows, found = model_slices(tag, table[table.model == tag].reset_index(drop=True), features, probs, labels,
-                                   signals, settings)
+    for tag, own in passes.items():
+        rows, found = model_slices(tag, table[table.model == tag].reset_index(drop=True), own.features,
+                                   own.probabilities, labels, signals, settings)
         slice_rows += rows
         worst[tag] = worst_per_half(found)
         for row, item in sorted(zip(rows, found), key=lambda pair: -pair[0]["error_rate"])[:SLICES_SHOWN]:
             caption = f"{tag}, half {item.found_on} slice {item.slice}: {row['description']}"
             gallery.append((caption, data.test_images[item.members[:8]].transpose(0, 2, 3, 1)))
-        if from_logits:
+        if own.from_logits:
             print(f"{tag}: no linear head whose input could be read; slices found over its logits instead")
     slices = pd.DataFrame(slice_rows)
     atomic.write_csv(out_dir / "slices.csv", slices.to_dict("records"), list(slices.columns))
     save(out_dir / "slices.png", slice_gallery_figure(gallery))
     overlap = (slice_overlap(worst["baseline"], worst["improved"], len(labels), params.seed)
                if {"baseline", "improved"} <= set(worst) else None)
+    twins = pd.DataFrame(twin_accuracy(table))
+    flagged = faults.outliers[faults.outliers.is_outlier]
+    for name, frame in [("duplicates.csv", faults.pairs), ("outliers.csv", flagged), ("twin_accuracy.csv", twins)]:
+        atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
+    save(out_dir / "duplicates.png", slice_gallery_figure(fault_gallery(faults, data)))
+    faults_summary = {**faults.settings, "judge": judge, "pairs": faults.pairs.groupby(
+        ["kind", "split_a", "split_b"]).size().rename("pairs").reset_index().to_dict("records"),
+        "test_images_with_training_twin": int(faults.twin_in_training.sum()), "outliers": len(flagged)}
     for key, value in status.items():
         print(f"  {key}: {value}")
     for row in slices.sort_values("error_rate", ascending=False).groupby("model", sort=False).head(2).itertuples():
@@ -312,11 +395,18 @@ def profile(params: ProfileParams) -> None:
     if overlap:
         print(f"worst slices of the two models: Jaccard {overlap['jaccard']:.2f} against {overlap['shuffled_mean']:.2f}"
               f" for random sets of the same sizes (p {overlap['p_value']:.3g})")
+    twin_count = faults_summary["test_images_with_training_twin"]
+    print(f"{twin_count} of {len(labels)} test images have a duplicate among the {train_count} training images "
+          f"read (in their pixels); {len(flagged)} outliers ({judge}'s features)" + "".join(
+              f"; {row.model}: accuracy {row.twin_accuracy:.3f} on them, {row.rest_accuracy:.3f} on the rest"
+              for row in twins.itertuples() if twin_count))
     print(f"-> {out_dir}")
     write_record("stress_profile", {"profile": out_dir}, checkpoints, headline=headline_rows(slices, len(labels)),
-                 sections=[section(slices, status, overlap, settings, out_dir)], data=data_summary(data),
-                 device=describe_device(device), precision=REPORTED_PRECISION, seed=params.seed, sources=status,
-                 slice_settings=vars(settings), overlap=overlap, models=cards)
+                 sections=[section(slices, status, overlap, settings, out_dir),
+                           faults_section(faults_summary, twins, out_dir)],
+                 data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
+                 seed=params.seed, sources=status, slice_settings=vars(settings), overlap=overlap,
+                 data_faults=faults_summary, models=cards)
 
 
 def headline_rows(slices: pd.DataFrame, count: int) -> list[Headline]:
@@ -349,11 +439,34 @@ def section(slices: pd.DataFrame, status: dict, overlap: dict | None, settings: 
                    links=[out_dir / name for name in ["per_image.csv", "slices.csv", "correlations.csv"]])
 
 
+def faults_section(summary: dict, twins: pd.DataFrame, out_dir: Path) -> Section:
+    def estimate(row: dict, part: str) -> Estimate:
+        return Estimate(row[f"{part}_accuracy"], row[f"{part}_low95"], row[f"{part}_high95"])
+    count = summary["images"]
+    table = Table(["model", "test images with a training duplicate", "their accuracy (Wilson 95%)", "the rest",
+                   "Fisher p"],
+                  [[row["model"], row["twin_images"], estimate(row, "twin") if row["twin_images"] else "none",
+                    estimate(row, "rest"), f"{row['p_value']:.2g}"] for row in twins.to_dict("records")],
+                  note=f"Near duplicates: cleanlab's Datalab over the pixels of {count['train']} training and "
+                       f"{count['test']} test images (2x2-pooled, standardised per image; {summary['metric']} "
+                       f"distance, k {summary['k']}, closer than {summary['threshold']} of the median "
+                       "nearest-neighbour distance); exact duplicates by pixel hash; outliers by Datalab over the "
+                       f"{summary['judge']} model's features. A test image with a twin in training flatters test "
+                       "accuracy (ciFAIR: about 3% of CIFAR-10's test set).")
+    pairs = "; ".join(f"{row['kind']} {row['split_a']}-{row['split_b']}: {row['pairs']}" for row in summary["pairs"])
+    return Section("The data's own faults: duplicates and outliers",
+                   lead=Picture(out_dir / "duplicates.png", "duplicates across the splits and the most unusual images"),
+                   tables=[table], notes=[f"Pairs found: {pairs or 'none'}. {summary['outliers']} images flagged as "
+                                          "outliers (Datalab)."],
+                   links=[out_dir / name for name in ["duplicates.csv", "outliers.csv", "twin_accuracy.csv"]])
+
+
 def main(description: str | None, argv: list[str] | None = None) -> None:
     defaults = ProfileParams()
     parser = make_parser(description)
     add_common_args(parser, seed_help="seed of the test-set halves, the slice mixture and the overlap's random sets")
     add_checkpoint_args(parser)
-    add_flags(parser, defaults)
+    add_flags(parser, defaults, SMOKE)
+    parser.add_argument("--smoke", action="store_true", help="the duplicate check on the first 1,000 training images")
     args = parser.parse_args(argv)
-    run_main(lambda: profile(params_from(args, defaults)), args.debug)
+    run_main(lambda: profile(params_from(args, defaults, SMOKE)), args.debug)
