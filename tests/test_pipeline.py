@@ -427,3 +427,12 @@ def test_the_stress_profile_joins_every_stage_of_the_smoke_run(smoke_pipeline):
     assert set(slices.model) == {"baseline", "improved"} and (slices.held_out_size >= 10).all()
     assert 0 <= record["overlap"]["jaccard"] <= 1
     assert record["data_faults"]["images"] == {"train": 1000, "test": len(labels)}  # --smoke: 1,000 training images
+    # each model's wrong answers before each judge: the counts are those of the per-image flags
+    judges = pd.read_csv(workdir / "experiments" / "profile" / "label_judges.csv")
+    assert len(judges) == 4 and set(judges.independent) == {True, False}
+    for row in judges.itertuples():
+        rows = table[table.model == row.model]
+        assert row.flagged == (rows[f"label_issue_by_{row.judge}"] & ~rows.correct).sum()
+        if row.independent:
+            both = rows[f"label_issue_by_{row.judge}"] & rows[f"label_issue_by_{row.model}"] & ~rows.correct
+            assert row.flagged_by_both == both.sum()

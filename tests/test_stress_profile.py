@@ -76,6 +76,9 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
     assert "seeds_confidently_wrong" not in table.columns
     assert (table.predicted_label == table.true_label).eq(table.correct).all()
     assert not table.training_twin.any() and table.outlier_score.notna().all()  # generated images: no copies
+    judges = pd.read_csv(workdir / "experiments" / "profile" / "label_judges.csv")
+    assert list(judges.judge) == ["baseline"] and not judges.independent.any()  # one model: no independent judge
+    assert judges.flagged[0] == (table.label_issue_by_baseline & ~table.correct).sum()
     record = json.loads((workdir / "experiments" / "records" / "stress_profile.json").read_text())
     assert record["sources"]["seeds.py: failure_stability.csv"].startswith("not joined: it ran on another baseline")
     assert record["sources"]["adversarial.py: per_image.csv"].startswith("joined from")

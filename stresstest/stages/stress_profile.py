@@ -22,6 +22,7 @@ from ..core.findings import LOWER, Estimate, Headline, Picture, Section, Table
 from ..core.record import read_record, write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data_faults import DataFaults, find_data_faults
+from ..label_issues import flag_label_issues, on_published_list
 from ..metrics import spearman_interval, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
 from ..plots import correlation_figure, save, slice_gallery_figure
@@ -283,6 +284,32 @@ def own_pass(tag: str, model, checkpoint: dict, images: np.ndarray, data, device
                    features is None)
 
 
+def label_judges(passes: dict[str, OwnPass], labels: np.ndarray,
+                 class_names: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """How each model's wrong answers fare before each judge: cleanlab's confident learning on the probabilities of
+    the model itself (a judge of its own confident mistakes) and of every other model given (independent of it,
+    though trained on the same images), their agreement on those answers (Cohen's kappa), and the flags among the
+    54 confirmed label errors where the test set is the official one. Returns the table and each judge's flags."""
+    from sklearn.metrics import cohen_kappa_score
+
+    flags = {judge: flag_label_issues(own.probabilities, labels, class_names).label_issue.to_numpy()
+             for judge, own in passes.items()}
+    confirmed = on_published_list(labels)
+    rows = []
+    for tag, own in passes.items():
+        wrong = own.probabilities.argmax(1) != labels
+        for judge, flagged in flags.items():
+            both = int((flagged & flags[tag] & wrong).sum())
+            rows.append({"model": tag, "judge": judge, "independent": judge != tag, "wrong_answers": int(wrong.sum()),
+                         "flagged": int((flagged & wrong).sum()),
+                         "flagged_share": round(float((flagged & wrong).sum() / max(wrong.sum(), 1)), 4),
+                         "flagged_by_both": both if judge != tag else "",
+                         "kappa_with_self": round(float(cohen_kappa_score(flags[tag][wrong], flagged[wrong])), 4)
+                         if judge != tag and wrong.any() else "",
+                         "confirmed_errors_flagged": int((flagged & confirmed).sum()) if confirmed is not None else ""})
+    return pd.DataFrame(rows), flags
+
+
 def training_features(model, checkpoint: dict, images: np.ndarray, device: torch.device) -> np.ndarray:
     logits, features = logits_and_features(model, torch.from_numpy(images).to(device),
                                            checkpoint_normalizer(checkpoint, device))
@@ -351,9 +378,12 @@ def profile(params: ProfileParams) -> None:
                               training_features(model, checkpoint, data.train_images[:train_count], device),
                               passes[judge].features)
     test_outliers = faults.outliers[faults.outliers.split == "test"].set_index("index").outlier_score
+    judges, flags = label_judges(passes, labels, data.class_names)
     base = pd.concat([own.base for own in passes.values()], ignore_index=True).assign(
         training_twin=lambda frame: faults.twin_in_training[frame.test_index],
-        outlier_score=lambda frame: test_outliers.reindex(frame.test_index).to_numpy())
+        outlier_score=lambda frame: test_outliers.reindex(frame.test_index).to_numpy(),
+        **{f"label_issue_by_{judge}": (lambda frame, marks=marks: marks[frame.test_index])
+           for judge, marks in flags.items()})
     table = join(base, frames)
     atomic.write_csv(out_dir / "per_image.csv", table.to_dict("records"), list(table.columns))
     signals = signal_columns(table)
@@ -382,7 +412,8 @@ def profile(params: ProfileParams) -> None:
                if {"baseline", "improved"} <= set(worst) else None)
     twins = pd.DataFrame(twin_accuracy(table))
     flagged = faults.outliers[faults.outliers.is_outlier]
-    for name, frame in [("duplicates.csv", faults.pairs), ("outliers.csv", flagged), ("twin_accuracy.csv", twins)]:
+    for name, frame in [("duplicates.csv", faults.pairs), ("outliers.csv", flagged), ("twin_accuracy.csv", twins),
+                        ("label_judges.csv", judges)]:
         atomic.write_csv(out_dir / name, frame.to_dict("records"), list(frame.columns))
     save(out_dir / "duplicates.png", slice_gallery_figure(fault_gallery(faults, data)))
     faults_summary = {**faults.settings, "judge": judge, "pairs": faults.pairs.groupby(
@@ -400,10 +431,15 @@ def profile(params: ProfileParams) -> None:
           f"read (in their pixels); {len(flagged)} outliers ({judge}'s features)" + "".join(
               f"; {row.model}: accuracy {row.twin_accuracy:.3f} on them, {row.rest_accuracy:.3f} on the rest"
               for row in twins.itertuples() if twin_count))
+    for row in judges[judges.independent].itertuples():
+        mine = judges[(judges.model == row.model) & ~judges.independent].iloc[0]
+        print(f"label issues among the {row.model} model's {row.wrong_answers} wrong answers: {mine.flagged} by its "
+              f"own probabilities, {row.flagged} by the {row.judge} model's, {row.flagged_by_both} by both (kappa "
+              f"{row.kappa_with_self})")
     print(f"-> {out_dir}")
     write_record("stress_profile", {"profile": out_dir}, checkpoints, headline=headline_rows(slices, len(labels)),
                  sections=[section(slices, status, overlap, settings, out_dir),
-                           faults_section(faults_summary, twins, out_dir)],
+                           faults_section(faults_summary, twins, judges, out_dir)],
                  data=data_summary(data), device=describe_device(device), precision=REPORTED_PRECISION,
                  seed=params.seed, sources=status, slice_settings=vars(settings), overlap=overlap,
                  data_faults=faults_summary, models=cards)
@@ -439,7 +475,7 @@ def section(slices: pd.DataFrame, status: dict, overlap: dict | None, settings: 
                    links=[out_dir / name for name in ["per_image.csv", "slices.csv", "correlations.csv"]])
 
 
-def faults_section(summary: dict, twins: pd.DataFrame, out_dir: Path) -> Section:
+def faults_section(summary: dict, twins: pd.DataFrame, judges: pd.DataFrame, out_dir: Path) -> Section:
     def estimate(row: dict, part: str) -> Estimate:
         return Estimate(row[f"{part}_accuracy"], row[f"{part}_low95"], row[f"{part}_high95"])
     count = summary["images"]
@@ -454,11 +490,21 @@ def faults_section(summary: dict, twins: pd.DataFrame, out_dir: Path) -> Section
                        f"{summary['judge']} model's features. A test image with a twin in training flatters test "
                        "accuracy (ciFAIR: about 3% of CIFAR-10's test set).")
     pairs = "; ".join(f"{row['kind']} {row['split_a']}-{row['split_b']}: {row['pairs']}" for row in summary["pairs"])
-    return Section("The data's own faults: duplicates and outliers",
+    judged = Table(["model", "judge", "its wrong answers", "flagged as label issues", "flagged by both judges",
+                    "Cohen's kappa with the model's own flags", "confirmed errors flagged"],
+                   [[row["model"], row["judge"] + ("" if row["independent"] else " (itself)"), row["wrong_answers"],
+                     f"{row['flagged']} ({row['flagged_share']:.0%})", row["flagged_by_both"],
+                     row["kappa_with_self"], row["confirmed_errors_flagged"] if row["confirmed_errors_flagged"] != ""
+                     else "official test set only"] for row in judges.to_dict("records")],
+                   note="Label issues among each model's wrong answers by cleanlab's confident learning on the test "
+                        "probabilities of each judge: the model itself (which flags its own confident mistakes) and "
+                        "the other model (trained on the same images, so not a wholly independent judge).")
+    return Section("The data's own faults: duplicates, outliers and suspect labels",
                    lead=Picture(out_dir / "duplicates.png", "duplicates across the splits and the most unusual images"),
-                   tables=[table], notes=[f"Pairs found: {pairs or 'none'}. {summary['outliers']} images flagged as "
-                                          "outliers (Datalab)."],
-                   links=[out_dir / name for name in ["duplicates.csv", "outliers.csv", "twin_accuracy.csv"]])
+                   tables=[table, judged], notes=[f"Pairs found: {pairs or 'none'}. {summary['outliers']} images "
+                                                  "flagged as outliers (Datalab)."],
+                   links=[out_dir / name for name in ["duplicates.csv", "outliers.csv", "twin_accuracy.csv",
+                                                      "label_judges.csv"]])
 
 
 def main(description: str | None, argv: list[str] | None = None) -> None:
