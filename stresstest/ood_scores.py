@@ -11,6 +11,8 @@ import torch.nn as nn
 from pytorch_ood.detector import (ASH, GEN, ODIN, RMD, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ReAct, ViM)
 
 LOGITS, FEATURES, INPUT = "logits", "features", "input gradient"
+# the in-distribution sets' names in ood.py's scores.csv (stress_profile.py reads the first)
+ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
 
 
 @dataclass(frozen=True)

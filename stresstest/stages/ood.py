@@ -31,13 +31,13 @@ from ..metrics import (OOD_METRICS, aurc, bootstrap_interval, ood_bootstrap, ood
 from ..nn.backbones import data_fingerprint
 from ..nn.inference import (REPORTED_PRECISION, checkpoint_normalizer, default_eval_batch_size, last_linear,
                             logits_and_features)
-from ..ood_scores import BY_NAME, FEATURES, SCORES, Detectors, OodSettings, odin_scores, settings_text
+from ..ood_scores import (BY_NAME, CORRUPTED_SET, FEATURES, ID_SET, SCORES, Detectors, OodSettings, odin_scores,
+                          settings_text)
 from ..plots import (accepted_ood_figure, auroc_figure, ood_histogram_figure, ood_roc_figure, risk_coverage_figure,
                      save)
 
 SCORE_NAMES = tuple(score.name for score in SCORES)
 STANDARD, FULL_SPECTRUM = "standard", "full-spectrum"
-ID_SET, CORRUPTED_SET = "cifar10_test", "cifar10_test_corrupted"
 MEANS = {NEAR: "near_mean", FAR: "far_mean"}  # the unweighted mean over the sets of a kind
 OPEN_SET, HELD_OUT = "open_set", "held_out_classes"  # --open-set: the model's tag, its near-OOD set
 HEADLINE_SCORES = ("msp", "knn")  # reported in the summary: the classic baseline and OpenOOD's best on CIFAR-10

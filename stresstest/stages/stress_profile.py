@@ -25,10 +25,10 @@ from ..data_faults import DataFaults, find_data_faults
 from ..label_issues import flag_label_issues, on_published_list
 from ..metrics import spearman_interval, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
+from ..ood_scores import ID_SET
 from ..plots import correlation_figure, save, slice_gallery_figure
 from ..slices import HeldOutSlice, SliceSettings, held_out_slices
 
-ID_SET = "cifar10_test"              # ood.py's name for the in-distribution test images in its scores.csv
 OOD_SHOWN = ("energy", "knn")        # the OOD scores whose percentiles enter the correlations and slice summaries
 MIN_PAIRS = 10                       # fewer images with both signals: no correlation is given
 OVERLAP_DRAWS = 2000                 # random sets of the same sizes behind the slice-overlap p-value
@@ -69,7 +69,9 @@ def calibration_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
 
 
 def label_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
-    return frame[["test_index", "label_quality", "label_issue"]]
+    """cleanlab's label quality of each test image on the baseline's probabilities (the flags of every model's
+    probabilities are the stage's own label judges)."""
+    return frame[["test_index", "label_quality"]]
 
 
 def robustness_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
