@@ -57,8 +57,9 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
         "model": "baseline", "set": ["cifar10_test"] * 4 + ["digits"] * 2, "index": [2, 0, 1, 3, 0, 1],
         "prediction": 0, "confidence": 0.5, "energy": [4.0, 1.0, 3.0, 2.0, -9.0, -9.0]})}, card)
     # seeds ran on another checkpoint of the same name: not joined, and said so
-    stage_output(workdir, "seeds", "seeds", {"failure_stability.csv": pd.DataFrame({
-        "test_index": [5], "baseline_seeds": [2]})}, inputs={"baseline": workdir / "elsewhere.pth"})
+    stage_output(workdir, "seeds", "seeds", {"per_image.csv": pd.DataFrame({
+        "model": "baseline", "test_index": np.arange(count), "seeds_wrong": 1, "seeds_confidently_wrong": 0})},
+        inputs={"baseline": workdir / "elsewhere.pth"})
     result = run_stage_in_process("stress_profile.py", "--data-dir", tiny_data, "--baseline", checkpoint, "--improved",
                                   "none", "--slices", "4", cwd=workdir)
     assert result.returncode == 0, result.stderr
@@ -80,7 +81,7 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
     assert list(judges.judge) == ["baseline"] and not judges.independent.any()  # one model: no independent judge
     assert judges.flagged[0] == (table.label_issue_by_baseline & ~table.correct).sum()
     record = json.loads((workdir / "experiments" / "records" / "stress_profile.json").read_text())
-    assert record["sources"]["seeds.py: failure_stability.csv"].startswith("not joined: it ran on another baseline")
+    assert record["sources"]["seeds.py: per_image.csv"].startswith("not joined: it ran on another baseline")
     assert record["sources"]["adversarial.py: per_image.csv"].startswith("joined from")
     slices = pd.read_csv(workdir / "experiments" / "profile" / "slices.csv")
     assert set(slices.found_on_half) <= {0, 1} and (slices.held_out_size >= 10).all()
@@ -88,15 +89,6 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
     pairs = pd.read_csv(workdir / "experiments" / "profile" / "correlations.csv")
     row = pairs[(pairs.signal == "confidence_temperature") & (pairs.other == "label_quality")].iloc[0]
     assert row.n == count and row.spearman == 1.0
-    # the seeds of this checkpoint's recipe: images the stability table leaves out were wrong in no seed
-    (workdir / "out" / "seeds").rename(workdir / "out" / "old_seeds")
-    stage_output(workdir, "seeds", "seeds", {"failure_stability.csv": pd.DataFrame({
-        "test_index": [5], "baseline_seeds": [2]})}, inputs={"baseline": checkpoint})
-    result = run_stage_in_process("stress_profile.py", "--data-dir", tiny_data, "--baseline", checkpoint,
-                                  "--improved", "none", "--slices", "4", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    table = pd.read_csv(workdir / "experiments" / "profile" / "per_image.csv").set_index("test_index")
-    assert table.seeds_confidently_wrong[5] == 2 and table.seeds_confidently_wrong.drop(5).eq(0).all()
 
 
 def test_the_profile_without_stage_outputs_says_so_in_one_line(tiny_data, model_dir):

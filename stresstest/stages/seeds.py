@@ -137,8 +137,14 @@ def seeds_study(params: SeedsParams) -> None:
                                   "mean": round(value, 6)} for tag, value in overlap.items()])
     summary = pd.concat([summary, overlap_rows], ignore_index=True)  # a mean over seed pairs: no interval
     summary.insert(3, "threshold", threshold)
+    # per model and test image, over the seeds: how many get it wrong, and how many confidently (stress_profile.py)
+    per_image = pd.concat([pd.DataFrame({
+        "model": tag, "test_index": np.arange(len(labels)),
+        "seeds_wrong": sum(probs[tag, seed].argmax(1) != labels for seed in seeds),
+        "seeds_confidently_wrong": sum((probs[tag, seed].argmax(1) != labels) & (probs[tag, seed].max(1) >= threshold)
+                                       for seed in seeds)}) for tag in paths.RUNS], ignore_index=True)
     for name, table in [("per_seed.csv", per_seed), ("summary.csv", summary), ("mcnemar.csv", pd.DataFrame(tests)),
-                        ("failure_stability.csv", images_table)]:
+                        ("failure_stability.csv", images_table), ("per_image.csv", per_image)]:
         atomic.write_csv(out_dir / name, table.to_dict("records"), list(table.columns))
     save(out_dir / "seeds.png", seeds_figure(per_seed, summary, METRICS, len(labels)))
 

@@ -55,13 +55,11 @@ SMOKE = ProfileParams(train_images=1000)  # the duplicate check's training featu
 class Source:
     """A stage's per-image file: the record that says where it is, the output folder's name in that record, the
     file, and how its columns become the profile's (`read` returns model, test_index and the signals; a file
-    judged by one model for every model has no model column); `unlisted`: the value of an image the file leaves
-    out (None: unknown, left empty)."""
+    judged by one model for every model has no model column)."""
     stage: str
     output: str
     file: str
     read: Callable[[pd.DataFrame, dict], pd.DataFrame]
-    unlisted: float | None = None
 
 
 def calibration_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
@@ -100,12 +98,7 @@ def ood_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
 
 
 def seeds_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
-    """How many seeds of each model's recipe make the image a confident failure (the table lists only images that
-    are one in some seed: the others count 0)."""
-    tags = [c.removesuffix("_seeds") for c in frame.columns if c.endswith("_seeds")]
-    long = frame.melt(id_vars="test_index", value_vars=[f"{t}_seeds" for t in tags], var_name="model",
-                      value_name="seeds_confidently_wrong")
-    return long.assign(model=long.model.str.removesuffix("_seeds"))
+    return frame[["model", "test_index", "seeds_wrong", "seeds_confidently_wrong"]]
 
 
 SOURCES = (
@@ -115,7 +108,7 @@ SOURCES = (
     Source("robustness", "robustness", "occlusion_gradcam.csv", occlusion_columns),
     Source("adversarial", "adversarial", "per_image.csv", adversarial_columns),
     Source("ood", "ood", "scores.csv", ood_columns),
-    Source("seeds", "seeds", "failure_stability.csv", seeds_columns, unlisted=0),
+    Source("seeds", "seeds", "per_image.csv", seeds_columns),
 )
 
 
@@ -132,8 +125,8 @@ def same_models(record: dict, cards: dict) -> str:
     return ""
 
 
-def read_sources(cards: dict) -> tuple[list[tuple[Source, pd.DataFrame]], dict]:
-    """Every source whose stage ran on these models with its frame, and per source what became of it."""
+def read_sources(cards: dict) -> tuple[list[pd.DataFrame], dict]:
+    """The frames of every source whose stage ran on these models, and per source what became of it."""
     frames, status = [], {}
     for source in SOURCES:
         key = f"{source.stage}.py: {source.file}"
@@ -146,23 +139,18 @@ def read_sources(cards: dict) -> tuple[list[tuple[Source, pd.DataFrame]], dict]:
         if why or not path.is_file():
             status[key] = f"not joined: {why or f'{path} is missing (rerun {source.stage}.py)'}"
             continue
-        frames.append((source, source.read(pd.read_csv(path), record)))
+        frames.append(source.read(pd.read_csv(path), record))
         status[key] = f"joined from {path}"
     return frames, status
 
 
-def join(base: pd.DataFrame, frames: list[tuple[Source, pd.DataFrame]]) -> pd.DataFrame:
+def join(base: pd.DataFrame, frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The base rows (model, test_index, ...) with every source's columns, by model and test index (by test index
-    alone for a file without a model column); images a stage did not sample stay empty (or the source's
-    `unlisted` value, for the models the file covers)."""
-    for source, frame in frames:
+    alone for a file without a model column); images a stage did not sample stay empty."""
+    for frame in frames:
         keys = ["model", "test_index"] if "model" in frame.columns else ["test_index"]
         frame = frame[frame.model.isin(base.model.unique())] if "model" in keys else frame
         base = base.merge(frame.drop_duplicates(keys), on=keys, how="left")
-        if source.unlisted is not None:
-            covered = base.model.isin(frame.model.unique()) if "model" in keys else slice(None)
-            added = [c for c in frame.columns if c not in keys]
-            base.loc[covered, added] = base.loc[covered, added].fillna(source.unlisted)
     return base
 
 
@@ -172,7 +160,7 @@ def signal_columns(table: pd.DataFrame) -> list[str]:
     """The signals the correlations and slice summaries show, where some image has a value."""
     wanted = ["confidence", "margin", "confidence_temperature", "label_quality", "corruptions_flipping_severity_3",
               "corrupted_sets_right", "min_linf", "min_l2", *(f"ood_percentile_{s}" for s in OOD_SHOWN),
-              "seeds_confidently_wrong", "outlier_score"]
+              "seeds_wrong", "seeds_confidently_wrong", "outlier_score"]
     return [c for c in wanted if c in table.columns and table[c].notna().any()]
 
 
