@@ -59,35 +59,35 @@ class Source:
     stage: str
     output: str
     file: str
-    read: Callable[[pd.DataFrame, dict], pd.DataFrame]
+    read: Callable[[pd.DataFrame], pd.DataFrame]
 
 
-def calibration_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def calibration_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["model", "test_index", "confidence_temperature"]]
 
 
-def label_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def label_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """cleanlab's label quality of each test image on the baseline's probabilities (the flags of every model's
     probabilities are the stage's own label judges)."""
     return frame[["test_index", "label_quality"]]
 
 
-def robustness_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def robustness_columns(frame: pd.DataFrame) -> pd.DataFrame:
     flips = [c for c in frame.columns if c.startswith("corruptions_flipping")]
     return frame[["model", "test_index", "corrupted_sets_right", *flips]]
 
 
-def occlusion_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def occlusion_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns={"spearman": "occlusion_gradcam_spearman"})[
         ["model", "test_index", "occlusion_gradcam_spearman"]]
 
 
-def adversarial_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def adversarial_columns(frame: pd.DataFrame) -> pd.DataFrame:
     wanted = [c for c in frame.columns if c.startswith(("min_", "pgd_broken_"))]
     return frame[["model", "test_index", *wanted]]
 
 
-def ood_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def ood_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Each test image's percentile among the test images under every OOD score (low: it looks out of
     distribution to the model; the scores are higher-is-more-in-distribution)."""
     test = frame[frame.set == ID_SET].rename(columns={"index": "test_index"})
@@ -97,7 +97,7 @@ def ood_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
     return pd.concat([test[["model", "test_index"]], percentiles], axis=1)
 
 
-def seeds_columns(frame: pd.DataFrame, record: dict) -> pd.DataFrame:
+def seeds_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["model", "test_index", "seeds_wrong", "seeds_confidently_wrong"]]
 
 
@@ -139,7 +139,7 @@ def read_sources(cards: dict) -> tuple[list[pd.DataFrame], dict]:
         if why or not path.is_file():
             status[key] = f"not joined: {why or f'{path} is missing (rerun {source.stage}.py)'}"
             continue
-        frames.append(source.read(pd.read_csv(path), record))
+        frames.append(source.read(pd.read_csv(path)))
         status[key] = f"joined from {path}"
     return frames, status
 
