@@ -333,8 +333,8 @@ def fault_gallery(faults: DataFaults, data, count: int = 8) -> list[tuple[str, n
     across = faults.pairs[(faults.pairs.split_a == "train") & (faults.pairs.split_b == "test")].head(count)
     rows = []
     if len(across):
-        rows += [(f"test images with a duplicate in training ({len(faults.pairs[faults.pairs.split_b == 'test'])} "
-                  "pairs involve test images; exact first): test #" + ", #".join(map(str, across.index_b)),
+        rows += [("test images with a duplicate in training (exact first; all pairs: duplicates.csv): test #"
+                  + ", #".join(map(str, across.index_b)),
                   hwc(data.test_images[across.index_b.to_numpy(int)])),
                  ("... and their training twins: train #" + ", #".join(map(str, across.index_a)),
                   hwc(data.train_images[across.index_a.to_numpy(int)]))]
