@@ -359,9 +359,13 @@ def test_every_analysis_stage_and_the_report_run_on_two_imported_models(tiny_dat
         {"baseline", "improved"}
     road = pd.read_csv(workdir / "experiments" / "explanations" / "road.csv")
     assert set(road.model) == {"baseline", "improved"}
+    profile = pd.read_csv(workdir / "experiments" / "profile" / "per_image.csv")
+    assert len(profile) == 2 * 120 and profile.confidence_temperature.notna().all()
+    assert (workdir / "experiments" / "profile" / "slices.csv").is_file()
+    assert (workdir / "experiments" / "profile" / "duplicates.csv").is_file()
     page = (workdir / "experiments" / "report" / "index.html").read_text()
     for fragment in ["torchvision:resnet18", "RawPixelNet", "raw pixels 0..255", "imported (import_model.py)",
-                     "two-fold cross-fit"]:
+                     "two-fold cross-fit", "Failures in groups", "duplicates, outliers and suspect labels"]:
         assert fragment in page, fragment
 
 
