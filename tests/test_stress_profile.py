@@ -86,6 +86,10 @@ def test_the_profile_joins_each_stage_by_test_index(tiny_data, model_dir):
     slices = pd.read_csv(workdir / "experiments" / "profile" / "slices.csv")
     assert set(slices.found_on_half) <= {0, 1} and (slices.held_out_size >= 10).all()
     assert slices.description.str.contains("held-out images").all()
+    for share in ["mean_label_issue_by_baseline", "mean_training_twin", "rest_mean_label_issue_by_baseline"]:
+        assert slices[share].between(0, 1).all(), share
+    # the rest a slice's signals are compared with is the rest of its held-out half, as its error rate's
+    assert (slices.rest_size == 60 - slices.held_out_size).all()
     pairs = pd.read_csv(workdir / "experiments" / "profile" / "correlations.csv")
     row = pairs[(pairs.signal == "confidence_temperature") & (pairs.other == "label_quality")].iloc[0]
     assert row.n == count and row.spearman == 1.0

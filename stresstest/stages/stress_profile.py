@@ -27,7 +27,7 @@ from ..metrics import spearman_interval, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
 from ..ood_scores import ID_SET
 from ..plots import correlation_figure, save, slice_gallery_figure
-from ..slices import HeldOutSlice, SliceSettings, held_out_slices
+from ..slices import HeldOutSlice, SliceSettings, halves, held_out_slices
 
 OOD_SHOWN = ("energy", "knn")        # the OOD scores whose percentiles enter the correlations and slice summaries
 MIN_PAIRS = 10                       # fewer images with both signals: no correlation is given
@@ -220,11 +220,12 @@ def slice_row(tag: str, found: HeldOutSlice, members: pd.DataFrame, rest: pd.Dat
 def model_slices(tag: str, table: pd.DataFrame, features: np.ndarray, probs: np.ndarray, labels: np.ndarray,
                  signals: list[str], settings: SliceSettings) -> tuple[list[dict], list[HeldOutSlice]]:
     found = held_out_slices(features, probs, labels, settings)
+    parts = halves(len(labels), settings.seed)
     rows = []
     for item in found:
         inside = np.isin(np.arange(len(labels)), item.members)
-        held = np.isin(np.arange(len(labels)), np.concatenate([s.members for s in found
-                                                               if s.found_on == item.found_on]))
+        # the rest of the half it is measured on, as its rest_error_rate counts it
+        held = np.isin(np.arange(len(labels)), parts[1 - item.found_on])
         rows.append(slice_row(tag, item, table[inside], table[held & ~inside], signals))
     return rows, found
 
@@ -384,10 +385,12 @@ def profile(params: ProfileParams) -> None:
                            "per model; pairs over the images both signals cover, blank under "
                            f"{MIN_PAIRS})"))
     settings = SliceSettings(slices=params.slices, seed=params.seed)
+    # a slice's summary adds the shares flagged by each label judge and with a training duplicate
+    summarised = signals + [c for c in table.columns if c.startswith("label_issue_by_")] + ["training_twin"]
     slice_rows, worst, gallery = [], {}, []
     for tag, own in passes.items():
         rows, found = model_slices(tag, table[table.model == tag].reset_index(drop=True), own.features,
-                                   own.probabilities, labels, signals, settings)
+                                   own.probabilities, labels, summarised, settings)
         slice_rows += rows
         worst[tag] = worst_per_half(found)
         for row, item in sorted(zip(rows, found), key=lambda pair: -pair[0]["error_rate"])[:SLICES_SHOWN]:
