@@ -302,6 +302,18 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, floa
     return float(result.statistic), float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
 
 
+def fisher_exact_p(hits: int, count: int, other_hits: int, other_count: int) -> float:
+    """Two-sided p of Fisher's exact test: hits of count in one group against other_hits of other_count in the
+    other (1.0 when a group is empty)."""
+    from scipy.stats import fisher_exact
+
+    if not count or not other_count:
+        return 1.0
+    table = [[hits, count - hits], [other_hits, other_count - other_hits]]
+    # scipy's stub types the result as a plain tuple; it is a SignificanceResult
+    return float(fisher_exact(table).pvalue)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def spearman_interval(rho: float, n: int) -> tuple[float, float]:
     """95% interval of Spearman's rho over n pairs: Fisher's z with Bonett and Wright's (2000) variance
     (1 + rho^2 / 2) / (n - 3), which keeps near 95% coverage where Fisher's 1 / (n - 3) for Pearson's r is too

@@ -11,9 +11,7 @@ exact test, Bonferroni over the slices). The halves are swapped and both directi
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import fisher_exact
-
-from .metrics import wilson_interval
+from .metrics import fisher_exact_p, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -107,9 +105,7 @@ def held_out_slices(features: np.ndarray, probabilities: np.ndarray, labels: np.
                 continue
             errors, rest_errors = int(wrong[held][inside].sum()), int(wrong[held][~inside].sum())
             rest_size = int((~inside).sum())
-            table = [[errors, int(inside.sum()) - errors], [rest_errors, rest_size - rest_errors]]
-            # scipy's stub types the result as a plain tuple; it is a SignificanceResult
-            p_value = float(fisher_exact(table).pvalue) if rest_size else 1.0  # pyright: ignore[reportAttributeAccessIssue]
+            p_value = fisher_exact_p(errors, int(inside.sum()), rest_errors, rest_size)
             rows.append((rank, component, inside, errors, rest_errors, rest_size, p_value))
         for rank, component, inside, errors, rest_errors, rest_size, p_value in rows:
             found.append(HeldOutSlice(found_on, rank, int((model.found == component).sum()), float(rates[component]),

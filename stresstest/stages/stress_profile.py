@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import fisher_exact
 
 from ..core import atomic, paths
 from ..core.checkpoint import load_classifier, model_card
@@ -23,7 +22,7 @@ from ..core.record import read_record, write_record
 from ..data.cifar10 import data_summary, load_cifar10
 from ..data_faults import DataFaults, find_data_faults
 from ..label_issues import flag_label_issues, on_published_list
-from ..metrics import spearman_interval, top_two_margin, wilson_interval
+from ..metrics import fisher_exact_p, jaccard, rank_correlation, spearman_interval, top_two_margin, wilson_interval
 from ..nn.inference import REPORTED_PRECISION, checkpoint_normalizer, logits_and_features
 from ..ood_scores import ID_SET
 from ..plots import correlation_figure, save, slice_gallery_figure
@@ -166,18 +165,14 @@ def signal_columns(table: pd.DataFrame) -> list[str]:
 
 def correlations(table: pd.DataFrame, signals: list[str]) -> tuple[pd.DataFrame, dict]:
     """Spearman's rho of every pair of signals per model over the images that have both, with 95% intervals."""
-    from scipy.stats import spearmanr
-
     rows, matrices = [], {}
     for tag, group in table.groupby("model", sort=False):
         matrix = np.eye(len(signals))
         for (i, a), (j, b) in itertools.combinations(enumerate(signals), 2):
             both = group[[a, b]].dropna().astype(float)
-            flat = len(both) < MIN_PAIRS or both[a].nunique() < 2 or both[b].nunique() < 2
-            # scipy's stub types the result as a plain tuple; it is a SignificanceResult
-            result = None if flat else spearmanr(both[a], both[b])
-            rho = float("nan") if result is None else float(result.statistic)  # pyright: ignore[reportAttributeAccessIssue]
-            p_value = float("nan") if result is None else float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
+            # nan below MIN_PAIRS, or where a signal is flat over the pairs (no rank order)
+            rho, p_value = (rank_correlation(both[a].to_numpy(), both[b].to_numpy()) if len(both) >= MIN_PAIRS
+                            else (float("nan"), float("nan")))
             low, high = spearman_interval(rho, len(both))
             matrix[i, j] = matrix[j, i] = rho
             rows.append({"model": tag, "signal": a, "other": b, "n": len(both), "spearman": round(rho, 4),
@@ -239,13 +234,11 @@ def worst_per_half(found: list[HeldOutSlice]) -> np.ndarray:
 
 def slice_overlap(first: np.ndarray, second: np.ndarray, count: int, seed: int) -> dict:
     """Jaccard overlap of two models' worst slices against random sets of the same sizes (one-sided p)."""
-    def jaccard(a, b) -> float:
-        union = len(np.union1d(a, b))
-        return len(np.intersect1d(a, b)) / union if union else float("nan")
     generator = np.random.default_rng(seed)
-    observed = jaccard(first, second)
-    null = np.array([jaccard(generator.choice(count, len(first), replace=False),
-                             generator.choice(count, len(second), replace=False)) for _ in range(OVERLAP_DRAWS)])
+    observed = jaccard(set(first.tolist()), set(second.tolist()))
+    null = np.array([jaccard(set(generator.choice(count, len(first), replace=False).tolist()),
+                             set(generator.choice(count, len(second), replace=False).tolist()))
+                     for _ in range(OVERLAP_DRAWS)])
     return {"jaccard": round(observed, 4), "shuffled_mean": round(float(null.mean()), 4),
             "p_value": float((1 + (null >= observed).sum()) / (1 + OVERLAP_DRAWS)),
             "sizes": [len(first), len(second)]}
@@ -262,17 +255,24 @@ class OwnPass:
     from_logits: bool
 
 
-def own_pass(tag: str, model, checkpoint: dict, images: np.ndarray, data, device: torch.device) -> OwnPass:
-    """The answers and the input of the last linear layer in one fp32 pass: the slices need both."""
+def features_pass(model, checkpoint: dict, images: np.ndarray,
+                  device: torch.device) -> tuple[torch.Tensor, np.ndarray, bool]:
+    """One fp32 pass: the logits, the input of the last linear layer (the logits where it cannot be read), and
+    whether the logits stand in."""
     logits, features = logits_and_features(model, torch.from_numpy(images).to(device),
                                            checkpoint_normalizer(checkpoint, device))
+    return logits, (features if features is not None else logits).double().cpu().numpy(), features is None
+
+
+def own_pass(tag: str, model, checkpoint: dict, images: np.ndarray, data, device: torch.device) -> OwnPass:
+    """The answers and the input of the last linear layer in one fp32 pass: the slices need both."""
+    logits, features, from_logits = features_pass(model, checkpoint, images, device)
     probs = logits.softmax(1).double().cpu().numpy()
     predicted, labels, names = probs.argmax(1), data.test_labels, data.class_names
     base = pd.DataFrame({"model": tag, "test_index": np.arange(len(labels)), "true_label": [names[c] for c in labels],
                          "predicted_label": [names[c] for c in predicted], "confidence": probs.max(1).round(6),
                          "margin": top_two_margin(probs).round(6), "correct": predicted == labels})
-    return OwnPass(base, (features if features is not None else logits).double().cpu().numpy(), probs,
-                   features is None)
+    return OwnPass(base, features, probs, from_logits)
 
 
 def label_judges(passes: dict[str, OwnPass], labels: np.ndarray,
@@ -301,12 +301,6 @@ def label_judges(passes: dict[str, OwnPass], labels: np.ndarray,
     return pd.DataFrame(rows), flags
 
 
-def training_features(model, checkpoint: dict, images: np.ndarray, device: torch.device) -> np.ndarray:
-    logits, features = logits_and_features(model, torch.from_numpy(images).to(device),
-                                           checkpoint_normalizer(checkpoint, device))
-    return (features if features is not None else logits).double().cpu().numpy()
-
-
 def twin_accuracy(table: pd.DataFrame) -> list[dict]:
     """Per model: accuracy on the test images with a duplicate in training against the rest (Wilson intervals,
     Fisher's exact test)."""
@@ -318,10 +312,8 @@ def twin_accuracy(table: pd.DataFrame) -> list[dict]:
             low, high = wilson_interval(int(part.correct.sum()), len(part)) if len(part) else (np.nan, np.nan)
             row |= {f"{name}_images": len(part), f"{name}_accuracy": round(float(part.correct.mean()), 4)
                     if len(part) else np.nan, f"{name}_low95": round(low, 4), f"{name}_high95": round(high, 4)}
-        table_2x2 = [[int(twin.correct.sum()), len(twin) - int(twin.correct.sum())],
-                     [int(rest.correct.sum()), len(rest) - int(rest.correct.sum())]]
-        # scipy's stub types the result as a plain tuple; it is a SignificanceResult
-        row["p_value"] = float(fisher_exact(table_2x2).pvalue) if len(twin) and len(rest) else np.nan  # pyright: ignore[reportAttributeAccessIssue]
+        row["p_value"] = (fisher_exact_p(int(twin.correct.sum()), len(twin), int(rest.correct.sum()), len(rest))
+                          if len(twin) and len(rest) else np.nan)
         rows.append(row)
     return rows
 
@@ -366,7 +358,7 @@ def profile(params: ProfileParams) -> None:
     judge, (model, checkpoint) = next(iter(models.items()))
     train_count = min(params.train_images or len(data.train_labels), len(data.train_labels))
     faults = find_data_faults(data.train_images[:train_count], data.test_images,
-                              training_features(model, checkpoint, data.train_images[:train_count], device),
+                              features_pass(model, checkpoint, data.train_images[:train_count], device)[1],
                               passes[judge].features)
     test_outliers = faults.outliers[faults.outliers.split == "test"].set_index("index").outlier_score
     judges, flags = label_judges(passes, labels, data.class_names)
